@@ -1,0 +1,182 @@
+"""Gateway -> cloud batch: canonical bytes, zlib-compressed, Ed25519-signed, hash-chained.
+
+CPython only. Canonical bytes are the UTF-8 JSON of
+    {"created":<ms>,"gateway":"gw-1","prev":"<sha256 hex of the previous batch's canonical
+     bytes, or 64 zeros for the first>","records":[<record objects>],"seq":<batch seq >= 1>,
+     "states":[<state objects>],"v":1}
+with keys sorted at every level, no spaces, non-ASCII kept as UTF-8.
+
+HTTP: POST /api/v1/ingest, body = zlib(canonical), headers
+    Content-Type: application/vnd.fleetloop.batch+zlib
+    X-Fleetloop-Gateway: <gateway id>
+    X-Fleetloop-Signature: <base64 Ed25519 signature of the canonical (uncompressed) bytes>
+    Authorization: Bearer <gateway token>
+The batch digest (sha256 hex of canonical bytes) is its id; the next batch carries it as `prev`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from protocol import record as record_codec
+from protocol import state as state_codec
+from protocol.topics import valid_device_id
+
+VERSION = 1
+GENESIS = "0" * 64
+CONTENT_TYPE = "application/vnd.fleetloop.batch+zlib"
+HEADER_GATEWAY = "X-Fleetloop-Gateway"
+HEADER_SIGNATURE = "X-Fleetloop-Signature"
+INGEST_PATH = "/api/v1/ingest"
+MAX_COMPRESSED_BYTES = 8 * 1024 * 1024
+MAX_CANONICAL_BYTES = 64 * 1024 * 1024
+MAX_RECORDS = 20000
+
+
+class BatchError(ValueError):
+    """A batch that is malformed, wrongly signed or out of chain."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    gateway: str
+    seq: int
+    prev: str
+    created_ms: int
+    records: tuple[dict[str, Any], ...]
+    states: tuple[dict[str, Any], ...] = ()
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "gateway": self.gateway,
+            "seq": self.seq,
+            "prev": self.prev,
+            "created": self.created_ms,
+            "records": list(self.records),
+            "states": list(self.states),
+        }
+
+
+@dataclass(frozen=True)
+class SealedBatch:
+    """What goes over HTTP, plus the digest the next batch chains to."""
+
+    gateway: str
+    seq: int
+    digest: str
+    body: bytes  # zlib(canonical)
+    signature: str  # base64
+
+    def headers(self, token: str) -> dict[str, str]:
+        return {
+            "Content-Type": CONTENT_TYPE,
+            HEADER_GATEWAY: self.gateway,
+            HEADER_SIGNATURE: self.signature,
+            "Authorization": f"Bearer {token}",
+        }
+
+
+def canonical(batch: Batch) -> bytes:
+    return json.dumps(
+        batch.to_obj(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+
+
+def digest(canonical_bytes: bytes) -> str:
+    return hashlib.sha256(canonical_bytes).hexdigest()
+
+
+def seal(batch: Batch, key: Ed25519PrivateKey) -> SealedBatch:
+    _check(batch.to_obj())
+    canon = canonical(batch)
+    return SealedBatch(
+        gateway=batch.gateway,
+        seq=batch.seq,
+        digest=digest(canon),
+        body=zlib.compress(canon, 6),
+        signature=base64.b64encode(key.sign(canon)).decode(),
+    )
+
+
+def open_sealed(body: bytes, signature_b64: str, key: Ed25519PublicKey) -> tuple[Batch, str]:
+    """Decompress, verify and parse; returns (batch, digest). Raises BatchError."""
+    if len(body) > MAX_COMPRESSED_BYTES:
+        raise BatchError("batch too large")
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise BatchError("signature is not base64") from exc
+    try:
+        inflater = zlib.decompressobj()
+        canon = inflater.decompress(body, MAX_CANONICAL_BYTES)
+        if inflater.unconsumed_tail:
+            raise BatchError("batch too large when decompressed")
+    except zlib.error as exc:
+        raise BatchError("body is not zlib data") from exc
+    try:
+        key.verify(signature, canon)
+    except InvalidSignature as exc:
+        raise BatchError("bad signature") from exc
+    try:
+        obj = json.loads(canon)
+    except ValueError as exc:
+        raise BatchError("batch is not JSON") from exc
+    _check(obj)
+    batch = Batch(
+        gateway=obj["gateway"],
+        seq=obj["seq"],
+        prev=obj["prev"],
+        created_ms=obj["created"],
+        records=tuple(obj["records"]),
+        states=tuple(obj["states"]),
+    )
+    return batch, digest(canon)
+
+
+def _is_hex64(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == 64
+        and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def _check(obj: object) -> None:
+    if not isinstance(obj, dict):
+        raise BatchError("batch must be an object")
+    if set(obj) != {"v", "gateway", "seq", "prev", "created", "records", "states"}:
+        raise BatchError("batch fields are wrong")
+    if obj["v"] != VERSION:
+        raise BatchError("batch version unsupported")
+    if not valid_device_id(obj["gateway"]):
+        raise BatchError("invalid gateway id")
+    if type(obj["seq"]) is not int or obj["seq"] < 1:
+        raise BatchError("batch seq must be an int >= 1")
+    if type(obj["created"]) is not int or obj["created"] < 0:
+        raise BatchError("created must be an int >= 0")
+    if not _is_hex64(obj["prev"]):
+        raise BatchError("prev must be 64 lowercase hex chars")
+    records, states = obj["records"], obj["states"]
+    if not isinstance(records, list) or not isinstance(states, list):
+        raise BatchError("records and states must be lists")
+    if len(records) + len(states) > MAX_RECORDS:
+        raise BatchError("too many records")
+    for rec in records:
+        try:
+            record_codec.decode(json.dumps(rec).encode())
+        except ValueError as exc:
+            raise BatchError(f"bad record: {exc}") from exc
+    for st in states:
+        try:
+            state_codec.check(st)
+        except ValueError as exc:
+            raise BatchError(f"bad state: {exc}") from exc

@@ -1,0 +1,102 @@
+"""Signed config: the cloud's desired settings for one device, verified on the device.
+
+Envelope (published retained, QoS 1, on fleet/<id>/config):
+    {"v":1,"body":"{\"device\":\"bike-1\",\"issued\":1732345678123,\"settings\":{\"interval_ms\":500},\"version\":3}",
+     "sig":"<base64 Ed25519 signature of the UTF-8 body text>"}
+The body travels as text so the device verifies exactly the bytes that were signed.
+Body fields: device (id), version (int >= 1, strictly increasing per device), issued (ms since
+epoch), settings (name -> int, every name in SETTINGS, within its range).
+The device applies a body only if the signature verifies under the cloud's config key, the
+device id is its own, and version is greater than the version it has applied.
+"""
+
+import binascii
+import json
+
+from protocol import ed25519
+from protocol.topics import valid_device_id
+
+MAX_ENVELOPE_BYTES = 4096
+
+# name -> (minimum, maximum), all integers. The device refuses anything outside these.
+SETTINGS = {
+    "interval_ms": (100, 3600000),
+    "ack_timeout_ms": (500, 600000),
+    "max_inflight": (1, 64),
+    "keepalive_s": (10, 3600),
+}
+
+
+def check_settings(settings):
+    if not isinstance(settings, dict):
+        raise ValueError("settings must be an object")
+    for name in settings:
+        if name not in SETTINGS:
+            raise ValueError("unknown setting " + str(name))
+        value = settings[name]
+        low, high = SETTINGS[name]
+        if type(value) is not int or value < low or value > high:
+            raise ValueError(
+                "setting " + name + " must be an int in " + str(low) + ".." + str(high)
+            )
+
+
+def check_body(body):
+    if not isinstance(body, dict):
+        raise ValueError("config body must be an object")
+    for key in body:
+        if key not in ("device", "version", "issued", "settings"):
+            raise ValueError("unknown config field " + str(key))
+    if not valid_device_id(body.get("device")):
+        raise ValueError("invalid device id")
+    version = body.get("version")
+    if type(version) is not int or version < 1:
+        raise ValueError("config version must be an int >= 1")
+    issued = body.get("issued")
+    if type(issued) is not int or issued < 0:
+        raise ValueError("config issued must be an int >= 0")
+    check_settings(body.get("settings"))
+
+
+def body_text(body):
+    """Deterministic text of a body (CPython side: the cloud signs this)."""
+    check_body(body)
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def seal(body, sign):
+    """Envelope bytes for `body`; `sign(bytes) -> 64-byte signature` holds the private key."""
+    text = body_text(body)
+    sig = sign(text.encode())
+    if len(sig) != 64:
+        raise ValueError("signature must be 64 bytes")
+    envelope = {"v": 1, "body": text, "sig": binascii.b2a_base64(sig).decode().strip()}
+    return json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()
+
+
+def open_envelope(payload, public_key):
+    """Verify an envelope and return its body dict; ValueError says what is wrong."""
+    if len(payload) > MAX_ENVELOPE_BYTES:
+        raise ValueError("config too large")
+    try:
+        env = json.loads(payload)
+    except Exception:
+        raise ValueError("config is not JSON")
+    if not isinstance(env, dict) or env.get("v") != 1:
+        raise ValueError("config envelope version unsupported")
+    text = env.get("body")
+    sig_b64 = env.get("sig")
+    if not isinstance(text, str) or not isinstance(sig_b64, str):
+        raise ValueError("config envelope needs body and sig")
+    try:
+        sig = binascii.a2b_base64(sig_b64)
+    except Exception:
+        raise ValueError("config signature is not base64")
+    if not ed25519.verify(public_key, text.encode(), sig):
+        raise ValueError("bad signature")
+    try:
+        body = json.loads(text)
+    except Exception:
+        raise ValueError("config body is not JSON")
+    check_body(body)
+    return body

@@ -1,0 +1,60 @@
+"""Device -> gateway reported state, sent on connect and after every config decision.
+
+Wire (JSON object, published QoS 1 on fleet/<id>/state):
+    {"v":1,"d":"bike-1","t":1732345678123,"impl":"micropython","fw":"0.1.0","profile":"bike",
+     "config_version":3,"config_status":"applied","reason":"","heap_free":40211,
+     "buffered":0,"dropped":0,"seq":120}
+config_status is one of: "none" (nothing applied yet), "applied", "rejected"; `reason` says why
+a config was rejected (empty otherwise). Unknown extra fields are refused.
+"""
+
+import json
+
+from protocol.topics import valid_device_id
+
+MAX_STATE_BYTES = 1024
+CONFIG_STATUSES = ("none", "applied", "rejected")
+
+
+_INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq")
+_STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason")
+
+
+def encode(fields):
+    check(fields)
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def check(obj):
+    if not isinstance(obj, dict):
+        raise ValueError("state must be an object")
+    if obj.get("v") != 1:
+        raise ValueError("state version unsupported")
+    if not valid_device_id(obj.get("d")):
+        raise ValueError("invalid device id")
+    for key in obj:
+        if key in ("v", "d"):
+            continue
+        value = obj[key]
+        if key in _INT_FIELDS:
+            if type(value) is not int or value < 0:
+                raise ValueError("state field " + key + " must be an int >= 0")
+        elif key in _STR_FIELDS:
+            if not isinstance(value, str) or len(value) > 200:
+                raise ValueError("state field " + key + " must be a short string")
+        else:
+            raise ValueError("unknown state field " + key)
+    status = obj.get("config_status", "none")
+    if status not in CONFIG_STATUSES:
+        raise ValueError("bad config_status")
+
+
+def decode(payload):
+    if len(payload) > MAX_STATE_BYTES:
+        raise ValueError("state too large")
+    try:
+        obj = json.loads(payload)
+    except Exception:
+        raise ValueError("state is not JSON")
+    check(obj)
+    return obj
