@@ -1,0 +1,3 @@
+from fleetloop.cli import app
+
+app()

@@ -1,0 +1,81 @@
+"""The one `fleetloop` command, composed from each part's own commands."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cloud.cli import app as cloud_app
+from fwtool.cli import app as fw_app
+from gateway.cli import app as gateway_app
+
+app = typer.Typer(
+    help="fleetloop: keep connected products useful after they are sold.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+device_app = typer.Typer(help="Run a device agent on this host.", no_args_is_help=True)
+
+app.add_typer(cloud_app, name="cloud", help="The cloud service (FastAPI).")
+app.add_typer(gateway_app, name="gateway", help="The edge gateway and its diagnostics.")
+app.add_typer(fw_app, name="fw", help="Factory tools: keys, provisioning.")
+app.add_typer(device_app, name="device")
+
+
+HomeOpt = Annotated[Path, typer.Option("--home", envvar="FLEETLOOP_HOME", help="State directory.")]
+DEFAULT_HOME = Path(".fleetloop")
+
+
+def _split_broker(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter("expected HOST:PORT, e.g. localhost:8883")
+    return host, int(port)
+
+
+@device_app.command("run")
+def device_run(
+    device_id: Annotated[str, typer.Option("--id", help="Device id (its certificate CN).")],
+    profile: Annotated[str, typer.Option(help="Product profile: bike, mirror or engine.")],
+    home: HomeOpt = DEFAULT_HOME,
+    broker: Annotated[str, typer.Option(help="Gateway broker HOST:PORT.")] = "localhost:8883",
+    interpreter: Annotated[str, typer.Option(help="micropython or cpython.")] = "micropython",
+    records: Annotated[int | None, typer.Option(min=0, help="Stop sampling after N records.")] = None,
+    heap: Annotated[str, typer.Option(help="MicroPython heap size.")] = "64K",
+) -> None:
+    """Provision the device image (keeping its data) and run the agent in place of this process.
+
+    Example: fleetloop device run --profile bike --id bike-1 --broker localhost:8883
+    """
+    from fwtool.errors import FwToolError
+    from fwtool.provision import provision
+
+    from fleetloop.device_runner import INTERPRETERS, device_command
+
+    if interpreter not in INTERPRETERS:
+        raise typer.BadParameter(f"choose one of {', '.join(INTERPRETERS)}", param_hint="--interpreter")
+    host, port = _split_broker(broker)
+    try:
+        image = provision(home, device_id, profile, host, port)
+    except (FwToolError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    argv, env = device_command(image, interpreter, records, heap)
+    # exec: the device *is* this process, so a kill -9 of it is a power cut of the device.
+    os.execvpe(argv[0], argv, env)
+
+
+@app.command()
+def demo(
+    home: HomeOpt = DEFAULT_HOME,
+    seconds: Annotated[float, typer.Option(envvar="DEMO_SECONDS", help="Stop after this long (0 = until Ctrl-C).")] = 0,
+) -> None:
+    """Start a cloud, a gateway and three MicroPython devices (bike, mirror, engine) and show them live.
+
+    Example: DEMO_SECONDS=30 fleetloop demo
+    """
+    from fleetloop.demo import run_demo
+
+    raise typer.Exit(run_demo(home, seconds))

@@ -1,0 +1,218 @@
+"""A whole fleetloop on one machine: cloud, gateway and devices as real processes.
+
+The demo and the end-to-end tests build the same stack, so what the tests prove is what a
+user sees. Every process is started through the `fleetloop` CLI, exactly as a user types it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fleetloop.procs import Process, ProcessError, Supervisor, free_port
+
+CLI = [sys.executable, "-m", "fleetloop"]
+
+
+def write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+
+
+def read_or_make_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(24)
+    write_secret(path, value)
+    return value
+
+
+@dataclass
+class Stack:
+    home: Path
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    gateway_id: str = "gw-1"
+    admin_token: str = ""
+    cloud_port: int = 0
+    mqtt_port: int = 0
+    status_port: int = 0
+    devices: dict[str, Process] = field(default_factory=dict)
+    cloud: Process | None = None
+    gateway: Process | None = None
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home)
+        self.cloud_port = self.cloud_port or free_port()
+        self.mqtt_port = self.mqtt_port or free_port()
+        self.status_port = self.status_port or free_port()
+        if not self.admin_token:
+            self.admin_token = read_or_make_secret(self.home / "cloud" / "admin-token")
+
+    # -- paths and environment -------------------------------------------------------------
+    @property
+    def cloud_url(self) -> str:
+        return f"http://127.0.0.1:{self.cloud_port}"
+
+    @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}/status"
+
+    @property
+    def token_file(self) -> Path:
+        return self.home / "gateways" / self.gateway_id / "token"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FLEETLOOP_HOME"] = str(self.home)
+        env["FLEETLOOP_ADMIN_TOKEN"] = self.admin_token
+        env.pop("FLEETLOOP_DEV", None)
+        return env
+
+    def _process(self, name: str, args: list[str]) -> Process:
+        log = self.home / "logs" / f"{name}.log"
+        return Process(name, [*CLI, *args], log, env=self.env())
+
+    # -- keys -------------------------------------------------------------------------------
+    def keygen(self, device_ids: list[str]) -> None:
+        from fwtool import keys
+
+        keys.generate(self.home, [self.gateway_id], device_ids)
+
+    # -- cloud ------------------------------------------------------------------------------
+    def start_cloud(self) -> Process:
+        proc = self._process(
+            "cloud",
+            ["cloud", "serve", "--home", str(self.home), "--host", "127.0.0.1",
+             "--port", str(self.cloud_port)],
+        )
+        self.cloud = self.supervisor.start(proc)
+        self.wait_http(f"{self.cloud_url}/healthz", proc)
+        return proc
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.cloud_url,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=10,
+        )
+
+    def register_gateway(self) -> None:
+        pub = self.home / "keys" / "gateways" / self.gateway_id / "batch.pub"
+        body = {"id": self.gateway_id, "public_key": base64.b64encode(pub.read_bytes()).decode()}
+        with self.admin() as client:
+            resp = client.post("/api/v1/gateways", json=body)
+            resp.raise_for_status()
+            write_secret(self.token_file, resp.json()["token"])
+
+    def register_device(self, device_id: str, product: str) -> None:
+        with self.admin() as client:
+            resp = client.post("/api/v1/devices", json={"id": device_id, "product": product})
+            if resp.status_code not in (200, 201, 409):
+                resp.raise_for_status()
+
+    # -- gateway ----------------------------------------------------------------------------
+    def start_gateway(self) -> Process:
+        proc = self._process(
+            "gateway",
+            ["gateway", "run", "--home", str(self.home), "--id", self.gateway_id,
+             "--mqtt-port", str(self.mqtt_port), "--status-port", str(self.status_port),
+             "--cloud", self.cloud_url, "--token-file", str(self.token_file)],
+        )
+        self.gateway = self.supervisor.start(proc)
+        self.wait_until(lambda: (self.gateway_status() or {}).get("broker", {}).get("up"), proc,
+                        what="gateway status with the broker up")
+        return proc
+
+    def gateway_status(self) -> dict[str, Any] | None:
+        try:
+            resp = httpx.get(self.status_url, timeout=2)
+        except httpx.HTTPError:
+            return None
+        return resp.json() if resp.status_code == 200 else None
+
+    # -- devices ----------------------------------------------------------------------------
+    def start_device(self, device_id: str, profile: str, interpreter: str = "micropython",
+                     records: int | None = None) -> Process:
+        args = ["device", "run", "--home", str(self.home), "--id", device_id,
+                "--profile", profile, "--broker", f"localhost:{self.mqtt_port}",
+                "--interpreter", interpreter]
+        if records is not None:
+            args += ["--records", str(records)]
+        proc = self.supervisor.start(self._process(f"device-{device_id}", args))
+        self.devices[device_id] = proc
+        return proc
+
+    # -- reading the cloud --------------------------------------------------------------------
+    def cloud_devices(self) -> list[dict[str, Any]]:
+        with self.admin() as client:
+            resp = client.get("/api/v1/devices")
+            resp.raise_for_status()
+            return list(resp.json())
+
+    def telemetry(self, device_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        after = 0
+        with self.admin() as client:
+            while True:
+                resp = client.get(f"/api/v1/devices/{device_id}/telemetry",
+                                  params={"after_seq": after, "limit": 5000})
+                if resp.status_code == 404:
+                    return out
+                resp.raise_for_status()
+                page = resp.json()["records"]
+                if not page:
+                    return out
+                out.extend(page)
+                after = page[-1]["seq"]
+
+    # -- waiting ------------------------------------------------------------------------------
+    def wait_http(self, url: str, proc: Process, timeout: float = 30.0) -> None:
+        def ok() -> bool:
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self.wait_until(ok, proc, timeout=timeout, what=url)
+
+    def wait_until(self, check: Any, proc: Process | None = None, timeout: float = 30.0,
+                   what: str = "condition", interval: float = 0.1) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            if proc is not None and not proc.alive:
+                raise ProcessError(f"{proc.name} exited while waiting for {what}:\n{proc.tail()}")
+            time.sleep(interval)
+        raise ProcessError(f"timed out after {timeout}s waiting for {what}\n{self.supervisor.logs()}")
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+
+def seqs_of(records: list[dict[str, Any]]) -> list[int]:
+    return [int(r["seq"]) for r in records]
+
+
+def wait_records(stack: Stack, device_id: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Wait until the cloud holds at least `count` records of a device; return them all."""
+    holder: dict[str, list[dict[str, Any]]] = {}
+
+    def enough() -> bool:
+        holder["records"] = stack.telemetry(device_id)
+        return len(holder["records"]) >= count
+
+    stack.wait_until(enough, timeout=timeout, interval=0.3,
+                     what=f"{count} records of {device_id} in the cloud")
+    return holder["records"]

@@ -1,0 +1,102 @@
+"""Faults made to happen: kill -9 of the gateway, of Mosquitto, of the device; a cloud outage.
+Each time, every record reaches the cloud exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from fleetloop.stack import Stack, seqs_of, wait_records
+
+pytestmark = pytest.mark.e2e
+
+N = 150
+
+
+def start_path(stack: Stack, device_ids: list[str]) -> None:
+    stack.keygen(device_ids)
+    stack.start_cloud()
+    stack.register_gateway()
+    stack.start_gateway()
+
+
+def mosquitto_pids(home: Path) -> list[int]:
+    """Mosquitto processes started for this home (their config lives under it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "mosquitto" in cmd and str(home) in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def assert_exactly_once(stack: Stack, device_id: str, count: int) -> None:
+    records = wait_records(stack, device_id, count, timeout=120)
+    assert seqs_of(records) == list(range(1, count + 1))
+
+
+def test_kill_9_of_the_gateway_loses_nothing_and_leaves_no_orphan_broker(stack: Stack) -> None:
+    start_path(stack, ["bike-1"])
+    stack.start_device("bike-1", "bike", records=N)
+    wait_records(stack, "bike-1", 10)
+    old_broker = stack.gateway_status()["broker"]["pid"]
+    assert stack.gateway is not None
+    stack.gateway.kill9()
+    stack.wait_until(lambda: not pid_alive(old_broker), timeout=10, what="the old broker to go")
+    time.sleep(1)
+    stack.start_gateway()
+    assert_exactly_once(stack, "bike-1", N)
+    assert mosquitto_pids(stack.home) == [stack.gateway_status()["broker"]["pid"]]
+
+
+def test_kill_9_of_mosquitto_after_pubacks_loses_nothing(stack: Stack) -> None:
+    start_path(stack, ["bike-1"])
+    stack.start_device("bike-1", "bike", records=N)
+    wait_records(stack, "bike-1", 10)
+    broker = stack.gateway_status()["broker"]["pid"]
+    os.kill(broker, signal.SIGKILL)
+    stack.wait_until(lambda: (stack.gateway_status() or {}).get("broker", {}).get("restarts", 0) >= 1,
+                     timeout=30, what="the gateway to restart its broker")
+    assert_exactly_once(stack, "bike-1", N)
+
+
+def test_kill_9_of_the_device_then_restart_continues_seq(stack: Stack) -> None:
+    start_path(stack, ["bike-1"])
+    proc = stack.start_device("bike-1", "bike", records=N)
+    wait_records(stack, "bike-1", 20)
+    proc.kill9()
+    stack.start_device("bike-1", "bike", records=N)
+    assert_exactly_once(stack, "bike-1", N)
+
+
+def test_cloud_down_for_10_seconds_then_everything_arrives_once(stack: Stack) -> None:
+    start_path(stack, ["bike-1"])
+    stack.start_device("bike-1", "bike", records=N)
+    wait_records(stack, "bike-1", 5)
+    assert stack.cloud is not None
+    stack.cloud.stop()
+    time.sleep(10)
+    status = stack.gateway_status()
+    assert status is not None and status["uplink"]["last_error"], "the gateway should see the outage"
+    stack.start_cloud()
+    assert_exactly_once(stack, "bike-1", N)
+    # Chain intact: the cloud accepted every batch in order and nothing waits in the spool.
+    stack.wait_until(lambda: stack.gateway_status()["spool"]["batches"] == 0, timeout=30,
+                     what="an empty spool")
