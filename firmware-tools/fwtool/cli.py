@@ -1,0 +1,115 @@
+"""`fleetloop fw`: factory commands, a thin typer layer over fwtool.keys and fwtool.provision."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from . import keys
+from . import provision as provisioning
+from .errors import FwToolError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_GATEWAYS = ["gw-1"]
+DEFAULT_DEVICES = ["bike-1", "mirror-1", "engine-1"]
+
+app = typer.Typer(
+    help="Factory tools: generate the fleet's keys and provision device images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("FLEETLOOP_HOME") or ".fleetloop")
+
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="FLEETLOOP_HOME directory (default: $FLEETLOOP_HOME, else ./.fleetloop)",
+                 show_default=False),
+]
+
+
+def _clean_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn fwtool's errors into `error: ...` on stderr and exit 1 (or 2 for bad input)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except FwToolError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command()
+@_clean_errors
+def keygen(
+    home: HomeOpt = None,
+    gateway: Annotated[list[str] | None, typer.Option(
+        "--gateway", "-g", help="Gateway id, repeatable (default: gw-1)", show_default=False)] = None,
+    device: Annotated[list[str] | None, typer.Option(
+        "--device", "-d", help="Device id, repeatable (default: bike-1 mirror-1 engine-1)",
+        show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Regenerate every key and certificate, replacing existing files")] = False,
+) -> None:
+    """Generate the fleet's keys and certificates under HOME/keys.
+
+    Writes the device CA, the broker certificate, an MQTT client certificate and an Ed25519 batch key per gateway, a client certificate per device, and the Ed25519 release and config keys. Existing files are kept and reused unless --force.
+
+    Example: fleetloop fw keygen --home ./.fleetloop --gateway gw-1 --device bike-1 --device mirror-1
+    """
+    root = home if home is not None else _default_home()
+    written = keys.generate(root, gateway or DEFAULT_GATEWAYS, device or DEFAULT_DEVICES, force=force)
+    if not written:
+        typer.echo(f"keys up to date in {root / 'keys'}")
+        return
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"{len(written)} files written in {root / 'keys'}")
+
+
+@app.command()
+@_clean_errors
+def provision(
+    device_id: Annotated[str, typer.Option("--id", help="Device id, e.g. bike-1")],
+    profile: Annotated[str, typer.Option(
+        "--profile", help=f"Product profile: {', '.join(provisioning.PROFILES)}")],
+    home: HomeOpt = None,
+    broker: Annotated[str, typer.Option("--broker", help="Broker address host:port")] = "localhost:8883",
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Image directory (default: HOME/devices/<id>)", show_default=False)] = None,
+) -> None:
+    """Build the image (code, certificates, keys, identity.json) of one device.
+
+    Re-provisioning replaces the code, certificates and keys but never touches the device's data/ directory.
+
+    Example: fleetloop fw provision --home ./.fleetloop --id bike-1 --profile bike --broker localhost:8883
+    """
+    host, port = provisioning.parse_broker(broker)
+    root = home if home is not None else _default_home()
+    image = provisioning.provision(root, device_id, profile, host, port, out)
+    typer.echo(f"provisioned {device_id} ({profile}) in {image}")
+
+
+def main() -> None:  # pragma: no cover - `python -m fwtool.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,37 @@
+"""File writes that never expose secrets: private files are born 0600, replaced atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PRIVATE_FILE = 0o600
+PUBLIC_FILE = 0o644
+PRIVATE_DIR = 0o700
+
+
+def ensure_dir(path: Path, mode: int = PRIVATE_DIR) -> None:
+    """Create ``path`` (and parents) and make sure ``path`` itself has exactly ``mode``."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    if (path.stat().st_mode & 0o777) != mode:
+        os.chmod(path, mode)
+
+
+def write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode`` through a temp file created with that mode.
+
+    The temp file is opened with ``os.open(..., mode)`` so a private key never exists, even
+    for a moment, with looser permissions; ``os.replace`` makes the switch atomic.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # exactly ``mode`` whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

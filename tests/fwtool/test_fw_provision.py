@@ -1,0 +1,163 @@
+"""fwtool.provision: the device image layout, data/ preservation and refusals."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from fwtool.errors import FwToolError, MissingKeysError, UsageError
+from fwtool.keys import KeyLayout, generate
+from fwtool.provision import package_dir, parse_broker, provision
+
+import protocol
+
+
+@pytest.fixture
+def fake_device(tmp_path: Path) -> Path:
+    """A stand-in device package with every kind of file provision must keep or skip."""
+    root = tmp_path / "src" / "device"
+    files = {
+        "__init__.py": '__version__ = "1.2.3"\n',
+        "main.py": "print('main')\n",
+        "profiles/__init__.py": "",
+        "profiles/bike.py": "X = 1\n",
+        "port_cpython.py": "# cpython-only: uses threading\nimport threading\n",
+        "tests/test_buffer.py": "def test(): pass\n",
+        "profiles/tests/test_bike.py": "",
+        "__pycache__/main.cpython-311.pyc": "",
+        "README.md": "docs\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    generate(h, ["gw-1"], ["bike-1", "mirror-1"])
+    return h
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_image_layout(home: Path, fake_device: Path) -> None:
+    out = provision(home, "bike-1", "bike", "localhost", 8883, device_src=fake_device)
+    assert out == home / "devices" / "bike-1"
+    assert _files(out / "lib" / "device") == [
+        "__init__.py", "main.py", "profiles/__init__.py", "profiles/bike.py"]
+    assert _files(out / "lib" / "protocol") == sorted(f"{m}.py" for m in protocol.DEVICE_MODULES)
+    assert _files(out / "certs") == sorted(
+        ["ca.der", "ca.pem", "cert.der", "cert.pem", "key.der", "key.pem"])
+    assert _files(out / "keys") == ["config.pub", "release.pub"]
+    assert (out / "data").is_dir() and not any((out / "data").iterdir())
+    identity = json.loads((out / "identity.json").read_text())
+    assert identity == {"id": "bike-1", "profile": "bike", "broker_host": "localhost",
+                        "broker_port": 8883, "fw": "1.2.3"}
+    lay = KeyLayout.of_home(home)
+    assert (out / "certs/key.der").read_bytes() == lay.device_key_der("bike-1").read_bytes()
+    assert (out / "certs/cert.der").read_bytes() == lay.device_cert_der("bike-1").read_bytes()
+    assert (out / "certs/ca.der").read_bytes() == lay.ca_cert_der.read_bytes()
+    assert (out / "keys/config.pub").read_bytes() == lay.config_pub.read_bytes()
+    assert (out / "keys/release.pub").read_bytes() == lay.release_pub.read_bytes()
+    for name in ("key.der", "key.pem"):
+        assert stat.S_IMODE((out / "certs" / name).stat().st_mode) == 0o600
+    assert not list(out.glob(".staging*"))
+
+
+def test_reprovision_replaces_code_and_keeps_data(home: Path, fake_device: Path, tmp_path: Path) -> None:
+    out = tmp_path / "img"
+    provision(home, "mirror-1", "mirror", "localhost", 8883, out, device_src=fake_device)
+    (out / "data" / "buffer.bin").write_bytes(b"records")
+    (out / "data" / "sub").mkdir()
+    (out / "data" / "sub" / "seq").write_text("41")
+    (out / "lib" / "device" / "stale.py").write_text("old\n")
+    (fake_device / "main.py").write_text("print('v2')\n")
+
+    provision(home, "mirror-1", "engine", "10.0.0.5", 1884, out, device_src=fake_device)
+
+    assert (out / "data" / "buffer.bin").read_bytes() == b"records"
+    assert (out / "data" / "sub" / "seq").read_text() == "41"
+    assert not (out / "lib" / "device" / "stale.py").exists()
+    assert (out / "lib" / "device" / "main.py").read_text() == "print('v2')\n"
+    identity = json.loads((out / "identity.json").read_text())
+    assert (identity["profile"], identity["broker_host"], identity["broker_port"]) == (
+        "engine", "10.0.0.5", 1884)
+
+
+def test_real_device_package(home: Path) -> None:
+    out = provision(home, "bike-1", "bike", "localhost", 8883)
+    real = package_dir("device")
+    copied = _files(out / "lib" / "device")
+    assert all("tests/" not in f and "__pycache__" not in f for f in copied)
+    assert set(copied) <= {str(p.relative_to(real)) for p in real.rglob("*.py")}
+    assert json.loads((out / "identity.json").read_text())["id"] == "bike-1"
+
+
+@pytest.mark.parametrize("profile", ["car", "", "Bike"])
+def test_unknown_profile_refused(home: Path, profile: str) -> None:
+    with pytest.raises(UsageError, match="unknown profile"):
+        provision(home, "bike-1", profile, "localhost", 8883)
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "-a", "x" * 65])
+def test_invalid_id_refused(home: Path, bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid device id"):
+        provision(home, bad, "bike", "localhost", 8883)
+
+
+def test_missing_keys_refused(tmp_path: Path, home: Path) -> None:
+    with pytest.raises(MissingKeysError, match="fleetloop fw keygen"):
+        provision(tmp_path / "empty", "bike-1", "bike", "localhost", 8883)
+    with pytest.raises(MissingKeysError, match="--device engine-1"):
+        provision(home, "engine-1", "engine", "localhost", 8883)
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1])
+def test_bad_port_refused(home: Path, port: int) -> None:
+    with pytest.raises(UsageError, match="port"):
+        provision(home, "bike-1", "bike", "localhost", port)
+
+
+def test_foreign_directory_refused(home: Path, fake_device: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "lib").mkdir()
+    (precious / "lib" / "thesis.txt").write_text("do not delete")
+    with pytest.raises(UsageError, match="not a device image"):
+        provision(home, "bike-1", "bike", "localhost", 8883, precious, device_src=fake_device)
+    assert (precious / "lib" / "thesis.txt").exists()
+
+
+def test_other_devices_image_refused(home: Path, fake_device: Path, tmp_path: Path) -> None:
+    out = tmp_path / "img"
+    provision(home, "bike-1", "bike", "localhost", 8883, out, device_src=fake_device)
+    with pytest.raises(UsageError, match="holds the image of 'bike-1'"):
+        provision(home, "mirror-1", "mirror", "localhost", 8883, out, device_src=fake_device)
+
+
+def test_missing_protocol_module_refused(home: Path, fake_device: Path, tmp_path: Path) -> None:
+    (tmp_path / "proto").mkdir()
+    with pytest.raises(FwToolError, match="DEVICE_MODULES"):
+        provision(home, "bike-1", "bike", "localhost", 8883, tmp_path / "img",
+                  device_src=fake_device, protocol_src=tmp_path / "proto")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("localhost:8883", ("localhost", 8883)),
+    ("10.0.0.1:1", ("10.0.0.1", 1)),
+    ("[::1]:8883", ("::1", 8883)),
+])
+def test_parse_broker(text: str, expected: tuple[str, int]) -> None:
+    assert parse_broker(text) == expected
+
+
+@pytest.mark.parametrize("text", ["localhost", "localhost:", ":8883", "h:x", "h:70000"])
+def test_parse_broker_refuses(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_broker(text)
