@@ -1,0 +1,43 @@
+"""The cloud's one exception root. Services raise these; main.py maps them to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    """Root of every error the cloud raises on purpose. `str(exc)` is the reason users see."""
+
+
+class SettingsError(CloudError):
+    """The service must not start with these settings (e.g. a default secret outside dev)."""
+
+
+class InvalidRequest(CloudError):
+    """Malformed input: a batch that does not parse or verify, a missing header."""
+
+
+class InvalidSettings(CloudError):
+    """Desired device settings that protocol.config refuses."""
+
+
+class Unauthorized(CloudError):
+    """No credentials, or credentials nobody issued."""
+
+
+class Forbidden(CloudError):
+    """Valid credentials that do not cover this request."""
+
+
+class NotFound(CloudError):
+    """The thing asked for does not exist."""
+
+
+class Conflict(CloudError):
+    """The request contradicts stored state (a broken batch chain, a different gateway key)."""
+
+
+class TooLarge(CloudError):
+    """A request body over the accepted size."""
+
+
+class Unavailable(CloudError):
+    """A resource the request needs is missing on the server (e.g. the config-signing key)."""

@@ -1,0 +1,155 @@
+"""Server-rendered dashboard HTML: no scripts, no external resources, every value escaped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from html import escape
+from importlib import resources
+from string import Template
+from typing import Any
+
+from cloud.services.telemetry import Overview
+from cloud.store import DeviceRow, GatewayRow
+
+# Headers for the page: nothing may load from elsewhere, nothing may run.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+STALE_AFTER_MS = 5 * 60 * 1000
+
+_template: Template | None = None
+
+
+def _page() -> Template:
+    global _template
+    if _template is None:
+        text = resources.files("cloud.templates").joinpath("dashboard.html").read_text("utf-8")
+        _template = Template(text)
+    return _template
+
+
+def format_time(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms"
+
+
+def format_age(ms: int | None, now_ms: int) -> str:
+    if ms is None:
+        return ""
+    seconds = (now_ms - ms) // 1000
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _cell(text: str, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{text}</td>"
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    if not metrics:
+        return '<span class="empty">none</span>'
+    return "<br>".join(
+        f"<code>{escape(name)}={escape(format_value(metrics[name]))}</code>"
+        for name in sorted(metrics)
+    )
+
+
+def _config(device: DeviceRow, desired: int | None) -> str:
+    parts = [escape(f"desired v{desired}" if desired is not None else "desired: none")]
+    state = device.reported
+    if state is not None:
+        status = str(state.get("config_status", "none"))
+        version = state.get("config_version")
+        text = "reported " + (f"v{version} " if version is not None else "") + status
+        if state.get("reason"):
+            text += f": {state['reason']}"
+        cls = status if status in ("applied", "rejected") else ""
+        parts.append(f'<span class="{cls}">{escape(text)}</span>')
+    return "<br>".join(parts)
+
+
+def _firmware(device: DeviceRow) -> str:
+    state = device.reported or {}
+    fw = state.get("fw")
+    impl = state.get("impl")
+    if fw is None and impl is None:
+        return ""
+    return escape(" ".join(str(x) for x in (fw, impl) if x is not None))
+
+
+def device_row(device: DeviceRow, desired: int | None, now_ms: int) -> str:
+    seen = format_time(device.last_seen_ms)
+    age = format_age(device.last_seen_ms, now_ms)
+    stale = device.last_seen_ms is None or now_ms - device.last_seen_ms > STALE_AFTER_MS
+    cells = [
+        _cell(f"<strong>{escape(device.id)}</strong>"),
+        _cell(escape(device.product or "")),
+        _cell(escape(device.gateway or "")),
+        _cell(escape(seen) + (f"<br><small>{escape(age)}</small>" if age else ""),
+              "stale" if stale else ""),
+        _cell(str(device.last_seq), "num"),
+        _cell(str(device.records), "num"),
+        _cell(_metrics(device.last_metrics)),
+        _cell(_config(device, desired)),
+        _cell(_firmware(device)),
+    ]
+    return f'<tr data-device="{escape(device.id)}">' + "".join(cells) + "</tr>"
+
+
+def gateway_row(gateway: GatewayRow) -> str:
+    return (
+        f'<tr data-gateway="{escape(gateway.id)}">'
+        + _cell(f"<strong>{escape(gateway.id)}</strong>")
+        + _cell(str(gateway.last_seq), "num")
+        + _cell(escape(format_time(gateway.last_batch_ms)))
+        + "</tr>"
+    )
+
+
+def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str:
+    devices = overview.devices
+    if devices:
+        rows = "\n".join(
+            device_row(d, overview.desired_versions.get(d.id), now_ms) for d in devices
+        )
+    else:
+        rows = '<tr><td colspan="9" class="empty">No devices yet.</td></tr>'
+    if overview.gateways:
+        gw_rows = "\n".join(gateway_row(g) for g in overview.gateways)
+    else:
+        gw_rows = '<tr><td colspan="3" class="empty">No gateways registered.</td></tr>'
+    counts = overview.counts
+    summary = (
+        f"{len(devices)} devices &middot; {len(overview.gateways)} gateways &middot; "
+        f"{counts.get('telemetry', 0)} records &middot; {counts.get('batches', 0)} batches"
+    )
+    return _page().substitute(
+        refresh=int(refresh_s),
+        device_count=len(devices),
+        summary=summary,
+        updated=escape(format_time(now_ms)),
+        dev_badge=' &middot; <span class="dev">dev mode: open without token</span>' if dev else "",
+        device_rows=rows,
+        gateway_rows=gw_rows,
+    )

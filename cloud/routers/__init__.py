@@ -1,0 +1,1 @@
+"""HTTP routers: thin; auth and lookups are dependencies (cloud.deps), rules are services."""

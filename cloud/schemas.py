@@ -1,0 +1,124 @@
+"""Pydantic schemas of the HTTP API (XCreate in, XPublic out). Batches are not here: the ingest
+body is raw signed bytes, checked by protocol.batch, never parsed into models."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from protocol.topics import valid_device_id
+
+
+def _device_id(value: str) -> str:
+    if not valid_device_id(value):
+        raise ValueError("must be 1-64 chars of [A-Za-z0-9_-], not starting with - or _")
+    return value
+
+
+def _public_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be base64") from exc
+    if len(raw) != 32:
+        raise ValueError("must be a raw 32-byte Ed25519 public key, base64-encoded")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_device_id)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GatewayCreate(_In):
+    id: Id = Field(examples=["gw-1"])
+    public_key: Annotated[str, AfterValidator(_public_key)] = Field(
+        description="raw 32-byte Ed25519 batch-signing public key, base64",
+        examples=["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],
+    )
+
+    def public_key_bytes(self) -> bytes:
+        return base64.b64decode(self.public_key)
+
+
+class GatewayRegistered(BaseModel):
+    id: str
+    token: str = Field(description="bearer token for this gateway; shown once, stored hashed")
+
+
+class DeviceCreate(_In):
+    id: Id = Field(examples=["bike-1"])
+    product: Id = Field(examples=["bike"])
+
+
+class DevicePublic(BaseModel):
+    id: str
+    product: str | None
+    last_seen_ms: int | None = Field(description="newest device timestamp received")
+    last_seq: int
+    records: int
+    last_metrics: dict[str, Any]
+    reported: dict[str, Any] | None = Field(description="latest state message of the device")
+
+
+class TelemetryRecord(BaseModel):
+    seq: int
+    t: int
+    m: dict[str, Any]
+
+
+class TelemetryPage(BaseModel):
+    device: str
+    records: list[TelemetryRecord]
+
+
+class ConfigPut(_In):
+    settings: dict[str, Any] = Field(examples=[{"interval_ms": 500}])
+
+
+class ConfigPublic(BaseModel):
+    device: str
+    version: int
+    settings: dict[str, Any]
+
+
+class DesiredConfig(BaseModel):
+    version: int
+    settings: dict[str, Any]
+
+
+class ReportedConfig(BaseModel):
+    config_version: int | None
+    config_status: str
+    reason: str
+
+
+class DeviceConfig(BaseModel):
+    desired: DesiredConfig | None
+    reported: ReportedConfig | None
+
+
+class ConfigEnvelope(BaseModel):
+    device: str
+    version: int
+    envelope: str = Field(description="protocol.config envelope text, publish as-is")
+
+
+class GatewayConfigs(BaseModel):
+    revision: int = Field(description="newest revision; pass it as `after` next time")
+    configs: list[ConfigEnvelope]
+
+
+class IngestResult(BaseModel):
+    stored: int
+    duplicates: int
+    seq: int
+
+
+class Health(BaseModel):
+    ok: bool

@@ -1,0 +1,88 @@
+"""Every setting of the cloud service and its default, in one frozen object.
+
+Precedence: explicit arguments (CLI options) > environment > defaults.
+
+    FLEETLOOP_HOME          home directory                (default ./.fleetloop)
+    FLEETLOOP_CLOUD_DB      SQLite database path          (default <home>/cloud/cloud.db)
+    FLEETLOOP_ADMIN_TOKEN   admin bearer token            (default "dev-admin-token", dev only)
+    FLEETLOOP_DEV           1/true/yes/on: dev mode       (default off)
+    FLEETLOOP_CONFIG_KEY    Ed25519 config-signing key    (default <home>/keys/config.key.pem)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud.errors import SettingsError
+
+ENV_HOME = "FLEETLOOP_HOME"
+ENV_DB = "FLEETLOOP_CLOUD_DB"
+ENV_ADMIN_TOKEN = "FLEETLOOP_ADMIN_TOKEN"
+ENV_DEV = "FLEETLOOP_DEV"
+ENV_CONFIG_KEY = "FLEETLOOP_CONFIG_KEY"
+
+DEFAULT_HOME = ".fleetloop"
+DEFAULT_ADMIN_TOKEN = "dev-admin-token"
+MIN_ADMIN_TOKEN_LEN = 16
+DASHBOARD_REFRESH_S = 5
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_path: Path
+    admin_token: str
+    dev: bool
+    config_key_path: Path
+    dashboard_refresh_s: int = DASHBOARD_REFRESH_S
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        home: Path | str | None = None,
+        dev: bool | None = None,
+        admin_token: str | None = None,
+        db_path: Path | str | None = None,
+        config_key_path: Path | str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings from arguments, then `env` (default os.environ), then defaults."""
+        env = os.environ if env is None else env
+        home_path = Path(home if home is not None else env.get(ENV_HOME) or DEFAULT_HOME)
+        home_path = home_path.expanduser()
+        if dev is None:
+            dev = env.get(ENV_DEV, "").strip().lower() in _TRUE
+        db = db_path if db_path is not None else env.get(ENV_DB)
+        key = config_key_path if config_key_path is not None else env.get(ENV_CONFIG_KEY)
+        token = admin_token if admin_token is not None else env.get(ENV_ADMIN_TOKEN)
+        return cls(
+            home=home_path,
+            db_path=Path(db).expanduser() if db else home_path / "cloud" / "cloud.db",
+            admin_token=DEFAULT_ADMIN_TOKEN if token is None else token,
+            dev=dev,
+            config_key_path=(
+                Path(key).expanduser() if key else home_path / "keys" / "config.key.pem"
+            ),
+        )
+
+    def check(self) -> None:
+        """Refuse settings a production service must not run with. Raises SettingsError."""
+        if not self.admin_token or self.admin_token != self.admin_token.strip():
+            raise SettingsError("the admin token is empty or has surrounding spaces")
+        if self.dev:
+            return
+        if self.admin_token == DEFAULT_ADMIN_TOKEN:
+            raise SettingsError(
+                f"refusing the default admin token outside dev mode: set {ENV_ADMIN_TOKEN} "
+                f"or run with --dev ({ENV_DEV}=1)"
+            )
+        if len(self.admin_token) < MIN_ADMIN_TOKEN_LEN:
+            raise SettingsError(
+                f"the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters outside dev mode"
+            )

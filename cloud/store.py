@@ -1,0 +1,128 @@
+"""The storage interface the services use, and the rows it returns.
+
+db.SqliteStore implements it with sqlite3; a PostgreSQL store implements the same methods.
+Rules the services rely on:
+- `transaction()` makes everything inside it one atomic unit and serialises writers, so a
+  chain head or a config version read inside it cannot change before the commit (SQLite:
+  BEGIN IMMEDIATE; PostgreSQL: SELECT ... FOR UPDATE on the row read).
+- Nothing outside a transaction writes.
+- JSON-shaped values (metrics, settings, reported state) go in and come out as dicts.
+- Config revisions become visible in increasing order (the gateways' feed pages by them).
+  SQLite gets this from its single writer; a PostgreSQL store must serialise config inserts
+  (one global lock, e.g. pg_advisory_xact_lock) so no lower revision commits later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class GatewayRow:
+    id: str
+    public_key: bytes  # raw 32-byte Ed25519 public key
+    created_ms: int
+    last_seq: int  # seq of the last batch stored, 0 before the first
+    last_digest: str  # digest of that batch, protocol.batch.GENESIS before the first
+    last_batch_ms: int | None = None  # cloud clock when the last batch was stored
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    gateway: str
+    seq: int
+    digest: str
+    prev: str
+    created_ms: int
+    received_ms: int
+    records: int
+    stored: int
+    states: int
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    id: str
+    product: str | None
+    created_ms: int
+    gateway: str | None = None  # the gateway that delivered its latest data
+    last_seen_ms: int | None = None  # newest device timestamp received (device clock)
+    last_seq: int = 0
+    records: int = 0
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    reported: dict[str, Any] | None = None  # latest protocol.state object
+
+
+@dataclass(frozen=True)
+class TelemetryRow:
+    device: str
+    seq: int
+    t: int
+    m: dict[str, Any]
+    gateway: str
+    batch_seq: int
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    device: str
+    version: int
+    revision: int  # global, strictly increasing over all devices
+    issued_ms: int
+    settings: dict[str, Any]
+    envelope: str  # protocol.config envelope text, exactly as signed
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[None]: ...
+
+    def ping(self) -> None: ...
+
+    # gateways and their batch chain
+    def get_gateway(self, gateway_id: str) -> GatewayRow | None: ...
+    def gateway_by_token_hash(self, token_hash: str) -> GatewayRow | None: ...
+    def list_gateways(self) -> list[GatewayRow]: ...
+    def insert_gateway(self, row: GatewayRow, token_hash: str) -> None: ...
+    def set_gateway_token(self, gateway_id: str, token_hash: str) -> None: ...
+    def batch_digest(self, gateway_id: str, seq: int) -> str | None: ...
+    def append_batch(self, row: BatchRow) -> None:
+        """Store the batch row and move the gateway's chain head to it."""
+        ...
+
+    # devices and telemetry
+    def get_device(self, device_id: str) -> DeviceRow | None: ...
+    def list_devices(self) -> list[DeviceRow]: ...
+    def insert_device(self, row: DeviceRow) -> bool:
+        """Insert unless the id exists; True when inserted."""
+        ...
+
+    def save_device(self, row: DeviceRow) -> None:
+        """Insert or replace every column of the device."""
+        ...
+
+    def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int:
+        """Insert rows whose (device, seq) is new; returns how many were inserted."""
+        ...
+
+    def telemetry(self, device_id: str, after_seq: int, limit: int) -> list[TelemetryRow]: ...
+    def counts(self) -> dict[str, int]:
+        """Row counts: gateways, batches, devices, telemetry, configs."""
+        ...
+
+    # desired config
+    def latest_config(self, device_id: str) -> ConfigRow | None: ...
+    def insert_config(
+        self, device_id: str, version: int, issued_ms: int, settings: dict[str, Any], envelope: str
+    ) -> int:
+        """Store a config version; returns its new global revision."""
+        ...
+
+    def configs_after(self, revision: int) -> list[ConfigRow]:
+        """The latest config of each device whose latest revision is > `revision`."""
+        ...
+
+    def max_config_revision(self) -> int: ...
+    def desired_versions(self) -> dict[str, int]: ...

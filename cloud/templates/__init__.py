@@ -1,0 +1,1 @@
+"""HTML templates of the dashboard (string.Template; package data)."""

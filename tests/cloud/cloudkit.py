@@ -1,0 +1,128 @@
+"""Helpers for the cloud tests: keys, records, states and a gateway that keeps its chain."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from protocol import record as record_codec
+from protocol import state as state_codec
+from protocol.batch import GENESIS, Batch, SealedBatch, seal
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+T0 = 1_732_345_678_000
+
+
+class Clock:
+    """A settable clock for create_app(clock=...)."""
+
+    def __init__(self, now_s: float = T0 / 1000) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def b64_public(key: Ed25519PrivateKey) -> str:
+    return base64.b64encode(raw_public(key)).decode()
+
+
+def pem_private(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def rec(device: str, seq: int, t: int | None = None, **metrics: Any) -> dict[str, Any]:
+    """A record exactly as the device encodes it (through protocol.record)."""
+    metrics = metrics or {"power": 100 + seq}
+    obj: dict[str, Any] = json.loads(
+        record_codec.encode(device, seq, T0 + seq if t is None else t, metrics)
+    )
+    return obj
+
+
+def state(device: str, **fields: Any) -> dict[str, Any]:
+    obj = {"v": 1, "d": device, "t": T0, **fields}
+    state_codec.check(obj)
+    return obj
+
+
+def counts(app: FastAPI) -> dict[str, int]:
+    with app.state.db.connection() as store:
+        return store.counts()
+
+
+def register(client: TestClient | httpx.Client, gateway_id: str, key: Ed25519PrivateKey) -> str:
+    r = client.post(
+        "/api/v1/gateways", json={"id": gateway_id, "public_key": b64_public(key)}, headers=ADMIN
+    )
+    assert r.status_code == 201, r.text
+    token: str = r.json()["token"]
+    return token
+
+
+@dataclass
+class GatewaySim:
+    """A registered gateway as the real one behaves: seals batches in chain order."""
+
+    client: TestClient
+    id: str
+    key: Ed25519PrivateKey
+    token: str
+    seq: int = 0
+    prev: str = GENESIS
+    sent: list[SealedBatch] = field(default_factory=list)
+
+    def seal(
+        self,
+        records: Sequence[dict[str, Any]] = (),
+        states: Sequence[dict[str, Any]] = (),
+        *,
+        seq: int | None = None,
+        prev: str | None = None,
+        gateway: str | None = None,
+        key: Ed25519PrivateKey | None = None,
+    ) -> SealedBatch:
+        batch = Batch(
+            gateway=gateway or self.id,
+            seq=self.seq + 1 if seq is None else seq,
+            prev=self.prev if prev is None else prev,
+            created_ms=T0,
+            records=tuple(records),
+            states=tuple(states),
+        )
+        return seal(batch, key or self.key)
+
+    def post(self, sealed: SealedBatch, **header_overrides: str) -> httpx.Response:
+        headers = sealed.headers(self.token)
+        headers.update(header_overrides)
+        return self.client.post("/api/v1/ingest", content=sealed.body, headers=headers)
+
+    def push(
+        self, records: Sequence[dict[str, Any]] = (), states: Sequence[dict[str, Any]] = ()
+    ) -> httpx.Response:
+        """Seal the next batch of the chain and send it; advance the chain on 200."""
+        sealed = self.seal(records, states)
+        r = self.post(sealed)
+        if r.status_code == 200:
+            self.seq, self.prev = sealed.seq, sealed.digest
+            self.sent.append(sealed)
+        return r

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cloudkit import ADMIN, ADMIN_TOKEN, GatewaySim, rec, state
+from fastapi.testclient import TestClient
+
+from cloud.main import create_app
+from cloud.settings import Settings
+
+
+def test_dashboard_lists_devices_and_their_values(client: TestClient, gateway: GatewaySim) -> None:
+    client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike"}, headers=ADMIN)
+    client.put("/api/v1/devices/bike-1/config", json={"settings": {"interval_ms": 700}}, headers=ADMIN)
+    gateway.push(
+        [rec("bike-1", 1, power=212.5, cadence=81), rec("mirror-1", 1, reps=12, active=True)],
+        [state("bike-1", fw="0.1.0", impl="micropython", config_version=1,
+               config_status="rejected", reason="<b>nope</b>")],
+    )
+    r = client.get("/", params={"token": ADMIN_TOKEN})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert '<meta http-equiv="refresh" content="5">' in html
+    rows = re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S)
+    assert [device for device, _ in rows] == ["bike-1", "mirror-1"]
+    bike = rows[0][1]
+    for text in ("bike", "gw-1", "power=212.5", "cadence=81", "desired v1", "reported v1 rejected",
+                 "0.1.0 micropython"):
+        assert text in bike, text
+    assert "&lt;b&gt;nope&lt;/b&gt;" in bike and "<b>nope</b>" not in html
+    assert "reps=12" in rows[1][1] and "active=true" in rows[1][1]
+    assert 'data-gateway="gw-1"' in html
+    # nothing loads from elsewhere, nothing runs
+    assert "<script" not in html.lower()
+    assert not re.search(r"(src|href)=", html)
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+def test_dashboard_empty_fleet(client: TestClient) -> None:
+    r = client.get("/", headers=ADMIN)
+    assert r.status_code == 200 and "No devices yet." in r.text
+
+
+def test_dashboard_needs_admin_token_outside_dev(client: TestClient) -> None:
+    assert client.get("/").status_code == 401
+    assert client.get("/", params={"token": "wrong"}).status_code == 401
+    assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/", params={"token": ADMIN_TOKEN}).status_code == 200
+    assert client.get("/", headers=ADMIN).status_code == 200
+
+
+def test_dashboard_is_open_in_dev_mode(tmp_path: Path) -> None:
+    with TestClient(create_app(Settings.load(home=tmp_path, dev=True, env={}))) as client:
+        r = client.get("/")
+        assert r.status_code == 200 and "dev mode" in r.text
+        # dev mode opens the dashboard only: the API still wants the token
+        assert client.get("/api/v1/devices").status_code == 401
+
+
+def test_healthz(client: TestClient) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"ok": True}

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+
+from cloudkit import ADMIN, GatewaySim, counts, rec, register, state
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from protocol.batch import GENESIS, MAX_COMPRESSED_BYTES, SealedBatch
+
+EMPTY = {"gateways": 1, "batches": 0, "devices": 0, "telemetry": 0, "configs": 0}
+
+
+def telemetry_rows(app: FastAPI, device: str) -> list[tuple[int, str, int]]:
+    with app.state.db.connection() as store:
+        return [(r.seq, r.gateway, r.batch_seq) for r in store.telemetry(device, 0, 10000)]
+
+
+def test_stores_batch_and_rows_keep_gateway_and_batch_seq(
+    app: FastAPI, client: TestClient, gateway: GatewaySim
+) -> None:
+    r = gateway.push([rec("bike-1", 1), rec("bike-1", 2), rec("mirror-1", 1)])
+    assert r.status_code == 200, r.text
+    assert r.json() == {"stored": 3, "duplicates": 0, "seq": 1}
+    r = gateway.push([rec("bike-1", 3)])
+    assert r.json() == {"stored": 1, "duplicates": 0, "seq": 2}
+    assert telemetry_rows(app, "bike-1") == [(1, "gw-1", 1), (2, "gw-1", 1), (3, "gw-1", 2)]
+    assert counts(app) == {**EMPTY, "batches": 2, "devices": 2, "telemetry": 4}
+
+
+def test_each_device_seq_stored_once_across_overlapping_batches(
+    app: FastAPI, client: TestClient, gateway: GatewaySim
+) -> None:
+    assert gateway.push([rec("bike-1", s) for s in range(1, 6)]).json()["stored"] == 5
+    r = gateway.push([rec("bike-1", s) for s in range(3, 9)] + [rec("bike-1", 8)])
+    assert r.json() == {"stored": 3, "duplicates": 4, "seq": 2}
+    assert [row[0] for row in telemetry_rows(app, "bike-1")] == list(range(1, 9))
+    device = client.get("/api/v1/devices", headers=ADMIN).json()[0]
+    assert (device["records"], device["last_seq"]) == (8, 8)
+
+
+def test_resent_batch_is_idempotent(app: FastAPI, gateway: GatewaySim) -> None:
+    gateway.push([rec("bike-1", 1), rec("bike-1", 2)])
+    gateway.push([rec("bike-1", 3)])
+    before = counts(app)
+    for sealed in gateway.sent:  # the gateway lost our answers and sends everything again
+        r = gateway.post(sealed)
+        assert r.status_code == 200
+        assert r.json()["stored"] == 0
+        assert r.json()["duplicates"] == len(json.loads(zlib.decompress(sealed.body))["records"])
+    assert counts(app) == before
+    assert gateway.push([rec("bike-1", 4)]).json() == {"stored": 1, "duplicates": 0, "seq": 3}
+
+
+def refused(
+    app: FastAPI, gateway: GatewaySim, sealed: SealedBatch, status: int, reason: str
+) -> None:
+    """Sent with the right headers for `gateway`, refused with `status`, nothing stored."""
+    before = counts(app)
+    r = gateway.post(sealed, **{"X-Fleetloop-Gateway": gateway.id})
+    assert r.status_code == status, r.text
+    assert reason in r.json()["detail"]
+    assert counts(app) == before
+
+
+def test_bad_signature_stores_nothing(app: FastAPI, gateway: GatewaySim) -> None:
+    sealed = gateway.seal([rec("bike-1", 1)])
+    other = gateway.seal([rec("bike-1", 2)])
+    forged = SealedBatch(sealed.gateway, sealed.seq, sealed.digest, sealed.body, other.signature)
+    refused(app, gateway, forged, 400, "bad signature")
+    assert counts(app) == EMPTY
+
+
+def test_batch_signed_by_an_unregistered_key_is_refused(app: FastAPI, gateway: GatewaySim) -> None:
+    stranger = Ed25519PrivateKey.generate()
+    refused(app, gateway, gateway.seal([rec("bike-1", 1)], key=stranger), 400, "bad signature")
+
+
+def test_tampered_body_is_refused(app: FastAPI, gateway: GatewaySim) -> None:
+    sealed = gateway.seal([rec("bike-1", 1, power=100)])
+    canon = zlib.decompress(sealed.body).replace(b'"power":100', b'"power":999')
+    tampered = SealedBatch(
+        sealed.gateway, sealed.seq, sealed.digest, zlib.compress(canon), sealed.signature
+    )
+    refused(app, gateway, tampered, 400, "bad signature")
+    garbage = SealedBatch(sealed.gateway, sealed.seq, sealed.digest, b"not zlib", sealed.signature)
+    refused(app, gateway, garbage, 400, "zlib")
+
+
+def test_batch_naming_another_gateway_is_refused(app: FastAPI, client: TestClient, gateway: GatewaySim) -> None:
+    register(client, "gw-2", Ed25519PrivateKey.generate())
+    refused(app, gateway, gateway.seal([rec("bike-1", 1)], gateway="gw-2"), 400, "gw-2")
+
+
+def test_missing_signature_header(app: FastAPI, client: TestClient, gateway: GatewaySim) -> None:
+    sealed = gateway.seal([rec("bike-1", 1)])
+    headers = sealed.headers(gateway.token)
+    del headers["X-Fleetloop-Signature"]
+    r = client.post("/api/v1/ingest", content=sealed.body, headers=headers)
+    assert r.status_code == 400 and "X-Fleetloop-Signature" in r.json()["detail"]
+    assert counts(app) == EMPTY
+
+
+def test_broken_chain_gap_and_rewritten_history_are_conflicts(app: FastAPI, gateway: GatewaySim) -> None:
+    refused(app, gateway, gateway.seal([rec("bike-1", 1)], prev="a" * 64), 409, "does not chain")
+    refused(app, gateway, gateway.seal([rec("bike-1", 1)], seq=2), 409, "gap")
+    gateway.push([rec("bike-1", 1)])
+    gateway.push([rec("bike-1", 2)])
+    refused(app, gateway, gateway.seal([rec("bike-1", 3)], seq=4), 409, "expected batch 3")
+    refused(app, gateway, gateway.seal([rec("bike-1", 3)], prev=GENESIS), 409, "does not chain")
+    # a different batch under an old seq (history rewritten) is not a replay
+    rewritten = gateway.seal([rec("bike-1", 7)], seq=2, prev=gateway.sent[0].digest)
+    refused(app, gateway, rewritten, 409, "differs")
+    # the chain is intact: the real next batch goes in
+    assert gateway.push([rec("bike-1", 3)]).json()["seq"] == 3
+
+
+def test_out_of_range_integers_are_refused(app: FastAPI, gateway: GatewaySim) -> None:
+    refused(app, gateway, gateway.seal([rec("bike-1", 2**63)]), 400, "out of range")
+    refused(app, gateway, gateway.seal([rec("bike-1", 1, t=2**64)]), 400, "out of range")
+    refused(app, gateway, gateway.seal([], seq=2**70, prev=GENESIS), 400, "out of range")
+
+
+def test_oversized_body_is_refused(app: FastAPI, client: TestClient, gateway: GatewaySim) -> None:
+    sealed = gateway.seal([rec("bike-1", 1)])
+    body = sealed.body + b"\0" * MAX_COMPRESSED_BYTES
+    r = client.post("/api/v1/ingest", content=body, headers=sealed.headers(gateway.token))
+    assert r.status_code == 413
+    assert counts(app) == EMPTY
+
+
+def test_states_become_reported_state_and_auto_create_devices(
+    app: FastAPI, client: TestClient, gateway: GatewaySim
+) -> None:
+    s1 = state("mirror-1", t=10, profile="mirror", fw="0.1.0", impl="micropython",
+               config_version=0, config_status="none")
+    s2 = state("mirror-1", t=20, profile="mirror", fw="0.1.0", impl="micropython",
+               config_version=2, config_status="rejected", reason="interval_ms out of range")
+    r = gateway.push([], [s2, s1])  # order in the batch does not matter; device time does
+    assert r.json() == {"stored": 0, "duplicates": 0, "seq": 1}
+    (device,) = client.get("/api/v1/devices", headers=ADMIN).json()
+    assert device["id"] == "mirror-1" and device["product"] == "mirror"
+    assert device["reported"] == s2
+    assert device["records"] == 0 and device["last_seen_ms"] == 20
+    cfg = client.get("/api/v1/devices/mirror-1/config", headers=ADMIN).json()
+    assert cfg == {
+        "desired": None,
+        "reported": {"config_version": 2, "config_status": "rejected",
+                     "reason": "interval_ms out of range"},
+    }
+    # an older state arriving later does not win
+    gateway.push([], [s1])
+    assert client.get("/api/v1/devices/mirror-1", headers=ADMIN).json()["reported"] == s2
+
+
+def test_signature_header_is_base64_checked(app: FastAPI, gateway: GatewaySim) -> None:
+    sealed = gateway.seal([rec("bike-1", 1)])
+    r = gateway.post(sealed, **{"X-Fleetloop-Signature": "%%%"})
+    assert r.status_code == 400 and "base64" in r.json()["detail"]
+    short = base64.b64encode(b"x" * 10).decode()
+    assert gateway.post(sealed, **{"X-Fleetloop-Signature": short}).status_code == 400
+    assert counts(app) == EMPTY
