@@ -16,11 +16,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-device_app = typer.Typer(help="Run a device agent on this host.", no_args_is_help=True)
+device_app = typer.Typer(
+    help="Run a device agent on this host.\n\nExample: fleetloop device run --profile bike --id bike-1",
+    no_args_is_help=True,
+)
 
-app.add_typer(cloud_app, name="cloud", help="The cloud service (FastAPI).")
-app.add_typer(gateway_app, name="gateway", help="The edge gateway and its diagnostics.")
-app.add_typer(fw_app, name="fw", help="Factory tools: keys, provisioning.")
+app.add_typer(cloud_app, name="cloud")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(fw_app, name="fw")
 app.add_typer(device_app, name="device")
 
 

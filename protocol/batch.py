@@ -172,7 +172,7 @@ def _check(obj: object) -> None:
         raise BatchError("too many records")
     for rec in records:
         try:
-            record_codec.decode(json.dumps(rec).encode())
+            record_codec.decode(json.dumps(rec, separators=(",", ":")).encode())
         except ValueError as exc:
             raise BatchError(f"bad record: {exc}") from exc
     for st in states:

@@ -1,0 +1,139 @@
+"""Inbox -> sealed batch in the spool: take the oldest records and states, build
+protocol.batch.Batch(seq = head + 1, prev = head digest), sign it with the gateway's Ed25519 key,
+then in one transaction spool it, delete what it took and move the chain head. A crash at any
+point leaves either the records in the inbox or the batch in the spool, never neither or both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gateway.errors import GatewayError
+from gateway.store import ChainHead, SpooledBatch, Store
+from protocol import batch as batch_codec
+
+log = logging.getLogger("fleetloop.gateway.batch")
+
+
+class BatchChainError(GatewayError):
+    """The chain head changed under the batcher (two writers on one database)."""
+
+
+@dataclass(frozen=True)
+class SealedInfo:
+    seq: int
+    digest: str
+    records: int
+    states: int
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Batcher:
+    """Seals batches of up to `max_records` when that many wait, or every `interval_s`."""
+
+    def __init__(self, store: Store, gateway_id: str, key: Ed25519PrivateKey, max_records: int,
+                 interval_s: float, on_sealed: Callable[[], None] = lambda: None,
+                 clock_ms: Callable[[], int] = _now_ms) -> None:
+        self._store = store
+        self._gateway_id = gateway_id
+        self._key = key
+        self._max = max_records
+        self._interval_s = interval_s
+        self._on_sealed = on_sealed
+        self._clock_ms = clock_ms
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._wake = threading.Event()
+        self.sealed_batches = 0
+        self.sealed_records = 0
+
+    def notify(self, stored: int) -> None:
+        """Ingest calls this after each commit; wakes the batcher once a full batch waits."""
+        with self._lock:
+            self._waiting += stored
+            if self._waiting >= self._max:
+                self._wake.set()
+
+    def wake(self) -> None:
+        """Interrupt the wait (used when stopping)."""
+        self._wake.set()
+
+    def seal_next(self) -> SealedInfo | None:
+        """Seal one batch from the oldest waiting records and states; None if nothing waits.
+
+        Reading and signing happen before the write transaction, so ingest commits are not held
+        up by the signature. That is safe because this batcher is the only one that deletes
+        from the inbox or moves the chain head (one batcher per database), and inbox ids only
+        grow: the rows read are exactly the rows with id <= the last id read. The write
+        (spool insert + inbox delete + new head) is one transaction.
+        """
+        rows = self._store.take_inbox(self._max)
+        state_rows = self._store.take_states(self._max - len(rows))
+        if not rows and not state_rows:
+            return None
+        head = self._store.head()
+        batch = batch_codec.Batch(
+            gateway=self._gateway_id,
+            seq=head.seq + 1,
+            prev=head.digest,
+            created_ms=self._clock_ms(),
+            records=tuple(json.loads(p) for _, p in rows),
+            states=tuple(json.loads(p) for _, p in state_rows),
+        )
+        sealed = batch_codec.seal(batch, self._key)
+        with self._store.transaction():
+            if self._store.head() != head:
+                raise BatchChainError("the chain head moved while sealing: is a second gateway "
+                                      "process using this database?")
+            self._store.add_to_spool(SpooledBatch(
+                seq=sealed.seq, digest=sealed.digest, body=sealed.body,
+                signature=sealed.signature, records=len(rows), states=len(state_rows),
+                created_ms=batch.created_ms))
+            if rows:
+                self._store.delete_inbox_through(rows[-1][0])
+            if state_rows:
+                self._store.delete_states_through(state_rows[-1][0])
+            self._store.set_head(ChainHead(sealed.seq, sealed.digest))
+        self.sealed_batches += 1
+        self.sealed_records += len(rows)
+        return SealedInfo(sealed.seq, sealed.digest, len(rows), len(state_rows))
+
+    def flush(self, full_only: bool = False) -> int:
+        """Seal until the inbox is empty (or, with full_only, until less than a batch waits)."""
+        count = 0
+        while True:
+            with self._lock:
+                self._waiting = 0
+            info = self.seal_next()
+            if info is None:
+                break
+            count += 1
+            full = info.records + info.states >= self._max
+            if full_only and not full:
+                break
+        if count:
+            self._on_sealed()
+        return count
+
+    def run(self, stop: threading.Event) -> None:
+        deadline = time.monotonic() + self._interval_s
+        while not stop.is_set():
+            woke = self._wake.wait(max(0.0, deadline - time.monotonic()))
+            self._wake.clear()
+            if stop.is_set():
+                break
+            if woke and time.monotonic() < deadline:
+                self.flush(full_only=True)
+                continue
+            self.flush()
+            deadline = time.monotonic() + self._interval_s

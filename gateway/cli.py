@@ -1,0 +1,117 @@
+"""`fleetloop gateway ...`: thin commands over the gateway library. Errors become one clean line
+on stderr and exit code 1; no tracebacks for users."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from gateway import app as gateway_app
+from gateway import diag as diag_mod
+from gateway.errors import GatewayError
+from gateway.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False,
+    help="The edge gateway (Mosquitto, ingest, signed batches to the cloud, configs to devices) "
+         "and its diagnostics.\n\nExample: fleetloop gateway diag --home .fleetloop --id gw-1",
+)
+
+HomeOpt = Annotated[Path | None, typer.Option(
+    "--home", help="fleetloop home (env FLEETLOOP_HOME, default ./.fleetloop).",
+    show_default=False)]
+IdOpt = Annotated[str | None, typer.Option(
+    "--id", help="Gateway id (env FLEETLOOP_GATEWAY_ID, default gw-1).", show_default=False)]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def run(
+    home: HomeOpt = None,
+    gateway_id: IdOpt = None,
+    mqtt_port: Annotated[int | None, typer.Option(
+        help="Broker TLS port (default 8883).", show_default=False)] = None,
+    status_port: Annotated[int | None, typer.Option(
+        help="Local status endpoint port on 127.0.0.1 (default 8884).", show_default=False)] = None,
+    cloud: Annotated[str | None, typer.Option(
+        help="Cloud base URL (default http://127.0.0.1:8000).", show_default=False)] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="File with the gateway's cloud token (default <home>/gateways/<id>/token).",
+        show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Records per signed batch (default 1000).", show_default=False)] = None,
+    batch_interval: Annotated[float | None, typer.Option(
+        help="Seconds before a partial batch is sealed (default 1.0).", show_default=False)] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run the gateway: its Mosquitto (mTLS, per-device ACL), durable ingest, signed batches to
+    the cloud, configs down to devices, and a status endpoint. Stops cleanly on Ctrl-C/SIGTERM.
+
+    Example: fleetloop gateway run --home .fleetloop --id gw-1 --cloud http://127.0.0.1:8000
+    """
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise _fail(ValueError(f"unknown log level {log_level!r} (use DEBUG, INFO, WARNING, ERROR)"))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    try:
+        settings = Settings.build(
+            home=home, gateway_id=gateway_id, mqtt_port=mqtt_port, status_port=status_port,
+            cloud_url=cloud, token_file=token_file, batch_max_records=batch_size,
+            batch_interval_s=batch_interval,
+        )
+        gateway_app.run(settings)
+    except GatewayError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def diag(
+    home: HomeOpt = None,
+    gateway_id: IdOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw status JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh every second until Ctrl-C.")] = False,
+    url: Annotated[str | None, typer.Option(
+        help="Status URL (default: read from <home>/gateways/<id>/run.json).",
+        show_default=False)] = None,
+) -> None:
+    """Show a running gateway's health: broker, connected devices, ingest counts, what waits in
+    the inbox and spool, and the last uplink error.
+
+    Example: fleetloop gateway diag --home .fleetloop --id gw-1 --watch
+    """
+    console = Console()
+    try:
+        if url is None:
+            settings = Settings.build(home=home, gateway_id=gateway_id)
+            url = diag_mod.status_url(settings.home, settings.gateway_id)
+        if not watch:
+            status = diag_mod.fetch(url)
+            if as_json:
+                typer.echo(json.dumps(status, indent=2, sort_keys=True))
+            else:
+                console.print(diag_mod.render(status))
+            return
+        with Live(console=console, auto_refresh=False) as live:
+            while True:
+                status = diag_mod.fetch(url)
+                if as_json:
+                    live.update(json.dumps(status, indent=2, sort_keys=True), refresh=True)
+                else:
+                    live.update(diag_mod.render(status), refresh=True)
+                time.sleep(1.0)
+    except GatewayError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,361 @@
+"""MQTT ingest: every device message is decoded, deduplicated and durably committed before the
+broker gets its PUBACK and the device gets its application ack.
+
+Two threads:
+- paho's network thread (loop_start) only queues messages (on_message never touches disk);
+- the committer (`run`) takes them in groups (up to `commit_max`, or what arrives within
+  `commit_window_s`), decodes, dedupes by (device, seq), commits the group in one SQLite
+  transaction, THEN PUBACKs each message (manual_ack) and publishes one protocol.ack per
+  device with its highest contiguous stored seq. The broker's in-flight window must be at least
+  `commit_max`, or a group can never fill (Mosquitto's default is 20).
+
+Bad payloads (not JSON, wrong fields, device id not matching the topic) are counted, logged with
+the reason (rate limited) and PUBACKed so they do not jam the session; nothing is stored.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import queue
+import sqlite3
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.errors import GatewayError, StoreError
+from gateway.ratelog import RateLimitedLog
+from gateway.seqs import SeqTracker
+from gateway.store import InboxRecord, InboxState, Store, TrackerChange
+from protocol import ack as ack_codec
+from protocol import record as record_codec
+from protocol import state as state_codec
+from protocol import topics
+
+log = logging.getLogger("fleetloop.gateway.ingest")
+_reject_log = RateLimitedLog(log)
+
+
+@dataclass(frozen=True)
+class MqttParams:
+    host: str
+    port: int
+    client_id: str
+    ca_cert: Path
+    cert: Path
+    key: Path
+    keepalive_s: int = 30
+
+
+class LinkState(enum.Enum):
+    DOWN = "down"
+    CONNECTING = "connecting"
+    UP = "up"
+
+
+@dataclass(frozen=True)
+class Inbound:
+    generation: int  # connection the message arrived on: a mid means nothing on another one
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+class Rejected(GatewayError):
+    """A message that is refused (counted, logged, acked, not stored)."""
+
+
+# protocol.batch re-checks each record as json.dumps(record) - with spaces - against
+# MAX_RECORD_BYTES, so a record of ~1.95-2 KB that record.decode accepts could never be sealed
+# and would block the batcher. Refuse those at the door until the protocol check is compact.
+_BATCH_CHECK_BYTES = 1900
+_MAX_REASONS = 50
+
+
+def _check_batchable(rec: dict[str, Any]) -> None:
+    try:
+        record_codec.decode(json.dumps(rec).encode())
+    except ValueError as exc:
+        raise Rejected(f"record cannot go into a batch: {exc}") from None
+
+
+@dataclass
+class _Group:
+    """What one commit group accepted, before it is committed."""
+
+    records: list[InboxRecord]
+    states: list[InboxState]
+    working: dict[str, tuple[SeqTracker, SeqTracker]]  # device -> (before, after)
+    stored: Counter[str]
+    ack_devices: set[str]
+    status: dict[str, str]
+    duplicates: int = 0
+    rejected: int = 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Ingest:
+    def __init__(self, store: Store, params: MqttParams, commit_max: int = 500,
+                 commit_window_s: float = 0.005,
+                 on_stored: Callable[[int], None] = lambda n: None,
+                 clock_ms: Callable[[], int] = _now_ms) -> None:
+        self._store = store
+        self._params = params
+        self._commit_max = commit_max
+        self._commit_window_s = commit_window_s
+        self._on_stored = on_stored
+        self._clock_ms = clock_ms
+        self._queue: queue.Queue[Inbound] = queue.Queue()
+        self._client: mqtt.Client | None = None
+        self._trackers: dict[str, SeqTracker] = {}
+        self._lock = threading.Lock()  # guards the fields below (read by the status thread)
+        self._state = LinkState.DOWN
+        self._generation = 0
+        self._connects = 0
+        self._online: dict[str, bool] = {}
+        self._records = 0
+        self._states = 0
+        self._duplicates = 0
+        self._rejected = 0
+        self._reasons: Counter[str] = Counter()
+        self._last_commit_ms = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the seq registry and connect (paho keeps reconnecting in its own thread)."""
+        self._trackers = self._store.load_trackers()
+        self._connect()
+
+    def _connect(self) -> None:
+        p = self._params
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=p.client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        client.tls_set(ca_certs=str(p.ca_cert), certfile=str(p.cert), keyfile=str(p.key),
+                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=1, max_delay=5)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        with self._lock:
+            self._state = LinkState.CONNECTING
+        client.connect_async(p.host, p.port, keepalive=p.keepalive_s)
+        client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect; call after the committer stopped. Unacked messages stay in the broker
+        session and come back (as duplicates, acked again) on the next start."""
+        client = self._client
+        if client is None:
+            return
+        with self._lock:
+            self._state = LinkState.DOWN  # an expected disconnect: do not warn about it
+        client.disconnect()
+        client.loop_stop()
+
+    def resync(self) -> None:
+        """After the committer crashed: reconnect, so the broker redelivers every message whose
+        PUBACK was never sent (else they would sit in its in-flight window until a reconnect)."""
+        log.warning("reconnecting to the broker to get unacknowledged messages again")
+        self.stop()
+        self._connect()
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the gateway's connection: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1
+            self._connects += 1
+            self._state = LinkState.UP
+        client.subscribe([(topics.subscription(kind), 1) for kind in topics.UPLINK])
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        with self._lock:
+            if self._state is LinkState.DOWN:
+                return  # we asked for it (stop)
+            if self._state is LinkState.UP:
+                log.warning("disconnected from the broker: %s", reason)
+            self._state = LinkState.CONNECTING
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = ""
+        self._queue.put(Inbound(self._generation, msg.mid, msg.qos, topic, bytes(msg.payload)))
+
+    # -- committer -------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Commit and acknowledge message groups until `stop` is set and the queue is drained."""
+        while True:
+            try:
+                first = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            group = [first]
+            deadline = time.monotonic() + self._commit_window_s
+            while len(group) < self._commit_max:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        group.append(self._queue.get(timeout=remaining))
+                    except queue.Empty:
+                        break
+            self._commit_group(group, stop)
+
+    def _commit_group(self, messages: list[Inbound], stop: threading.Event) -> None:
+        now = self._clock_ms()
+        group = _Group([], [], {}, Counter(), set(), {})
+        for m in messages:
+            try:
+                self._classify(m, group, now)
+            except Rejected as exc:
+                group.rejected += 1
+                reason = str(exc)[:120]
+                with self._lock:  # reasons can carry device-chosen text: keep the table bounded
+                    if reason not in self._reasons and len(self._reasons) >= _MAX_REASONS:
+                        reason = "other reasons"
+                    self._reasons[reason] += 1
+                _reject_log.warning("refused message on %r: %s", m.topic[:200], exc)
+        changes = [TrackerChange(dev, before, after, group.stored[dev], now)
+                   for dev, (before, after) in group.working.items()]
+        delay = 0.05
+        while True:
+            try:
+                self._store.commit_ingest(group.records, group.states, changes)
+                break
+            except (sqlite3.Error, StoreError) as exc:  # disk full, locked: keep unacked, retry
+                log.error("ingest commit failed (%s); retrying in %.2fs", exc, delay)
+                if stop.wait(delay):
+                    return  # not acked: the broker redelivers them to the next session
+                delay = min(delay * 2, 5.0)
+        with self._lock:
+            for dev, (_, after) in group.working.items():
+                self._trackers[dev] = after
+            self._records += len(group.records)
+            self._states += len(group.states)
+            self._duplicates += group.duplicates
+            self._rejected += group.rejected
+            self._online.update((d, s == "online") for d, s in group.status.items())
+            self._last_commit_ms = now
+            generation = self._generation
+        self._acknowledge(messages, group, generation)
+        if group.records or group.states:
+            self._on_stored(len(group.records) + len(group.states))
+
+    def _classify(self, m: Inbound, group: _Group, now: int) -> None:
+        try:
+            device, kind = topics.parse(m.topic)
+        except ValueError as exc:
+            raise Rejected(f"bad topic: {exc}") from None
+        if kind == topics.TELEMETRY:
+            try:
+                rec = record_codec.decode(m.payload)
+            except ValueError as exc:
+                raise Rejected(f"bad record: {exc}") from None
+            if rec["d"] != device:
+                raise Rejected("record device does not match the topic")
+            if len(m.payload) > _BATCH_CHECK_BYTES:
+                _check_batchable(rec)
+            pair = group.working.get(device)
+            if pair is None:
+                before = self._trackers.get(device) or SeqTracker()
+                pair = group.working[device] = (before, before.copy())
+            group.ack_devices.add(device)
+            if pair[1].accept(rec["s"]):
+                group.records.append(InboxRecord(device, rec["s"], m.payload, now))
+                group.stored[device] += 1
+            else:
+                group.duplicates += 1
+        elif kind == topics.STATE:
+            try:
+                st = state_codec.decode(m.payload)
+            except ValueError as exc:
+                raise Rejected(f"bad state: {exc}") from None
+            if st["d"] != device:
+                raise Rejected("state device does not match the topic")
+            group.states.append(InboxState(device, m.payload, now))
+        elif kind == topics.STATUS:
+            if m.payload in (b"online", b"offline"):
+                group.status[device] = m.payload.decode()
+            elif m.payload == b"":
+                group.status[device] = "offline"  # retained status cleared
+            else:
+                raise Rejected("status must be 'online' or 'offline'")
+        else:
+            raise Rejected(f"{kind} is a downlink topic")
+
+    def _acknowledge(self, messages: list[Inbound], group: _Group, generation: int) -> None:
+        client = self._client
+        if client is None:
+            return
+        for m in messages:
+            if m.qos > 0 and m.generation == generation:
+                client.ack(m.mid, m.qos)
+        for dev in group.ack_devices:
+            acked = self._trackers[dev].acked if dev in self._trackers else 0
+            client.publish(topics.topic(dev, topics.ACK), ack_codec.encode(acked), qos=1)
+
+    # -- for the downlink and the status endpoint -----------------------------------------
+    def publish(self, topic: str, payload: bytes, retain: bool, timeout_s: float = 10.0) -> bool:
+        """Publish QoS 1 and wait for the broker's PUBACK; False if it did not come in time."""
+        client = self._client
+        if client is None:
+            return False
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        try:
+            info.wait_for_publish(timeout_s)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
+    def acked(self, device: str) -> int:
+        tracker = self._trackers.get(device)
+        return tracker.acked if tracker else 0
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "link": self._state.value,
+                "connects": self._connects,
+                "records": self._records,
+                "states": self._states,
+                "duplicates": self._duplicates,
+                "rejected": self._rejected,
+                "reject_reasons": dict(self._reasons.most_common()),
+                "last_commit_ms": self._last_commit_ms or None,
+                "queued": self._queue.qsize(),
+            }
+
+    def devices(self) -> tuple[list[str], set[str]]:
+        """(online device ids, every device id seen on a status or telemetry topic)."""
+        with self._lock:
+            online = sorted(d for d, up in self._online.items() if up)
+            seen = set(self._online) | set(self._trackers)
+        return online, seen

@@ -1,0 +1,339 @@
+"""The gateway's SQLite database: everything that must survive a kill -9.
+
+Tables
+    inbox    accepted telemetry records waiting to be batched (raw payload bytes)
+    states   accepted device states waiting to be batched
+    devices  per device: acked = highest contiguous seq stored (the seq registry)
+    ahead    (device, seq) stored above a gap in that device's seqs
+    spool    sealed batches waiting for the cloud's 2xx (seq, digest, body, signature)
+    chain    the head of the batch chain: last sealed batch seq + digest
+    cursors  named integers (the downlink's config revision)
+
+WAL + synchronous=FULL: a commit is on disk when it returns, so an MQTT PUBACK or a device ack
+sent after it never covers data a power cut could lose. Each thread gets its own connection;
+writers take the lock with BEGIN IMMEDIATE and keep transactions short. The hot path is plain
+executemany (sqlite-utils measured 2.4-4x slower for batched inserts).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import StoreError
+from gateway.seqs import SeqTracker
+from protocol.batch import GENESIS
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS states (
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    received_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    acked INTEGER NOT NULL,
+    records INTEGER NOT NULL DEFAULT 0,
+    last_seen_ms INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ahead (
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (device, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL,
+    body BLOB NOT NULL,
+    signature TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    states INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    digest TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class InboxRecord:
+    device: str
+    seq: int
+    payload: bytes
+    received_ms: int
+
+
+@dataclass(frozen=True)
+class InboxState:
+    device: str
+    payload: bytes
+    received_ms: int
+
+
+@dataclass(frozen=True)
+class TrackerChange:
+    """What one ingest commit changes for one device."""
+
+    device: str
+    before: SeqTracker
+    after: SeqTracker
+    stored: int
+    seen_ms: int
+
+
+@dataclass(frozen=True)
+class SpooledBatch:
+    seq: int
+    digest: str
+    body: bytes
+    signature: str
+    records: int
+    states: int
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    seq: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    inbox: int
+    states: int
+    spool_batches: int
+    spool_records: int
+    head: ChainHead
+    devices: int
+
+
+class Store:
+    def __init__(self, path: Path, busy_timeout_s: float = 30.0) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        # In-process writers queue on this lock instead of SQLite's busy handler, which sleeps
+        # in steps of up to 100 ms and made ingest commits wait behind the batcher.
+        self._write_lock = threading.Lock()
+        self._stats_lock = threading.Lock()  # one shared connection for short-lived threads
+        self._stats_db: sqlite3.Connection | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- connections ------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the file and schema if needed; refuse a database of another schema version."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = self._db()
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(f"{self._path} has schema version {version}, "
+                                 f"this gateway knows {SCHEMA_VERSION}")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO chain (id, seq, digest) VALUES (1, 0, ?)", (GENESIS,))
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {self._path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self._path, timeout=self._busy_timeout_s,
+                                 isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open {self._path}: {exc}") from exc
+        with self._all_lock:
+            self._all.append(db)
+        return db
+
+    def _db(self) -> sqlite3.Connection:
+        """This thread's connection (the gateway's threads are few and long-lived)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    def stats(self) -> StoreStats:
+        """Counts for the status endpoint; safe from any (short-lived) thread."""
+        with self._stats_lock:
+            if self._stats_db is None:
+                self._stats_db = self._connect()
+            db = self._stats_db
+            try:
+                db.execute("BEGIN")
+                inbox = db.execute("SELECT count(*) FROM inbox").fetchone()[0]
+                states = db.execute("SELECT count(*) FROM states").fetchone()[0]
+                batches, records = db.execute(
+                    "SELECT count(*), coalesce(sum(records), 0) FROM spool").fetchone()
+                seq, dig = db.execute("SELECT seq, digest FROM chain WHERE id = 1").fetchone()
+                devices = db.execute("SELECT count(*) FROM devices").fetchone()[0]
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self._path}: {exc}") from exc
+        return StoreStats(int(inbox), int(states), int(batches), int(records),
+                          ChainHead(int(seq), str(dig)), int(devices))
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for db in conns:
+            db.close()
+        self._local = threading.local()
+        self._stats_db = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT on this thread's connection; ROLLBACK on any error."""
+        db = self._db()
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # -- seq registry + inbox (ingest) ------------------------------------------------------
+    def load_trackers(self) -> dict[str, SeqTracker]:
+        db = self._db()
+        trackers = {dev: SeqTracker(acked) for dev, acked in
+                    db.execute("SELECT device, acked FROM devices")}
+        for dev, seq in db.execute("SELECT device, seq FROM ahead"):
+            trackers.setdefault(dev, SeqTracker()).ahead.add(seq)
+        return trackers
+
+    def commit_ingest(self, records: list[InboxRecord], states: list[InboxState],
+                      changes: Iterable[TrackerChange]) -> None:
+        """Store accepted records and states and the registry changes in one durable commit."""
+        upserts = []
+        ahead_add: list[tuple[str, int]] = []
+        ahead_del: list[tuple[str, int]] = []
+        for ch in changes:
+            upserts.append((ch.device, ch.after.acked, ch.stored, ch.seen_ms))
+            ahead_add.extend((ch.device, s) for s in ch.after.ahead - ch.before.ahead)
+            ahead_del.extend((ch.device, s) for s in ch.before.ahead - ch.after.ahead)
+        with self.transaction() as db:
+            if records:
+                db.executemany(
+                    "INSERT INTO inbox (device, seq, payload, received_ms) VALUES (?, ?, ?, ?)",
+                    [(r.device, r.seq, r.payload, r.received_ms) for r in records])
+            if states:
+                db.executemany(
+                    "INSERT INTO states (device, payload, received_ms) VALUES (?, ?, ?)",
+                    [(s.device, s.payload, s.received_ms) for s in states])
+            if upserts:
+                db.executemany(
+                    "INSERT INTO devices (device, acked, records, last_seen_ms) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (device) DO UPDATE SET acked = excluded.acked,"
+                    " records = records + excluded.records, last_seen_ms = excluded.last_seen_ms",
+                    upserts)
+            if ahead_del:
+                db.executemany("DELETE FROM ahead WHERE device = ? AND seq = ?", ahead_del)
+            if ahead_add:
+                db.executemany("INSERT INTO ahead (device, seq) VALUES (?, ?)", ahead_add)
+
+    def acked(self, device: str) -> int:
+        row = self._db().execute("SELECT acked FROM devices WHERE device = ?", (device,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def known_devices(self) -> list[str]:
+        return [r[0] for r in self._db().execute("SELECT device FROM devices ORDER BY device")]
+
+    def inbox_count(self) -> int:
+        return int(self._db().execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+    def states_count(self) -> int:
+        return int(self._db().execute("SELECT count(*) FROM states").fetchone()[0])
+
+    def inbox_seqs(self, device: str) -> list[int]:
+        """Seqs of `device` in the inbox, in arrival order (for tests and diagnostics)."""
+        return [r[0] for r in self._db().execute(
+            "SELECT seq FROM inbox WHERE device = ? ORDER BY id", (device,))]
+
+    # -- batching (call inside transaction()) ----------------------------------------------
+    def take_inbox(self, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest `limit` inbox rows as (id, payload)."""
+        return list(self._db().execute(
+            "SELECT id, payload FROM inbox ORDER BY id LIMIT ?", (limit,)))
+
+    def take_states(self, limit: int) -> list[tuple[int, bytes]]:
+        return list(self._db().execute(
+            "SELECT id, payload FROM states ORDER BY id LIMIT ?", (limit,)))
+
+    def delete_inbox_through(self, last_id: int) -> None:
+        self._db().execute("DELETE FROM inbox WHERE id <= ?", (last_id,))
+
+    def delete_states_through(self, last_id: int) -> None:
+        self._db().execute("DELETE FROM states WHERE id <= ?", (last_id,))
+
+    def head(self) -> ChainHead:
+        seq, dig = self._db().execute("SELECT seq, digest FROM chain WHERE id = 1").fetchone()
+        return ChainHead(int(seq), str(dig))
+
+    def set_head(self, head: ChainHead) -> None:
+        self._db().execute("UPDATE chain SET seq = ?, digest = ? WHERE id = 1",
+                           (head.seq, head.digest))
+
+    def add_to_spool(self, batch: SpooledBatch) -> None:
+        self._db().execute(
+            "INSERT INTO spool (seq, digest, body, signature, records, states, created_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (batch.seq, batch.digest, batch.body, batch.signature, batch.records, batch.states,
+             batch.created_ms))
+
+    # -- spool (uplink) ----------------------------------------------------------------------
+    def oldest_batch(self) -> SpooledBatch | None:
+        row = self._db().execute(
+            "SELECT seq, digest, body, signature, records, states, created_ms FROM spool"
+            " ORDER BY seq LIMIT 1").fetchone()
+        return SpooledBatch(*row) if row else None
+
+    def delete_batch(self, seq: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
+
+    def spool_counts(self) -> tuple[int, int]:
+        """(batches, records) waiting in the spool."""
+        n, records = self._db().execute(
+            "SELECT count(*), coalesce(sum(records), 0) FROM spool").fetchone()
+        return int(n), int(records)
+
+    # -- cursors (downlink) -----------------------------------------------------------------
+    def cursor(self, name: str) -> int:
+        row = self._db().execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_cursor(self, name: str, value: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO cursors (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))

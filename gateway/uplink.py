@@ -1,0 +1,151 @@
+"""Spool -> cloud: POST the oldest sealed batch; delete it from the spool only on a 2xx.
+
+Batches go strictly in chain order, one at a time, so the cloud sees seq N before N+1. Failures
+are retried with capped, jittered exponential backoff and never delete anything:
+- network errors and 5xx: the cloud is down or busy, retry;
+- 409: the cloud's chain disagrees with ours (it is missing a batch, or has another one at this
+  seq): kept and reported loudly, an operator must look;
+- other 4xx (bad token, refused signature, malformed): kept and reported loudly.
+The token file is read on every attempt, so registering the gateway (or rotating its token)
+while it runs takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.backoff import Backoff
+from gateway.store import SpooledBatch, Store
+from protocol.batch import INGEST_PATH, SealedBatch
+
+log = logging.getLogger("fleetloop.gateway.uplink")
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    EMPTY = "empty"
+    FAILED = "failed"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def read_token(path: Path) -> str | None:
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        return None
+    return token or None
+
+
+class Uplink:
+    def __init__(self, store: Store, gateway_id: str, cloud_url: str, token_path: Path,
+                 backoff: Backoff, timeout_s: float = 10.0,
+                 clock_ms: Callable[[], int] = _now_ms) -> None:
+        self._store = store
+        self._gateway_id = gateway_id
+        self._url = cloud_url.rstrip("/") + INGEST_PATH
+        self._token_path = token_path
+        self._backoff = backoff
+        self._timeout_s = timeout_s
+        self._clock_ms = clock_ms
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._sent_batches = 0
+        self._sent_records = 0
+        self._failures = 0
+        self._last_ok_ms: int | None = None
+        self._last_error: str | None = None
+        self._last_error_ms: int | None = None
+        self._next_retry_ms: int | None = None
+
+    def wake(self) -> None:
+        """A batch was sealed (or we are stopping): look at the spool now."""
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "url": self._url,
+                "last_ok_ms": self._last_ok_ms,
+                "last_error": self._last_error,
+                "last_error_ms": self._last_error_ms,
+                "next_retry_ms": self._next_retry_ms,
+                "sent_batches": self._sent_batches,
+                "sent_records": self._sent_records,
+                "failures": self._failures,
+            }
+
+    def run(self, stop: threading.Event) -> None:
+        with httpx.Client(timeout=self._timeout_s) as http:
+            while not stop.is_set():
+                outcome = self.send_one(http)
+                if outcome is Outcome.SENT:
+                    continue
+                if outcome is Outcome.EMPTY:
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
+                delay = self._backoff.next()
+                with self._lock:
+                    self._next_retry_ms = self._clock_ms() + int(delay * 1000)
+                stop.wait(delay)
+
+    def send_one(self, http: httpx.Client) -> Outcome:
+        """Try to deliver the oldest spooled batch once."""
+        batch = self._store.oldest_batch()
+        if batch is None:
+            return Outcome.EMPTY
+        token = read_token(self._token_path)
+        if token is None:
+            return self._failed(f"no gateway token in {self._token_path} (register the gateway "
+                                "with the cloud and write its token there)", loud=False)
+        try:
+            resp = http.post(self._url, content=batch.body, headers=self._headers(batch, token))
+        except httpx.HTTPError as exc:
+            return self._failed(f"cloud unreachable: {type(exc).__name__}: {exc}", loud=False)
+        if resp.is_success:
+            self._store.delete_batch(batch.seq)
+            self._backoff.reset()
+            with self._lock:
+                self._sent_batches += 1
+                self._sent_records += batch.records
+                self._last_ok_ms = self._clock_ms()
+                self._next_retry_ms = None
+            log.debug("batch %d delivered: %s", batch.seq, resp.text[:200])
+            return Outcome.SENT
+        detail = resp.text[:300].strip()
+        if resp.status_code == 409:
+            return self._failed(f"batch {batch.seq} refused as a chain conflict (409): {detail}; "
+                                "kept in the spool", loud=True)
+        if 400 <= resp.status_code < 500:
+            return self._failed(f"batch {batch.seq} refused with {resp.status_code}: {detail}; "
+                                "kept in the spool", loud=True)
+        return self._failed(f"cloud error {resp.status_code} for batch {batch.seq}: {detail}",
+                            loud=False)
+
+    def _headers(self, batch: SpooledBatch, token: str) -> dict[str, str]:
+        sealed = SealedBatch(self._gateway_id, batch.seq, batch.digest, batch.body,
+                             batch.signature)
+        return sealed.headers(token)
+
+    def _failed(self, message: str, loud: bool) -> Outcome:
+        with self._lock:
+            repeated = message == self._last_error
+            self._failures += 1
+            self._last_error = message
+            self._last_error_ms = self._clock_ms()
+        if loud:
+            log.error("%s", message)
+        elif not repeated:
+            log.warning("%s", message)
+        return Outcome.FAILED

@@ -1,0 +1,123 @@
+"""The gateway against the real cloud app (cloud.main, served by uvicorn in a thread): the
+batches it signs are accepted, a batch sent again after a lost 2xx does not wedge the chain,
+and configs set through the cloud API reach the device."""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from gwkit import GATEWAY, Device, RunningGateway, free_port, gateway_settings, wait_for
+
+from gateway.backoff import Backoff
+from gateway.batch import Batcher
+from gateway.keys import GatewayKeys
+from gateway.seqs import SeqTracker
+from gateway.store import InboxRecord, Store, TrackerChange
+from gateway.uplink import Outcome, Uplink
+from protocol import config as config_codec
+from protocol import record as record_codec
+
+cloud_main = pytest.importorskip("cloud.main")
+cloud_settings = pytest.importorskip("cloud.settings")
+uvicorn = pytest.importorskip("uvicorn")
+
+ADMIN = "gateway-tests-admin-token"
+
+
+class RealCloud:
+    def __init__(self, home: Path) -> None:
+        settings = cloud_settings.Settings.load(home=home, admin_token=ADMIN, dev=False, env={})
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(cloud_main.create_app(settings),
+                                                    host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> RealCloud:
+        self.thread.start()
+        wait_for(lambda: self.server.started, 20, "cloud up")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"})
+
+    def register(self, home: Path) -> None:
+        pub = (home / "keys" / "gateways" / GATEWAY / "batch.pub").read_bytes()
+        with self.admin() as c:
+            resp = c.post("/api/v1/gateways",
+                          json={"id": GATEWAY, "public_key": base64.b64encode(pub).decode()})
+            assert resp.status_code == 201, resp.text
+            (home / "gateways" / GATEWAY / "token").write_text(resp.json()["token"])
+            for dev in ("bike-1", "bike-2"):
+                assert c.post("/api/v1/devices",
+                              json={"id": dev, "product": "bike"}).status_code in (200, 201)
+
+    def seqs(self, device: str) -> list[int]:
+        with self.admin() as c:
+            resp = c.get(f"/api/v1/devices/{device}/telemetry",
+                         params={"after_seq": 0, "limit": 10000})
+            return [] if resp.status_code == 404 else [r["seq"] for r in resp.json()["records"]]
+
+
+@pytest.fixture
+def real_cloud(home: Path) -> Iterator[RealCloud]:
+    c = RealCloud(home).start()
+    c.register(home)
+    yield c
+    c.stop()
+
+
+def test_records_and_configs_through_the_real_cloud(
+        home: Path, real_cloud: RealCloud, run_gateway: Callable[..., RunningGateway],
+        devices: Callable[..., Device]) -> None:
+    gw = run_gateway(gateway_settings(home, real_cloud.url))
+    bike = devices(home, "bike-1", gw.port)
+    for seq in range(1, 201):
+        bike.client.publish("fleet/bike-1/telemetry", bike.record(seq), qos=1)
+    wait_for(lambda: bike.acked == 200, 20, "ack 200")
+    wait_for(lambda: len(real_cloud.seqs("bike-1")) == 200, 20, "200 records in the cloud")
+    assert real_cloud.seqs("bike-1") == list(range(1, 201))
+    assert gw.status()["uplink"]["last_error"] is None
+    with real_cloud.admin() as c:
+        assert c.put("/api/v1/devices/bike-1/config",
+                     json={"settings": {"interval_ms": 777}}).status_code == 200
+    wait_for(lambda: bike.configs, 20, "config at the device")
+    body = config_codec.open_envelope(bike.configs[-1], (home / "keys" / "config.pub").read_bytes())
+    assert body["settings"] == {"interval_ms": 777} and body["device"] == "bike-1"
+
+
+def test_a_batch_sent_again_after_a_lost_2xx_is_accepted(home: Path,
+                                                        real_cloud: RealCloud) -> None:
+    store = Store(home / "gateways" / GATEWAY / "gateway.db")
+    store.open()
+    before, after = SeqTracker(), SeqTracker()
+    rows = []
+    for s in range(1, 21):
+        after.accept(s)
+        rows.append(InboxRecord("bike-2", s, record_codec.encode("bike-2", s, s, {"n": s}), 0))
+    store.commit_ingest(rows, [], [TrackerChange("bike-2", before, after, 20, 0)])
+    Batcher(store, GATEWAY, GatewayKeys.under(home, GATEWAY).load_batch_key(), 10, 1.0).flush()
+    uplink = Uplink(store, GATEWAY, real_cloud.url, home / "gateways" / GATEWAY / "token",
+                    Backoff(0.01, 0.02, random.Random(1)))
+    first = store.oldest_batch()
+    assert first is not None
+    with httpx.Client() as http:
+        assert uplink.send_one(http) is Outcome.SENT
+        store.add_to_spool(first)  # as if the gateway died before deleting it
+        outcomes = [uplink.send_one(http) for _ in range(3)]
+        time.sleep(0.1)
+    assert outcomes == [Outcome.SENT, Outcome.SENT, Outcome.EMPTY], uplink.status()["last_error"]
+    assert real_cloud.seqs("bike-2") == list(range(1, 21))
+    store.close()

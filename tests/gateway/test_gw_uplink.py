@@ -1,0 +1,133 @@
+"""Uplink: the spool is emptied only by the cloud's 2xx; outages, 5xx, 409 and 4xx keep data."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from gwkit import GATEWAY, Device, FakeCloud, RunningGateway, gateway_settings, wait_for
+
+from gateway.backoff import Backoff
+from gateway.batch import Batcher
+from gateway.seqs import SeqTracker
+from gateway.store import InboxRecord, Store, TrackerChange
+from gateway.uplink import Outcome, Uplink
+from protocol import record as record_codec
+
+
+def _batch_key(home: Path) -> Ed25519PrivateKey:
+    key = load_pem_private_key(
+        (home / "keys" / "gateways" / GATEWAY / "batch.key.pem").read_bytes(), None)
+    assert isinstance(key, Ed25519PrivateKey)
+    return key
+
+
+@pytest.fixture
+def spooled(home: Path) -> Store:
+    """A store with three sealed batches (records bike-1 1..30) waiting in the spool."""
+    store = Store(home / "gateways" / GATEWAY / "gateway.db")
+    store.open()
+    before, after = SeqTracker(), SeqTracker()
+    rows = []
+    for s in range(1, 31):
+        after.accept(s)
+        rows.append(InboxRecord("bike-1", s, record_codec.encode("bike-1", s, s, {"n": s}), 0))
+    store.commit_ingest(rows, [], [TrackerChange("bike-1", before, after, 30, 0)])
+    Batcher(store, GATEWAY, _batch_key(home), 10, 1.0).flush()
+    assert store.spool_counts() == (3, 30)
+    return store
+
+
+def _uplink(store: Store, home: Path, url: str) -> Uplink:
+    return Uplink(store, GATEWAY, url, home / "gateways" / GATEWAY / "token",
+                  Backoff(0.01, 0.05, random.Random(1)), timeout_s=2.0)
+
+
+def _drain(up: Uplink, attempts: int = 10) -> list[Outcome]:
+    with httpx.Client(timeout=2) as http:
+        return [up.send_one(http) for _ in range(attempts)]
+
+
+def test_an_unreachable_cloud_keeps_every_batch(spooled: Store, home: Path,
+                                                cloud: FakeCloud) -> None:
+    cloud.stop()  # nothing listens on its port now
+    up = _uplink(spooled, home, cloud.url)
+    assert set(_drain(up, 3)) == {Outcome.FAILED}
+    assert spooled.spool_counts() == (3, 30)
+    assert "unreachable" in (up.status()["last_error"] or "")
+    cloud.start()
+    assert _drain(up, 4) == [Outcome.SENT] * 3 + [Outcome.EMPTY]
+    assert cloud.seqs("bike-1") == list(range(1, 31))
+    st = up.status()
+    assert st["sent_batches"] == 3 and st["sent_records"] == 30 and st["last_ok_ms"]
+
+
+@pytest.mark.parametrize("mode, words", [("500", "cloud error 500"),
+                                         ("409", "chain conflict"),
+                                         ("401", "refused with 401")])
+def test_refusals_keep_the_batch_and_say_why(spooled: Store, home: Path, cloud: FakeCloud,
+                                             mode: str, words: str) -> None:
+    cloud.mode = mode
+    up = _uplink(spooled, home, cloud.url)
+    assert _drain(up, 2) == [Outcome.FAILED] * 2
+    assert spooled.spool_counts() == (3, 30)
+    assert words in (up.status()["last_error"] or "")
+    cloud.mode = "ok"
+    assert _drain(up, 4) == [Outcome.SENT] * 3 + [Outcome.EMPTY]
+    assert cloud.seqs("bike-1") == list(range(1, 31))
+
+
+def test_a_missing_token_keeps_the_batch(spooled: Store, home: Path, cloud: FakeCloud) -> None:
+    (home / "gateways" / GATEWAY / "token").unlink()
+    up = _uplink(spooled, home, cloud.url)
+    assert _drain(up, 1) == [Outcome.FAILED]
+    assert "no gateway token" in (up.status()["last_error"] or "")
+    assert cloud.posts == 0 and spooled.spool_counts() == (3, 30)
+
+
+def test_a_resent_batch_after_a_lost_2xx_is_harmless(spooled: Store, home: Path,
+                                                     cloud: FakeCloud) -> None:
+    """The gateway may die between the cloud's 2xx and deleting the batch: it sends it again."""
+    first = spooled.oldest_batch()
+    assert first is not None
+    headers = {"Content-Type": "application/vnd.fleetloop.batch+zlib",
+               "X-Fleetloop-Gateway": GATEWAY, "X-Fleetloop-Signature": first.signature,
+               "Authorization": "Bearer test-gateway-token"}
+    assert httpx.post(cloud.url + "/api/v1/ingest", content=first.body,
+                      headers=headers).status_code == 200
+    up = _uplink(spooled, home, cloud.url)
+    assert _drain(up, 4) == [Outcome.SENT] * 3 + [Outcome.EMPTY]
+    assert cloud.seqs("bike-1") == list(range(1, 31)) and cloud.duplicate_records == 0
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    b = Backoff(0.5, 8.0, random.Random(7))
+    delays = [b.next() for _ in range(12)]
+    assert all(0.25 <= d <= 8.0 for d in delays)
+    assert max(delays[6:]) <= 8.0 and min(delays[6:]) >= 4.0
+    assert len(set(delays)) == len(delays)  # jittered
+    b.reset()
+    assert b.next() <= 0.5
+
+
+def test_gateway_delivers_after_a_cloud_outage(
+        home: Path, cloud: FakeCloud, run_gateway: Callable[..., RunningGateway],
+        devices: Callable[..., Device]) -> None:
+    cloud.mode = "500"
+    gw = run_gateway(gateway_settings(home, cloud.url))
+    bike = devices(home, "bike-1", gw.port)
+    for seq in range(1, 101):
+        bike.send(seq)
+    wait_for(lambda: bike.acked == 100, 10, "ack 100 while the cloud is down")
+    wait_for(lambda: gw.status()["spool"]["records"] == 100, 10, "100 records spooled")
+    assert gw.status()["uplink"]["last_error"].startswith("cloud error 500")
+    assert not cloud.records
+    cloud.mode = "ok"
+    wait_for(lambda: len(cloud.records) == 100, 10, "delivered once the cloud is back")
+    assert cloud.seqs("bike-1") == list(range(1, 101))
+    wait_for(lambda: gw.status()["spool"]["batches"] == 0, 10, "spool empty")
