@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from protocol import topics
 
-from .errors import FwToolError, InvalidIdError
+from .errors import FwToolError, InvalidIdError, UsageError
 from .fsutil import PRIVATE_FILE, PUBLIC_FILE, ensure_dir, write_file
 
 VALIDITY = dt.timedelta(days=3650)
@@ -172,7 +172,23 @@ def generate(
         check_id(gw, "gateway")
     for dev in device_ids:
         check_id(dev, "device")
-    return _Writer(KeyLayout.of_home(Path(home)), force).run(gateway_ids, device_ids)
+    layout = KeyLayout.of_home(Path(home))
+    _refuse_shared_ids(layout, gateway_ids, device_ids)
+    return _Writer(layout, force).run(gateway_ids, device_ids)
+
+
+def _existing(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.is_dir()} if directory.is_dir() else set()
+
+
+def _refuse_shared_ids(layout: KeyLayout, gateway_ids: Sequence[str], device_ids: Sequence[str]) -> None:
+    # Certificates carry only a CN, and the broker grants the gateway's CN all of fleet/#:
+    # a device named like a gateway would get the gateway's rights.
+    gateways = set(gateway_ids) | _existing(layout.gateways_dir)
+    devices = set(device_ids) | _existing(layout.devices_dir)
+    shared = sorted(gateways & devices)
+    if shared:
+        raise UsageError(f"id used for both a gateway and a device: {', '.join(shared)}")
 
 
 class _Writer:

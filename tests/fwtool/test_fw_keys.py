@@ -191,3 +191,14 @@ def test_der_twin_that_no_longer_matches_is_refused(tmp_path: Path) -> None:
     lay.device_cert_pem("bike-1").unlink()
     with pytest.raises(FwToolError, match="--force"):
         generate(tmp_path, [], ["bike-1"])
+
+
+def test_an_id_cannot_be_both_a_gateway_and_a_device(tmp_path: Path) -> None:
+    from fwtool.errors import UsageError
+    from fwtool.keys import generate
+
+    with pytest.raises(UsageError, match="gw-1"):
+        generate(tmp_path, ["gw-1"], ["gw-1"])
+    generate(tmp_path, ["gw-1"], ["bike-1"])
+    with pytest.raises(UsageError, match="bike-1"):
+        generate(tmp_path, ["bike-1"], [])
