@@ -101,6 +101,7 @@ class _Group:
     status: dict[str, str]
     duplicates: int = 0
     rejected: int = 0
+    given_up: int = 0  # seqs a device reported as dropped from its full buffer
 
 
 def _now_ms() -> int:
@@ -129,6 +130,7 @@ class Ingest:
         self._records = 0
         self._states = 0
         self._duplicates = 0
+        self._given_up = 0
         self._rejected = 0
         self._reasons: Counter[str] = Counter()
         self._last_commit_ms = 0
@@ -261,6 +263,7 @@ class Ingest:
             self._records += len(group.records)
             self._states += len(group.states)
             self._duplicates += group.duplicates
+            self._given_up += group.given_up
             self._rejected += group.rejected
             self._online.update((d, s == "online") for d, s in group.status.items())
             self._last_commit_ms = now
@@ -283,10 +286,7 @@ class Ingest:
                 raise Rejected("record device does not match the topic")
             if len(m.payload) > _BATCH_CHECK_BYTES:
                 _check_batchable(rec)
-            pair = group.working.get(device)
-            if pair is None:
-                before = self._trackers.get(device) or SeqTracker()
-                pair = group.working[device] = (before, before.copy())
+            pair = self._working(group, device)
             group.ack_devices.add(device)
             if pair[1].accept(rec["s"]):
                 group.records.append(InboxRecord(device, rec["s"], m.payload, now))
@@ -301,6 +301,10 @@ class Ingest:
             if st["d"] != device:
                 raise Rejected("state device does not match the topic")
             group.states.append(InboxState(device, m.payload, now))
+            if "floor" in st:
+                pair = self._working(group, device)
+                group.given_up += pair[1].skip_to(st["floor"])
+                group.ack_devices.add(device)
         elif kind == topics.STATUS:
             if m.payload in (b"online", b"offline"):
                 group.status[device] = m.payload.decode()
@@ -310,6 +314,13 @@ class Ingest:
                 raise Rejected("status must be 'online' or 'offline'")
         else:
             raise Rejected(f"{kind} is a downlink topic")
+
+    def _working(self, group: _Group, device: str) -> tuple[SeqTracker, SeqTracker]:
+        pair = group.working.get(device)
+        if pair is None:
+            before = self._trackers.get(device) or SeqTracker()
+            pair = group.working[device] = (before, before.copy())
+        return pair
 
     def _acknowledge(self, messages: list[Inbound], group: _Group, generation: int) -> None:
         client = self._client
@@ -347,6 +358,7 @@ class Ingest:
                 "records": self._records,
                 "states": self._states,
                 "duplicates": self._duplicates,
+                "dropped_on_device": self._given_up,
                 "rejected": self._rejected,
                 "reject_reasons": dict(self._reasons.most_common()),
                 "last_commit_ms": self._last_commit_ms or None,

@@ -33,3 +33,16 @@ class SeqTracker:
         else:
             self.ahead.add(seq)
         return True
+
+    def skip_to(self, floor: int) -> int:
+        """The device says nothing below `floor` will ever come (dropped when its buffer was
+        full): stop waiting for it. Returns how many seqs were given up."""
+        if floor - 1 <= self.acked:
+            return 0
+        missing = sum(1 for s in range(self.acked + 1, floor) if s not in self.ahead)
+        self.acked = floor - 1
+        self.ahead = {s for s in self.ahead if s > self.acked}
+        while self.acked + 1 in self.ahead:
+            self.acked += 1
+            self.ahead.discard(self.acked)
+        return missing

@@ -3,9 +3,12 @@
 Wire (JSON object, published QoS 1 on fleet/<id>/state):
     {"v":1,"d":"bike-1","t":1732345678123,"impl":"micropython","fw":"0.1.0","profile":"bike",
      "config_version":3,"config_status":"applied","reason":"","heap_free":40211,
-     "buffered":0,"dropped":0,"seq":120}
+     "buffered":0,"dropped":0,"seq":120,"floor":121}
 config_status is one of: "none" (nothing applied yet), "applied", "rejected"; `reason` says why
-a config was rejected (empty otherwise). Unknown extra fields are refused.
+a config was rejected (empty otherwise). `floor` is the lowest seq the device still holds or
+will send: every seq below it is either acked or gone for good (dropped when the buffer was
+full), so the gateway may move its contiguous ack up to floor - 1 instead of waiting forever
+for a record that no longer exists. Unknown extra fields are refused.
 """
 
 import json
@@ -16,7 +19,7 @@ MAX_STATE_BYTES = 1024
 CONFIG_STATUSES = ("none", "applied", "rejected")
 
 
-_INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq")
+_INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq", "floor")
 _STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason")
 
 

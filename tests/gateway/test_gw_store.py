@@ -103,3 +103,17 @@ def test_database_is_wal_with_full_sync(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
+
+
+def test_a_device_floor_releases_a_gap_the_device_can_never_fill() -> None:
+    from gateway.seqs import SeqTracker
+
+    t = SeqTracker()
+    for s in (1, 2, 5, 6):
+        t.accept(s)
+    assert t.acked == 2
+    # seqs 3 and 4 were dropped from the device's full buffer: its floor is 5.
+    assert t.skip_to(5) == 2
+    assert t.acked == 6 and t.ahead == set()
+    assert t.skip_to(3) == 0 and t.acked == 6
+    assert not t.accept(4)  # a late copy of a given-up seq is a duplicate, not stored twice
