@@ -12,7 +12,8 @@ from fwtool.cli import app as fw_app
 from gateway.cli import app as gateway_app
 
 app = typer.Typer(
-    help="fleetloop: keep connected products useful after they are sold.",
+    help="fleetloop: keep connected products useful after they are sold.\n\n"
+    "Example: fleetloop demo",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

@@ -21,7 +21,8 @@ DEFAULT_GATEWAYS = ["gw-1"]
 DEFAULT_DEVICES = ["bike-1", "mirror-1", "engine-1"]
 
 app = typer.Typer(
-    help="Factory tools: generate the fleet's keys and provision device images.",
+    help="Factory tools: generate the fleet's keys and provision device images.\n\n"
+    "Example: fleetloop fw keygen --device bike-1",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -103,6 +103,9 @@ def package_dir(name: str) -> Path:
     return Path(locations[0])
 
 
+DATA_SUFFIXES = (".gz",)
+
+
 def firmware_version(device_src: Path) -> str:
     """``__version__`` of device/__init__.py if it declares one, else DEFAULT_FW."""
     init = device_src / "__init__.py"
@@ -111,12 +114,15 @@ def firmware_version(device_src: Path) -> str:
 
 
 def device_sources(root: Path) -> Iterator[Path]:
-    """The .py files of the device package that go on a board, relative to ``root``."""
+    """The files of the device package that go on a board, relative to ``root``: its .py
+    sources and the data files the profiles read (e.g. the engine's gzipped trajectories)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if name.endswith(".py") and not _cpython_only(path):
+                yield path.relative_to(root)
+            elif name.endswith(DATA_SUFFIXES):
                 yield path.relative_to(root)
 
 

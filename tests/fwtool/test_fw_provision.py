@@ -95,7 +95,10 @@ def test_real_device_package(home: Path) -> None:
     real = package_dir("device")
     copied = _files(out / "lib" / "device")
     assert all("tests/" not in f and "__pycache__" not in f for f in copied)
-    assert set(copied) <= {str(p.relative_to(real)) for p in real.rglob("*.py")}
+    shipped = [*real.rglob("*.py"), *real.rglob("*.gz")]
+    assert set(copied) <= {str(p.relative_to(real)) for p in shipped}
+    # The engine profile replays its trajectories from the image, not from the repository.
+    assert "profiles/cmapss_fd001.txt.gz" in copied
     assert json.loads((out / "identity.json").read_text())["id"] == "bike-1"
 
 
