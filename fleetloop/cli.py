@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from cloud.cli import app as cloud_app
 from fwtool.cli import app as fw_app
+
+from cloud.cli import app as cloud_app
 from gateway.cli import app as gateway_app
 
 app = typer.Typer(
@@ -46,17 +46,22 @@ def device_run(
     home: HomeOpt = DEFAULT_HOME,
     broker: Annotated[str, typer.Option(help="Gateway broker HOST:PORT.")] = "localhost:8883",
     interpreter: Annotated[str, typer.Option(help="micropython or cpython.")] = "micropython",
-    records: Annotated[int | None, typer.Option(min=0, help="Stop sampling after N records.")] = None,
+    records: Annotated[int | None, typer.Option(
+        min=1, help="Stop sampling once the device's seq reaches N (a restart continues to N).")] = None,
+    interval_ms: Annotated[int | None, typer.Option(
+        "--interval-ms", min=100, max=3600000,
+        help="Sampling period until a config from the cloud says otherwise.")] = None,
     heap: Annotated[str, typer.Option(help="MicroPython heap size.")] = "64K",
 ) -> None:
-    """Provision the device image (keeping its data) and run the agent in place of this process.
+    """Provision the device image (keeping its data) and run the agent, rebooting it when it
+    asks for a reset; a kill -9 of this command is a power cut of the device.
 
     Example: fleetloop device run --profile bike --id bike-1 --broker localhost:8883
     """
     from fwtool.errors import FwToolError
     from fwtool.provision import provision
 
-    from fleetloop.device_runner import INTERPRETERS, device_command
+    from fleetloop.device_runner import INTERPRETERS, device_command, run_device
 
     if interpreter not in INTERPRETERS:
         raise typer.BadParameter(f"choose one of {', '.join(INTERPRETERS)}", param_hint="--interpreter")
@@ -66,9 +71,8 @@ def device_run(
     except (FwToolError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    argv, env = device_command(image, interpreter, records, heap)
-    # exec: the device *is* this process, so a kill -9 of it is a power cut of the device.
-    os.execvpe(argv[0], argv, env)
+    argv, env, cwd = device_command(image, interpreter, records, heap, interval_ms)
+    raise typer.Exit(run_device(argv, env, cwd))
 
 
 @app.command()

@@ -3,9 +3,13 @@ small heap (a board-sized device), or CPython for many simulated devices."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 INTERPRETERS = ("micropython", "cpython")
@@ -25,15 +29,62 @@ def micropython_binary() -> str:
 
 
 def device_command(image: Path, interpreter: str, records: int | None = None,
-                   heap: str = DEFAULT_HEAP) -> tuple[list[str], dict[str, str]]:
-    """argv and environment that run the agent in `image`."""
+                   heap: str = DEFAULT_HEAP, interval_ms: int | None = None,
+                   ) -> tuple[list[str], dict[str, str], Path]:
+    """argv, environment and working directory that run the agent in `image`.
+
+    MicroPython runs inside the image with relative paths: the interpreter keeps every
+    module's file name in RAM, and on a 64 KB heap short names are worth about 1.5 KB.
+    """
     env = dict(os.environ)
-    extra = ["--records", str(records)] if records is not None else []
+    extra = []
+    if records is not None:
+        extra += ["--records", str(records)]
+    if interval_ms is not None:
+        extra += ["--interval-ms", str(interval_ms)]
     if interpreter == "micropython":
-        env["MICROPYPATH"] = str(image / "lib")
-        argv = [micropython_binary(), "-X", f"heapsize={heap}", "-m", "device.main", str(image)]
+        env["MICROPYPATH"] = "lib"
+        argv = [micropython_binary(), "-X", f"heapsize={heap}", "-m", "device.main", "."]
     elif interpreter == "cpython":
-        argv = [sys.executable, "-m", "device.main", str(image)]
+        argv = [sys.executable, "-m", "device.main", str(image.resolve())]
     else:
         raise ValueError(f"interpreter must be one of {', '.join(INTERPRETERS)}")
-    return [*argv, *extra], env
+    return [*argv, *extra], env, image
+
+
+# The agent exits with this code to ask for a reset (a board would call machine.reset()):
+# e.g. when a signed config arrived but the heap was too fragmented to verify it.
+RESET_EXIT_CODE = 75
+_PR_SET_PDEATHSIG = 1
+
+
+def _power_tied_to_parent() -> Callable[[], None]:
+    """preexec_fn: the agent gets SIGKILL when this runner dies, so a kill -9 of the runner is
+    a power cut of the device, as it would be on a board."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def run_device(argv: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Run the agent like a board's power supply would: reboot it when it asks for a reset,
+    pass SIGTERM/SIGINT on, and return its exit code otherwise."""
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        child = subprocess.Popen(argv, env=env, cwd=cwd, preexec_fn=_power_tied_to_parent())
+        code = child.wait()
+        if code != RESET_EXIT_CODE:
+            return code if code >= 0 else 128 - code

@@ -142,12 +142,14 @@ class Stack:
 
     # -- devices ----------------------------------------------------------------------------
     def start_device(self, device_id: str, profile: str, interpreter: str = "micropython",
-                     records: int | None = None) -> Process:
+                     records: int | None = None, interval_ms: int | None = None) -> Process:
         args = ["device", "run", "--home", str(self.home), "--id", device_id,
                 "--profile", profile, "--broker", f"localhost:{self.mqtt_port}",
                 "--interpreter", interpreter]
         if records is not None:
             args += ["--records", str(records)]
+        if interval_ms is not None:
+            args += ["--interval-ms", str(interval_ms)]
         proc = self.supervisor.start(self._process(f"device-{device_id}", args))
         self.devices[device_id] = proc
         return proc

@@ -44,13 +44,17 @@ def _rotr(x, n):
 
 
 def _compress(h, block):
-    w = [int.from_bytes(block[i:i + 8], "big") for i in range(0, 128, 8)]
+    # Allocated at full size once: growing a list by append needs ever larger contiguous
+    # blocks, which a fragmented small heap may not have.
+    w = [0] * 80
+    for i in range(16):
+        w[i] = int.from_bytes(block[i * 8:i * 8 + 8], "big")
     for i in range(16, 80):
         a = w[i - 15]
         b = w[i - 2]
         s0 = _rotr(a, 1) ^ _rotr(a, 8) ^ (a >> 7)
         s1 = _rotr(b, 19) ^ _rotr(b, 61) ^ (b >> 6)
-        w.append((w[i - 16] + s0 + w[i - 7] + s1) & _M)
+        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) & _M
     a, b, c, d, e, f, g, hh = h
     for i in range(80):
         t1 = (hh + (_rotr(e, 14) ^ _rotr(e, 18) ^ _rotr(e, 41))
@@ -64,7 +68,9 @@ def _compress(h, block):
         c = b
         b = a
         a = (t1 + t2) & _M
-    return [(x + y) & _M for x, y in zip(h, (a, b, c, d, e, f, g, hh))]
+    for i, v in enumerate((a, b, c, d, e, f, g, hh)):
+        h[i] = (h[i] + v) & _M
+    return h
 
 
 def _pure(data):

@@ -1,7 +1,7 @@
 """Build a device image: the directory a flash of a real board would hold (see CONTRACT.md).
 
-    <out>/lib/device/...      the repo's device package (no tests, no CPython-only files)
-    <out>/lib/protocol/...    protocol.DEVICE_MODULES
+    <out>/lib/device/...      the repo's device package as .mpy (no tests, no CPython-only files)
+    <out>/lib/protocol/...    protocol.DEVICE_MODULES as .mpy
     <out>/certs/              ca/cert/key in DER (MicroPython tls) and PEM (CPython ssl)
     <out>/keys/               config.pub, release.pub (raw 32-byte Ed25519)
     <out>/identity.json       id, profile, broker_host, broker_port, fw
@@ -26,6 +26,7 @@ import protocol
 from .errors import FwToolError, MissingKeysError, UsageError
 from .fsutil import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, ensure_dir, write_file
 from .keys import KeyLayout, check_id
+from .mpy import compile_tree
 
 PROFILES = ("bike", "mirror", "engine")
 DEFAULT_FW = "0.1.0"
@@ -46,10 +47,12 @@ def provision(
     *,
     device_src: Path | None = None,
     protocol_src: Path | None = None,
+    compiled: bool = True,
 ) -> Path:
     """Write (or refresh) the image of ``device_id``; return its directory.
 
     ``device_src``/``protocol_src`` default to the installed ``device``/``protocol`` packages.
+    ``compiled`` ships .mpy bytecode (what fits a 64 KB heap) instead of .py sources.
     """
     check_id(device_id, "device")
     if profile not in PROFILES:
@@ -70,6 +73,8 @@ def provision(
         ensure_dir(staging)
         _copy_tree(dev_src, staging / "lib" / "device")
         _copy_protocol(proto_src, staging / "lib" / "protocol")
+        if compiled:
+            compile_tree(staging / "lib")
         _copy_keys(sources, staging)
         for name in REPLACED:
             shutil.rmtree(out / name, ignore_errors=True)

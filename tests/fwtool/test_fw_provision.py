@@ -49,9 +49,10 @@ def _files(root: Path) -> list[str]:
 def test_image_layout(home: Path, fake_device: Path) -> None:
     out = provision(home, "bike-1", "bike", "localhost", 8883, device_src=fake_device)
     assert out == home / "devices" / "bike-1"
+    # Bytecode only: a .py beside its .mpy would be preferred by MicroPython.
     assert _files(out / "lib" / "device") == [
-        "__init__.py", "main.py", "profiles/__init__.py", "profiles/bike.py"]
-    assert _files(out / "lib" / "protocol") == sorted(f"{m}.py" for m in protocol.DEVICE_MODULES)
+        "__init__.mpy", "main.mpy", "profiles/__init__.mpy", "profiles/bike.mpy"]
+    assert _files(out / "lib" / "protocol") == sorted(f"{m}.mpy" for m in protocol.DEVICE_MODULES)
     assert _files(out / "certs") == sorted(
         ["ca.der", "ca.pem", "cert.der", "cert.pem", "key.der", "key.pem"])
     assert _files(out / "keys") == ["config.pub", "release.pub"]
@@ -72,14 +73,16 @@ def test_image_layout(home: Path, fake_device: Path) -> None:
 
 def test_reprovision_replaces_code_and_keeps_data(home: Path, fake_device: Path, tmp_path: Path) -> None:
     out = tmp_path / "img"
-    provision(home, "mirror-1", "mirror", "localhost", 8883, out, device_src=fake_device)
+    provision(home, "mirror-1", "mirror", "localhost", 8883, out, device_src=fake_device,
+              compiled=False)
     (out / "data" / "buffer.bin").write_bytes(b"records")
     (out / "data" / "sub").mkdir()
     (out / "data" / "sub" / "seq").write_text("41")
     (out / "lib" / "device" / "stale.py").write_text("old\n")
     (fake_device / "main.py").write_text("print('v2')\n")
 
-    provision(home, "mirror-1", "engine", "10.0.0.5", 1884, out, device_src=fake_device)
+    provision(home, "mirror-1", "engine", "10.0.0.5", 1884, out, device_src=fake_device,
+              compiled=False)
 
     assert (out / "data" / "buffer.bin").read_bytes() == b"records"
     assert (out / "data" / "sub" / "seq").read_text() == "41"
@@ -95,7 +98,7 @@ def test_real_device_package(home: Path) -> None:
     real = package_dir("device")
     copied = _files(out / "lib" / "device")
     assert all("tests/" not in f and "__pycache__" not in f for f in copied)
-    shipped = [*real.rglob("*.py"), *real.rglob("*.gz")]
+    shipped = [*(p.with_suffix(".mpy") for p in real.rglob("*.py")), *real.rglob("*.gz")]
     assert set(copied) <= {str(p.relative_to(real)) for p in shipped}
     # The engine profile replays its trajectories from the image, not from the repository.
     assert "profiles/cmapss_fd001.txt.gz" in copied

@@ -1,0 +1,193 @@
+"""Application: sample the profile into the buffer, publish what the gateway has not acked,
+apply acks and configs, report state. No sockets here (link.py), no wire details (mqtt.py).
+
+Delivery: records leave the buffer as QoS 1 PUBLISHes, at most `max_inflight` beyond the last
+application ack. The broker's PUBACK proves nothing about storage, so only the gateway's ack
+(fleet/<id>/ack) frees records; without progress for `ack_timeout_ms`, and after every
+reconnect, everything unacked is sent again from the oldest (the gateway dedupes by seq).
+"""
+
+import json
+
+import device
+from device import codec, mqtt, port
+
+RESTART_FOR_CONFIG = "config"
+
+
+def _topic(device_id, kind):
+    return ("fleet/" + device_id + "/" + kind).encode()  # protocol.topics.topic()
+
+
+class Agent:
+    def __init__(self, device_id, profile, buf, conf, client, session, emit, records=None):
+        self.device_id = device_id
+        self.profile = profile
+        self.buf = buf
+        self.conf = conf
+        self.client = client
+        self.link = session
+        self.emit = emit
+        self.to_produce = records  # sample until seq reaches this; None: forever
+        self.produced = 0
+        self.t_telemetry = _topic(device_id, "telemetry")
+        self.t_state = _topic(device_id, "state")
+        self.t_ack = _topic(device_id, "ack")
+        self.t_config = _topic(device_id, "config")
+        self.sent = 0  # highest seq published since the last (re)start of sending
+        self.progress_at = 0  # ticks of the last ack progress (or resend)
+        self.next_sample = 0
+        self.stop = None  # set to RESTART_FOR_CONFIG to leave run()
+        self.drained_at = -1  # acked seq at the last "drained" event
+        self.heap_min = 0  # lowest free heap seen before a collection (~ peak use)
+        self.heap_rest = 0  # free heap right after the last collection
+        client.on_publish = self._on_publish
+        session.on_up = self._on_up
+        session.on_down = self._on_down
+
+    # -- link events
+    def _on_up(self):
+        self.sent = self.buf.acked  # resend everything unacked, oldest first
+        self.progress_at = port.ticks_ms()
+        self.emit({"event": "connected", "connects": self.link.connects})
+        self.publish_state()
+
+    def _on_down(self, reason):
+        self.emit({"event": "disconnected", "reason": reason})
+
+    def _on_publish(self, topic, payload, qos, retain):
+        if topic == self.t_ack:
+            try:
+                seq = codec.decode_ack(bytes(payload))
+            except ValueError as e:
+                self.emit({"event": "bad_ack", "reason": str(e)})
+                return
+            if self.buf.ack(seq):
+                self.progress_at = port.ticks_ms()
+                if self.sent < self.buf.acked:
+                    self.sent = self.buf.acked
+        elif topic == self.t_config:
+            self._on_config(bytes(payload))
+
+    def _on_config(self, payload):
+        from device import config  # rare; unloaded again below to keep the heap free
+
+        action, version = config.precheck(self.conf, payload)
+        rejected = action == config.REJECT
+        if action == config.STAGE:
+            # Verification needs the heap to itself: staged on flash, main.py verifies it.
+            self.stop = RESTART_FOR_CONFIG
+            self.emit({"event": "config", "status": "staged", "version": version})
+        elif rejected:
+            self.emit({"event": "config", "status": "rejected", "version": version,
+                       "reason": self.conf.reason})
+        del config
+        port.unload("device.config")
+        if rejected:
+            self.publish_state()
+
+    # -- publishing
+    def publish_state(self):
+        port.collect()
+        heap = port.mem_free()
+        fields = {
+            "v": 1, "d": self.device_id, "t": port.time_ms(), "impl": port.IMPL,
+            "fw": device.__version__, "profile": self.profile.name,
+            "config_version": self.conf.version, "config_status": self.conf.status,
+            "reason": self.conf.reason[:200], "heap_free": heap, "buffered": self.buf.buffered,
+            "dropped": self.buf.dropped, "seq": self.buf.last, "floor": self.buf.floor,
+        }
+        # protocol.state's encode is this dumps after checking the fields; the fields are ours
+        # and tests check them with protocol.state.decode, so the device skips the import.
+        payload = json.dumps(fields, separators=(",", ":")).encode()
+        self.client.publish(self.t_state, payload, 1)
+        self.emit({"event": "state", "heap_free": heap, "heap_min": self.heap_min,
+                   "buffered": fields["buffered"], "seq": fields["seq"]})
+
+    def _pump(self):
+        """Publish unacked records while the window has room."""
+        buf = self.buf
+        room = self.conf.get("max_inflight") - (self.sent - buf.acked)
+        if room <= 0 or self.sent >= buf.last:
+            return
+        records = buf.unacked(self.sent, room)
+        try:
+            for seq, payload in records:
+                self.client.publish(self.t_telemetry, payload, 1)
+                self.sent = seq
+        finally:
+            records.close()
+
+    # -- main loop
+    def _sample(self, now):
+        interval = self.conf.get("interval_ms")
+        if port.ticks_diff(now, self.next_sample) < 0:
+            return
+        if self.to_produce is not None and self.buf.last >= self.to_produce:
+            return
+        try:
+            self.buf.put(port.time_ms(), self.profile.sample())
+        except ValueError as e:  # a profile bug must not stop the device
+            self.emit({"event": "bad_sample", "reason": str(e)})
+        self.produced += 1
+        if self.buf.last == self.to_produce:
+            self.emit({"event": "produced", "records": self.produced, "seq": self.buf.last})
+        self.next_sample = port.ticks_add(self.next_sample, interval)
+        if port.ticks_diff(now, self.next_sample) > interval:
+            self.next_sample = port.ticks_add(now, interval)  # fell behind: do not burst
+
+    def _watch(self, now):
+        buf = self.buf
+        if self.sent > buf.acked and port.ticks_diff(now, self.progress_at) > \
+                self.conf.get("ack_timeout_ms"):
+            self.emit({"event": "resend", "from": buf.acked + 1, "sent": self.sent})
+            self.sent = buf.acked
+            self.progress_at = now
+        if buf.buffered == 0 and buf.acked != self.drained_at and buf.acked and \
+                self.to_produce is not None and self.buf.last >= self.to_produce:
+            self.drained_at = buf.acked
+            buf.sync()
+            self.emit({"event": "drained", "acked": buf.acked, "heap_rest": self.heap_rest,
+                       "heap_min": self.heap_min})
+
+    def _measure_heap(self):
+        free = port.mem_free()  # before collecting: the high-water mark of this loop
+        if free < self.heap_min:
+            self.heap_min = free
+        port.collect()
+        self.heap_rest = port.mem_free()
+
+    def run(self):
+        """Loop until a staged config needs verifying (returns RESTART_FOR_CONFIG)."""
+        self.next_sample = port.ticks_ms()
+        idle_sync = port.ticks_ms()
+        port.collect()
+        self.heap_min = self.heap_rest = port.mem_free()
+        while self.stop is None:
+            now = port.ticks_ms()
+            self._sample(now)
+            if self.link.up:
+                try:
+                    self._pump()
+                except (OSError, mqtt.MQTTError) as e:
+                    self.link.mark_down("publish failed " + str(e))
+            self._watch(now)
+            self._measure_heap()
+            wait = port.ticks_diff(self.next_sample, port.ticks_ms())
+            if self.to_produce is not None and self.buf.last >= self.to_produce:
+                wait = 200
+            if self.link.up and self.sent < self.buf.last and \
+                    self.sent - self.buf.acked < self.conf.get("max_inflight"):
+                wait = 0
+            self.link.service(max(0, min(wait, 200)))
+            if port.ticks_diff(port.ticks_ms(), idle_sync) > 1000:
+                idle_sync = port.ticks_ms()
+                self.buf.sync()
+        return self.stop
+
+    def close(self):
+        self.link.close()
+        self.buf.close()
+        closer = getattr(self.profile, "close", None)
+        if closer:
+            closer()

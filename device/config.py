@@ -1,0 +1,94 @@
+"""Signed config from the cloud, in two steps, because Ed25519 verification (protocol.config
+pulls in ed25519 + sha512) needs ~35 KB of heap that a 64 KB device lacks while the agent runs:
+
+1. precheck() when an envelope arrives: a cheap look at the *unverified* body. Already decided
+   (same bytes) or same version -> ignored quietly (the retained config comes back on every
+   subscribe); older version or another device -> rejected at once; anything else is staged
+   to data/config.pending and the agent stops.
+2. process_pending() at (soft) boot, before the agent is imported (main.py): verify the
+   signature, check device and version again on the verified body, apply and persist.
+
+This module is imported only for those moments and unloaded afterwards (port.unload).
+"""
+
+import binascii
+import hashlib
+import json
+
+from device import port
+
+IGNORE = 0
+REJECT = 1
+STAGE = 2
+
+
+def digest(payload):
+    return binascii.hexlify(hashlib.sha256(payload).digest()[:12]).decode()
+
+
+def precheck(conf, payload):
+    """Returns (IGNORE|REJECT|STAGE, version or 0). A REJECT is already persisted."""
+    seen = digest(payload)
+    if seen == conf.seen or seen == conf.deferred:
+        return IGNORE, conf.version
+    try:
+        body = json.loads(json.loads(payload)["body"])
+        version = body["version"]
+        device = body["device"]
+    except (ValueError, KeyError, TypeError):
+        version = device = None
+    if type(version) is not int:
+        conf.decide("rejected", "malformed config", seen)
+        return REJECT, 0
+    if device != conf.device_id:
+        conf.decide("rejected", "config is for another device", seen)
+        return REJECT, version
+    if version == conf.version:
+        return IGNORE, version
+    if version < conf.version:
+        conf.decide("rejected", "version %d is older than applied %d" % (
+            version, conf.version), seen)
+        return REJECT, version
+    port.write_atomic(conf.pending_path, payload)
+    conf.deferred = ""  # a newer envelope replaces one that waited for memory
+    return STAGE, version
+
+
+def process_pending(conf, config_pub):
+    """Verify and apply the staged envelope; returns an event dict, or None if none staged.
+
+    If the heap is too fragmented to verify (MemoryError, seen at 64 KB on the unix port when
+    a config arrives mid-run), the envelope stays staged and conf.deferred remembers it, so
+    the agent neither re-stages it nor stops for it again; main() verifies staged envelopes
+    first thing at every start, on a fresh heap."""
+    try:
+        payload = port.read_bytes(conf.pending_path)
+    except OSError:
+        return None
+    seen = digest(payload)
+    body = None
+    try:
+        from protocol import config
+
+        body = config.open_envelope(payload, config_pub)
+        if body["device"] != conf.device_id:
+            raise ValueError("config is for another device")
+        if body["version"] <= conf.version:
+            raise ValueError("version %d is not newer than applied %d" % (
+                body["version"], conf.version))
+    except ValueError as e:
+        body = None
+        conf.decide("rejected", str(e), seen)
+    except MemoryError:
+        conf.deferred = seen
+    config = None
+    port.unload("protocol.config", "protocol.ed25519", "protocol.sha512", "protocol.topics",
+                "protocol")
+    if conf.deferred == seen:
+        return {"event": "config", "status": "deferred", "version": conf.version,
+                "reason": "not enough memory to verify now; verified at next start"}
+    if body is not None:
+        conf.decide("applied", "", seen, body["version"], body["settings"])
+    port.remove(conf.pending_path)
+    return {"event": "config", "status": conf.status, "version": conf.version,
+            "reason": conf.reason}

@@ -1,0 +1,135 @@
+"""MQTT session: connect, subscribe, keepalive, liveness, capped jittered backoff, reconnect.
+
+One state variable (DOWN -> CONNECTING -> UP) and one idempotent entry point for every failure,
+mark_down(reason). The application never sees sockets: it gets on_up() after each CONNACK
+(subscriptions are already sent) and on_down(reason) once per lost connection.
+"""
+
+from device import mqtt, port
+from device.port import const
+
+DOWN = const(0)
+CONNECTING = const(1)
+UP = const(2)
+BACKOFF_BASE_MS = const(500)
+BACKOFF_CAP_MS = const(30000)
+_CONNECT_TIMEOUT_MS = const(10000)
+
+
+def backoff_ms(attempt, base_ms, cap_ms, rand=port.random_below):
+    """Delay before reconnect attempt number `attempt` (1, 2, ...): exponential, capped, with
+    "equal jitter" (half fixed, half random) so a fleet that lost its gateway at the same
+    instant does not come back in lock-step, yet no device retries in a tight loop."""
+    if attempt < 1:
+        return 0
+    exp = base_ms << min(attempt - 1, 20)
+    if exp > cap_ms:
+        exp = cap_ms
+    half = exp // 2
+    return half + rand(half + 1)
+
+
+class Link:
+    """Session over one mqtt.Client. `opener()` returns a fresh connected stream (port.tls_connect)."""
+
+    def __init__(self, client, opener, keepalive_s, subscriptions, status_topic):
+        self.client = client
+        self.opener = opener
+        self.keepalive_s = keepalive_s
+        self.subscriptions = subscriptions
+        self.status_topic = status_topic
+        self.state = DOWN
+        self.attempt = 0
+        self.retry_at = port.ticks_ms()
+        self.started = 0
+        self.connects = 0
+        self.on_up = mqtt._noop
+        self.on_down = mqtt._noop
+        client.on_connack = self._on_connack
+
+    @property
+    def up(self):
+        return self.state == UP
+
+    def mark_down(self, reason):
+        """The only way a connection ends. Safe to call any number of times."""
+        if self.state == DOWN:
+            return
+        self.state = DOWN
+        self.client.detach()
+        self.attempt += 1
+        delay = backoff_ms(self.attempt, BACKOFF_BASE_MS, BACKOFF_CAP_MS)
+        self.retry_at = port.ticks_add(port.ticks_ms(), delay)
+        self.on_down(reason)
+
+    def close(self):
+        """Graceful stop: say offline ourselves (a DISCONNECT suppresses the will)."""
+        if self.state == UP:
+            try:
+                self.client.publish(self.status_topic, b"offline", 1, True)
+                self.client.send(mqtt.DISCONNECT_PACKET)
+            except (OSError, mqtt.MQTTError):
+                pass
+        self.mark_down("closed")
+
+    def service(self, timeout_ms):
+        """Advance the session by at most timeout_ms. Never raises for network trouble."""
+        if self.state == DOWN:
+            wait = port.ticks_diff(self.retry_at, port.ticks_ms())
+            if wait > 0:
+                port.sleep_ms(min(wait, timeout_ms))
+                return
+            self._open()
+            return
+        try:
+            self.client.poll(timeout_ms)
+            self._check_liveness()
+        except OSError as e:
+            self.mark_down("io error " + str(e.args[0] if e.args else e))
+        except mqtt.MQTTError as e:
+            self.mark_down("protocol error: " + str(e))
+
+    def _open(self):
+        self.state = CONNECTING
+        self.started = port.ticks_ms()
+        try:
+            conn = self.opener()
+        except (OSError, ValueError) as e:
+            # MicroPython's mbedtls reports a refused certificate as ValueError, not OSError.
+            self.mark_down("connect failed " + str(e.args[0] if e.args else e).strip())
+            return
+        self.client.attach(conn)
+        try:
+            self.client.send(mqtt.connect_packet(
+                self.client.client_id, self.keepalive_s, self.status_topic, b"offline"))
+        except OSError as e:
+            self.mark_down("connect failed " + str(e.args[0] if e.args else e))
+
+    def _on_connack(self, code, session_present):
+        if code != 0:
+            # Raised inside poll(); service() turns it into mark_down.
+            raise mqtt.MQTTError("connection refused, code " + str(code))
+        if self.state != CONNECTING:
+            raise mqtt.MQTTError("unexpected connack")
+        self.state = UP
+        self.attempt = 0
+        self.connects += 1
+        if self.subscriptions:
+            self.client.subscribe(self.subscriptions)
+        if self.status_topic:
+            self.client.publish(self.status_topic, b"online", 1, True)
+        self.on_up()
+
+    def _check_liveness(self):
+        now = port.ticks_ms()
+        client = self.client
+        if self.state == CONNECTING:
+            if port.ticks_diff(now, self.started) > _CONNECT_TIMEOUT_MS:
+                self.mark_down("no connack")
+            return
+        ka_ms = self.keepalive_s * 1000
+        # Liveness from the last byte received, not only from PINGRESP: any traffic counts.
+        if port.ticks_diff(now, client.last_rx) > ka_ms + ka_ms // 2:
+            self.mark_down("keepalive timeout")
+        elif port.ticks_diff(now, client.last_tx) >= ka_ms // 2:
+            client.send(mqtt.PINGREQ_PACKET)

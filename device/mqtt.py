@@ -1,0 +1,304 @@
+"""MQTT 3.1.1 codec and a minimal client over a non-blocking stream (see port.tls_connect).
+
+The codec is pure: bytes in, bytes out, no sockets. The client owns two preallocated buffers
+(rx, tx) and never blocks waiting for a particular reply: poll() handles whatever packet arrives,
+whenever it arrives (CONNACK, PUBACK, PUBLISH QoS 0/1, SUBACK, PINGRESP). Bad wire data raises
+MQTTError, never an assert: the session layer turns it into "link down".
+Topics and payloads are bytes; on_publish receives memoryviews into the rx buffer that are only
+valid during the call (copy what you keep).
+"""
+
+from device import port
+from device.port import const
+
+# const() names are inlined by MicroPython's compiler and cost no heap; 64 KB is tight.
+_CONNECT = const(0x10)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBSCRIBE = const(0x82)
+_CONNACK = const(0x20)
+_SUBACK = const(0x90)
+_PINGRESP = const(0xD0)
+_MAX_REMAINING = const(268435455)  # largest 4-byte variable length integer
+_SEND_TIMEOUT_MS = const(10000)
+
+PINGREQ_PACKET = b"\xc0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"
+
+# Heap is the scarce resource (64 KB on the host port): buffers fit what actually arrives.
+# Downlink is acks (~20 B) and config envelopes; with protocol.config.SETTINGS as it is, a valid
+# envelope is under ~400 bytes, so 768 holds any of them; anything larger is skipped (a QoS 1
+# one still PUBACKed) and counted in Client.skipped. Raise RX_SIZE when the settings grow.
+RX_SIZE = 768
+# Records are ~100-500 bytes: header + payload leave in one write (one TLS record); larger
+# payloads go out in two writes instead of needing a bigger buffer.
+TX_SIZE = 640
+
+
+class MQTTError(Exception):
+    """Malformed or unexpected wire data, or a refused connection."""
+
+
+def encode_len(buf, pos, n):
+    """Write n as an MQTT variable length integer into buf at pos; return the new pos."""
+    if n < 0 or n > _MAX_REMAINING:
+        raise ValueError("remaining length out of range")
+    while n > 0x7F:
+        buf[pos] = (n & 0x7F) | 0x80
+        n >>= 7
+        pos += 1
+    buf[pos] = n
+    return pos + 1
+
+
+def decode_len(buf, pos, end):
+    """Read a variable length integer from buf[pos:end]: (value, next_pos), or (-1, pos) if
+    more bytes are needed. A fifth continuation byte is a protocol error (MQTTError)."""
+    value = 0
+    for i in range(4):
+        if pos + i >= end:
+            return -1, pos
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            return value, pos + i + 1
+    raise MQTTError("malformed remaining length")
+
+
+def _put_str(buf, pos, data):
+    n = len(data)
+    buf[pos] = n >> 8
+    buf[pos + 1] = n & 0xFF
+    buf[pos + 2:pos + 2 + n] = data
+    return pos + 2 + n
+
+
+def connect_packet(client_id, keepalive_s, will_topic=None, will_message=b""):
+    """CONNECT, clean session, will QoS 1 retained. Once per connection, so it may allocate.
+
+    Clean session: on every connect the device resubscribes (the retained config comes back)
+    and re-sends everything unacked from its own buffer, so broker-side state buys nothing."""
+    if not 0 <= keepalive_s <= 0xFFFF:
+        raise ValueError("keepalive out of range")
+    size = 12 + len(client_id)
+    flags = 0x02
+    if will_topic is not None:
+        flags = 0x2E  # clean session, will, will QoS 1, will retain
+        size += 4 + len(will_topic) + len(will_message)
+    buf = bytearray(size + 5)
+    buf[0] = _CONNECT
+    pos = _put_str(buf, encode_len(buf, 1, size), b"MQTT")
+    buf[pos] = 4  # protocol level: 3.1.1
+    buf[pos + 1] = flags
+    buf[pos + 2] = keepalive_s >> 8
+    buf[pos + 3] = keepalive_s & 0xFF
+    pos = _put_str(buf, pos + 4, client_id)
+    if will_topic is not None:
+        pos = _put_str(buf, _put_str(buf, pos, will_topic), will_message)
+    return bytes(buf[:pos])
+
+
+def publish_header(buf, topic, payload_len, qos=0, retain=False, pid=0):
+    """Write a PUBLISH fixed header + topic (+ packet id) into buf; return its length."""
+    if qos not in (0, 1) or (qos and not 0 < pid <= 0xFFFF):
+        raise ValueError("qos must be 0, or 1 with a packet id 1..65535")
+    buf[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
+    pos = _put_str(buf, encode_len(buf, 1, 2 + len(topic) + payload_len + 2 * qos), topic)
+    if qos:
+        buf[pos] = pid >> 8
+        buf[pos + 1] = pid & 0xFF
+        pos += 2
+    return pos
+
+
+def puback_packet(pid):
+    return bytes((_PUBACK, 2, pid >> 8, pid & 0xFF))
+
+
+def subscribe_packet(pid, topics):
+    """topics: list of (topic bytes, qos)."""
+    size = 2
+    for t, _ in topics:
+        size += 3 + len(t)
+    buf = bytearray(size + 5)
+    buf[0] = _SUBSCRIBE
+    pos = encode_len(buf, 1, size)
+    buf[pos] = pid >> 8
+    buf[pos + 1] = pid & 0xFF
+    pos += 2
+    for t, q in topics:
+        pos = _put_str(buf, pos, t)
+        buf[pos] = q
+        pos += 1
+    return bytes(buf[:pos])
+
+
+def _noop(*args):
+    pass
+
+
+class Client:
+    """One MQTT connection's codec state. It never reconnects: that is link.Link's job.
+
+    Callbacks (set by the owner; defaults ignore):
+      on_connack(return_code, session_present)
+      on_publish(topic_mv, payload_mv, qos, retain) - incoming; PUBACKed after it returns
+    PUBACK and SUBACK are only checked: the application's own ack decides what is delivered.
+    I/O errors surface as OSError, bad frames as MQTTError; the caller marks the link down.
+    """
+
+    def __init__(self, client_id):
+        self.client_id = client_id
+        self.rx = bytearray(RX_SIZE)
+        self.rxmv = memoryview(self.rx)
+        self.tx = bytearray(TX_SIZE)
+        self.txmv = memoryview(self.tx)
+        self.conn = None
+        self.rx_len = 0
+        self.skip = 0  # bytes of an oversized packet still to discard
+        self.skip_pid = 0  # its packet id, PUBACKed once skipped (or the broker stalls on it)
+        self.skipped = 0
+        self.pid = 0
+        self.last_rx = 0
+        self.last_tx = 0
+        self.on_connack = _noop
+        self.on_publish = _noop
+        # Stream helpers; tests swap in their fake stream's own.
+        self.wait = port.wait
+        self.close = port.close
+
+    def attach(self, conn):
+        self.conn = conn
+        self.rx_len = self.skip = self.skip_pid = 0
+        self.last_rx = self.last_tx = port.ticks_ms()
+
+    def detach(self):
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            self.close(conn)
+
+    def send(self, data):
+        """Write all of data; waits for writability up to _SEND_TIMEOUT_MS, then OSError."""
+        conn = self.conn
+        if conn is None:
+            raise OSError(107)  # ENOTCONN
+        mv = memoryview(data)
+        pos = 0
+        start = port.ticks_ms()
+        while pos < len(mv):
+            # After "would block" TLS wants the same bytes again: pos only moves on success.
+            n = conn.write(mv[pos:])
+            if n:
+                pos += n
+            elif port.ticks_diff(port.ticks_ms(), start) > _SEND_TIMEOUT_MS:
+                raise OSError(110)  # ETIMEDOUT
+            else:
+                self.wait(conn, 100, True)
+        self.last_tx = port.ticks_ms()
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        """Send one PUBLISH; returns its packet id (0 for QoS 0). Copies the payload into the
+        preallocated tx buffer so header and body leave as one write (one TLS record)."""
+        pid = 0
+        if qos:
+            pid = self.pid = self.pid % 0xFFFF + 1
+        n = publish_header(self.tx, topic, len(payload), qos, retain, pid)
+        end = n + len(payload)
+        if end <= TX_SIZE:
+            self.txmv[n:end] = payload
+            self.send(self.txmv[:end])
+        else:
+            self.send(self.txmv[:n])
+            self.send(payload)
+        return pid
+
+    def subscribe(self, topics):
+        self.pid = self.pid % 0xFFFF + 1
+        self.send(subscribe_packet(self.pid, topics))
+
+    def poll(self, timeout_ms=0):
+        """Wait up to timeout_ms for data, then read everything available (TLS may hold more
+        than the socket shows) and dispatch every complete packet."""
+        conn = self.conn
+        if conn is None:
+            raise OSError(107)
+        if timeout_ms > 0:
+            self.wait(conn, timeout_ms)
+        while True:
+            # _process always frees the buffer's head, so there is room to read into.
+            n = conn.readinto(self.rxmv[self.rx_len:])
+            if n is None:
+                return
+            if n == 0:
+                raise OSError(104)  # ECONNRESET: the broker closed the connection
+            self.rx_len += n
+            self.last_rx = port.ticks_ms()
+            self._process()
+
+    def _process(self):
+        buf = self.rx
+        pos = 0
+        end = self.rx_len
+        while pos < end:
+            if self.skip:
+                n = min(self.skip, end - pos)
+                pos += n
+                self.skip -= n
+                if not self.skip and self.skip_pid:
+                    self.send(puback_packet(self.skip_pid))
+                    self.skip_pid = 0
+                continue
+            n, body = decode_len(buf, pos + 1, end)
+            if n < 0:
+                break
+            if body + n - pos > RX_SIZE:
+                self._start_skip(pos, body, n, end)
+                continue
+            if body + n > end:
+                break
+            self._dispatch(buf[pos], body, body + n)
+            pos = body + n
+        if pos:
+            self.rxmv[0:end - pos] = self.rxmv[pos:end]
+        self.rx_len = end - pos
+
+    def _start_skip(self, pos, body, n, end):
+        """A PUBLISH larger than rx: discard its bytes; PUBACK it if it is QoS 1 and its
+        packet id is already in the buffer."""
+        first = self.rx[pos]
+        if first & 0xF0 != _PUBLISH:
+            raise MQTTError("oversized control packet")
+        self.skip_pid = 0
+        if first & 6 == 2 and body + 2 <= end:
+            p = body + 2 + ((self.rx[body] << 8) | self.rx[body + 1])
+            if p + 2 <= end:
+                self.skip_pid = (self.rx[p] << 8) | self.rx[p + 1]
+        self.skipped += 1
+        self.skip = body + n - pos
+
+    def _dispatch(self, first, body, end):
+        kind = first & 0xF0
+        size = end - body
+        buf = self.rx
+        if kind == _PUBLISH:
+            qos = (first >> 1) & 3
+            if qos > 1 or size < 2:
+                raise MQTTError("bad publish")
+            topic_end = body + 2 + ((buf[body] << 8) | buf[body + 1])
+            p = topic_end + 2 * qos
+            if p > end:
+                raise MQTTError("bad publish")
+            pid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
+            if qos and not pid:
+                raise MQTTError("publish with packet id 0")
+            self.on_publish(self.rxmv[body + 2:topic_end], self.rxmv[p:end], qos, first & 1)
+            if qos:
+                self.send(puback_packet(pid))
+        elif kind == _CONNACK and first == _CONNACK and size == 2:
+            self.on_connack(buf[body + 1], buf[body] & 1)
+        elif first == _PUBACK and size == 2 or first == _SUBACK and size >= 3 or \
+                first == _PINGRESP and size == 0:
+            pass  # checked; nothing to do (see the class docstring)
+        else:
+            raise MQTTError("unexpected packet 0x%02x" % first)

