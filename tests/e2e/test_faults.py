@@ -54,7 +54,7 @@ def assert_exactly_once(stack: Stack, device_id: str, count: int) -> None:
 
 def test_kill_9_of_the_gateway_loses_nothing_and_leaves_no_orphan_broker(stack: Stack) -> None:
     start_path(stack, ["bike-1"])
-    stack.start_device("bike-1", "bike", records=N)
+    stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 10)
     old_broker = stack.gateway_status()["broker"]["pid"]
     assert stack.gateway is not None
@@ -68,7 +68,7 @@ def test_kill_9_of_the_gateway_loses_nothing_and_leaves_no_orphan_broker(stack: 
 
 def test_kill_9_of_mosquitto_after_pubacks_loses_nothing(stack: Stack) -> None:
     start_path(stack, ["bike-1"])
-    stack.start_device("bike-1", "bike", records=N)
+    stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 10)
     broker = stack.gateway_status()["broker"]["pid"]
     os.kill(broker, signal.SIGKILL)
@@ -79,16 +79,16 @@ def test_kill_9_of_mosquitto_after_pubacks_loses_nothing(stack: Stack) -> None:
 
 def test_kill_9_of_the_device_then_restart_continues_seq(stack: Stack) -> None:
     start_path(stack, ["bike-1"])
-    proc = stack.start_device("bike-1", "bike", records=N)
+    proc = stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 20)
     proc.kill9()
-    stack.start_device("bike-1", "bike", records=N)
+    stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     assert_exactly_once(stack, "bike-1", N)
 
 
 def test_cloud_down_for_10_seconds_then_everything_arrives_once(stack: Stack) -> None:
     start_path(stack, ["bike-1"])
-    stack.start_device("bike-1", "bike", records=N)
+    stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 5)
     assert stack.cloud is not None
     stack.cloud.stop()

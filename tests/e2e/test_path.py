@@ -28,7 +28,7 @@ def reported(stack: Stack, device_id: str) -> dict:
 
 def test_records_arrive_exactly_once_and_a_config_comes_back_applied(stack: Stack) -> None:
     start_path(stack, ["bike-1"])
-    stack.start_device("bike-1", "bike", records=N)
+    stack.start_device("bike-1", "bike", records=N, interval_ms=100)
 
     records = wait_records(stack, "bike-1", N)
     assert seqs_of(records) == list(range(1, N + 1))
