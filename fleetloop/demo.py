@@ -37,9 +37,9 @@ def _short(metrics: dict[str, Any] | None, limit: int = 4) -> str:
 
 def snapshot(stack: Stack) -> Table:
     table = Table(title="fleetloop demo: what the cloud has stored")
-    for col in ("device", "product", "runs on", "online", "records in cloud", "last seq",
-                "config", "heap free", "last values"):
-        table.add_column(col)
+    for col in ("device", "runs on", "online", "stored", "last seq", "config", "heap free"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("last values")
     status = stack.gateway_status() or {}
     online = set(status.get("devices", {}).get("online", []))
     try:
@@ -47,18 +47,18 @@ def snapshot(stack: Stack) -> Table:
     except Exception as exc:  # the cloud may be restarting; show that instead of dying
         table.caption = f"cloud unreachable: {exc}"
         devices = {}
-    for device_id, profile in DEVICES:
+    for device_id, _profile in DEVICES:
         row = devices.get(device_id, {})
         reported = row.get("reported") or {}
+        heap = reported.get("heap_free")
         table.add_row(
             device_id,
-            row.get("product") or profile,
             str(reported.get("impl", "")),
             "yes" if device_id in online else "no",
             str(row.get("records", 0)),
             str(row.get("last_seq", "")),
             f"v{reported.get('config_version', 0)} {reported.get('config_status', '')}",
-            str(reported.get("heap_free", "")),
+            f"{heap / 1024:.1f} KB" if isinstance(heap, int) else "",
             _short(row.get("last_metrics")),
         )
     spool = status.get("spool", {})
@@ -72,6 +72,8 @@ def snapshot(stack: Stack) -> Table:
 
 def run_demo(home: Path, seconds: float) -> int:
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a log file has room; do not squeeze the table
     stack = Stack(home=home.resolve(), **_ports())
 
     def on_term(signum: int, frame: object) -> None:
