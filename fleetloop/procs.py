@@ -34,6 +34,22 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains `text` (e.g. a state directory): how tests and
+    the demo prove nothing they started is left running."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            found.append(int(entry.name))
+    return found
+
+
 @dataclass
 class Process:
     name: str

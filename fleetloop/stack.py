@@ -129,8 +129,12 @@ class Stack:
              "--cloud", self.cloud_url, "--token-file", str(self.token_file)],
         )
         self.gateway = self.supervisor.start(proc)
-        self.wait_until(lambda: (self.gateway_status() or {}).get("broker", {}).get("up"), proc,
-                        what="gateway status with the broker up")
+        def ready() -> bool:
+            status = self.gateway_status() or {}
+            return bool(status.get("broker", {}).get("up")
+                        and status.get("ingest", {}).get("link") == "up")
+
+        self.wait_until(ready, proc, what="the gateway's broker up and its ingest subscribed")
         return proc
 
     def gateway_status(self) -> dict[str, Any] | None:
@@ -153,6 +157,13 @@ class Stack:
         proc = self.supervisor.start(self._process(f"device-{device_id}", args))
         self.devices[device_id] = proc
         return proc
+
+    def start_path(self, device_ids: list[str]) -> None:
+        """Keys, cloud, gateway registered and running: everything a device needs to deliver."""
+        self.keygen(device_ids)
+        self.start_cloud()
+        self.register_gateway()
+        self.start_gateway()
 
     # -- reading the cloud --------------------------------------------------------------------
     def cloud_devices(self) -> list[dict[str, Any]]:

@@ -153,6 +153,7 @@ class Ingest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         with self._lock:
             self._state = LinkState.CONNECTING
@@ -186,9 +187,19 @@ class Ingest:
         with self._lock:
             self._generation += 1
             self._connects += 1
-            self._state = LinkState.UP
         client.subscribe([(topics.subscription(kind), 1) for kind in topics.UPLINK])
         log.info("connected to the broker (session present: %s)", flags.session_present)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        # Up only once the broker confirmed the subscriptions: before that, a first-ever
+        # session would miss what devices publish.
+        if any(r.is_failure for r in reasons):
+            log.error("broker refused the gateway's subscriptions: %s", reasons)
+            return
+        with self._lock:
+            if self._state is not LinkState.DOWN:
+                self._state = LinkState.UP
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from cloudkit import ADMIN, GatewaySim, counts, rec
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from protocol import config as config_codec
@@ -83,6 +83,12 @@ def test_mutated_valid_batches_are_refused(app: FastAPI, gateway: GatewaySim, da
     buf = body if target == "body" else sig
     i = data.draw(st.integers(0, len(buf) - 1))
     buf[i] ^= data.draw(st.integers(1, 255))
+    # A flip in the unused padding bits of the last deflate byte inflates to the very same
+    # signed bytes: that is the same batch, rightly accepted. Every other flip must be refused.
+    try:
+        assume(zlib.decompress(bytes(body)) != zlib.decompress(sealed.body) or target == "sig")
+    except zlib.error:
+        pass
     before = counts(app)
     assert _post(gateway, bytes(body), base64.b64encode(bytes(sig)).decode()) == 400
     assert counts(app) == before

@@ -8,24 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetloop.procs import Process
+from fleetloop.procs import Process, pids_mentioning
 from fleetloop.stack import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd:
-            found.append(f"{entry.name}: {cmd}")
-    return found
 
 
 def test_demo_delivers_three_devices_and_leaves_nothing_running(tmp_path: Path) -> None:
@@ -40,7 +26,7 @@ def test_demo_delivers_three_devices_and_leaves_nothing_running(tmp_path: Path) 
     log = demo.log()
     assert code == 0, log
     assert "dashboard: http://127.0.0.1:" in log
-    assert processes_mentioning(str(home)) == []
+    assert pids_mentioning(str(home)) == []
 
     # Read what the cloud stored, with the cloud started again on the demo's own state.
     stack = Stack(home=home)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetloop.procs import pids_mentioning
 from fleetloop.stack import Stack, seqs_of, wait_records
 
 pytestmark = pytest.mark.e2e
@@ -17,26 +18,15 @@ pytestmark = pytest.mark.e2e
 N = 150
 
 
-def start_path(stack: Stack, device_ids: list[str]) -> None:
-    stack.keygen(device_ids)
-    stack.start_cloud()
-    stack.register_gateway()
-    stack.start_gateway()
-
-
 def mosquitto_pids(home: Path) -> list[int]:
     """Mosquitto processes started for this home (their config lives under it)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    def is_mosquitto(pid: int) -> bool:
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            return b"mosquitto" in Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
-            continue
-        if "mosquitto" in cmd and str(home) in cmd:
-            pids.append(int(entry.name))
-    return pids
+            return False  # gone meanwhile
+
+    return [pid for pid in pids_mentioning(str(home)) if is_mosquitto(pid)]
 
 
 def pid_alive(pid: int) -> bool:
@@ -53,7 +43,7 @@ def assert_exactly_once(stack: Stack, device_id: str, count: int) -> None:
 
 
 def test_kill_9_of_the_gateway_loses_nothing_and_leaves_no_orphan_broker(stack: Stack) -> None:
-    start_path(stack, ["bike-1"])
+    stack.start_path(["bike-1"])
     stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 10)
     old_broker = stack.gateway_status()["broker"]["pid"]
@@ -67,7 +57,7 @@ def test_kill_9_of_the_gateway_loses_nothing_and_leaves_no_orphan_broker(stack: 
 
 
 def test_kill_9_of_mosquitto_after_pubacks_loses_nothing(stack: Stack) -> None:
-    start_path(stack, ["bike-1"])
+    stack.start_path(["bike-1"])
     stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 10)
     broker = stack.gateway_status()["broker"]["pid"]
@@ -78,7 +68,7 @@ def test_kill_9_of_mosquitto_after_pubacks_loses_nothing(stack: Stack) -> None:
 
 
 def test_kill_9_of_the_device_then_restart_continues_seq(stack: Stack) -> None:
-    start_path(stack, ["bike-1"])
+    stack.start_path(["bike-1"])
     proc = stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 20)
     proc.kill9()
@@ -87,7 +77,7 @@ def test_kill_9_of_the_device_then_restart_continues_seq(stack: Stack) -> None:
 
 
 def test_cloud_down_for_10_seconds_then_everything_arrives_once(stack: Stack) -> None:
-    start_path(stack, ["bike-1"])
+    stack.start_path(["bike-1"])
     stack.start_device("bike-1", "bike", records=N, interval_ms=100)
     wait_records(stack, "bike-1", 5)
     assert stack.cloud is not None

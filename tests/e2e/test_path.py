@@ -12,13 +12,6 @@ pytestmark = pytest.mark.e2e
 N = 60
 
 
-def start_path(stack: Stack, device_ids: list[str]) -> None:
-    stack.keygen(device_ids)
-    stack.start_cloud()
-    stack.register_gateway()
-    stack.start_gateway()
-
-
 def reported(stack: Stack, device_id: str) -> dict:
     for row in stack.cloud_devices():
         if row["id"] == device_id:
@@ -27,7 +20,7 @@ def reported(stack: Stack, device_id: str) -> dict:
 
 
 def test_records_arrive_exactly_once_and_a_config_comes_back_applied(stack: Stack) -> None:
-    start_path(stack, ["bike-1"])
+    stack.start_path(["bike-1"])
     stack.start_device("bike-1", "bike", records=N, interval_ms=100)
 
     records = wait_records(stack, "bike-1", N)
@@ -52,7 +45,7 @@ def test_records_arrive_exactly_once_and_a_config_comes_back_applied(stack: Stac
 
 
 def test_a_config_the_device_cannot_accept_is_refused_by_the_cloud(stack: Stack) -> None:
-    start_path(stack, ["bike-1"])
+    stack.start_path(["bike-1"])
     with stack.admin() as client:
         resp = client.put("/api/v1/devices/bike-1/config", json={"settings": {"interval_ms": 1}})
     assert resp.status_code == 422
