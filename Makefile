@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $@
 
-# Mosquitto comes from the system's packages; install it only when missing.
+# Mosquitto (and its C clients, the benchmark's stand-in devices) come from the system's
+# packages; install them only when missing.
 mosquitto:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || \
+	    ! command -v mosquitto_pub >/dev/null 2>&1; then \
 		echo "installing mosquitto with apt-get"; \
-		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto mosquitto-clients; \
 	fi
 
 demo: setup
@@ -28,6 +30,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Longer measurements, kept out of `make test`; figures in docs/benchmarks.md.
+bench: setup
+	$(BIN)/fleetloop bench path --devices 4 --records 10000
 
 lint: setup
 	$(BIN)/ruff check .

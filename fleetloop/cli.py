@@ -75,6 +75,42 @@ def device_run(
     raise typer.Exit(run_device(argv, env, cwd))
 
 
+bench_app = typer.Typer(
+    help="Measure fleetloop on this machine.\n\nExample: fleetloop bench path --devices 4 --records 10000",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("path")
+def bench_path_cmd(
+    devices: Annotated[int, typer.Option(min=1, max=64, help="Stand-in devices publishing at once.")] = 4,
+    records: Annotated[int, typer.Option(min=1, max=60000, help="Records per device.")] = 10000,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Records per second from MQTT publishers through broker, gateway and cloud, each counted.
+
+    Example: fleetloop bench path --devices 4 --records 10000
+    """
+    import json
+
+    from fleetloop.bench import as_dict, bench_path
+
+    try:
+        result = bench_path(devices, records)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if json_out:
+        typer.echo(json.dumps(as_dict(result)))
+    else:
+        typer.echo(f"{result.records} records from {result.devices} devices in the cloud in "
+                   f"{result.in_cloud_s} s: {result.records_per_s} records/s "
+                   f"(exactly once: {'yes' if result.exactly_once else 'NO'})")
+    if not result.exactly_once:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     home: HomeOpt = DEFAULT_HOME,
