@@ -18,7 +18,7 @@ def run(image, ident, conf, records, emit):
     session = link.Link(
         client, lambda: port.tls_connect(host, port_no, certs), conf.get("keepalive_s"),
         [((t + "ack").encode(), 1), ((t + "config").encode(), 1)], (t + "status").encode())
-    app = agent.Agent(dev, load(ident["profile"], dev), buf, conf, client, session, emit,
+    app = agent.Agent(dev, load(ident["profile"], dev, buf.last), buf, conf, client, session, emit,
                       records)
     port.collect()
     emit({"event": "boot", "id": dev, "impl": port.IMPL, "seq": buf.last, "acked": buf.acked,

@@ -9,7 +9,7 @@ from device.profiles import Rand
 class Profile:
     name = "bike"
 
-    def __init__(self, device_id):
+    def __init__(self, device_id, position=0):
         self.rand = Rand(device_id)
         self.fitness = 0.8 + self.rand.uniform(0.0, 0.5)  # scales the rider's power
         self.left = 0  # samples left in the current effort

@@ -3,7 +3,8 @@
 One row = one flight cycle of one engine: unit, cycle, 3 operational settings, 21 sensors; a
 sample reports engine_unit, cycle and the 14 informative sensors (SENSORS).
 A device starts at the first cycle of the unit its id picks (1-100) and plays it to failure;
-then the next unit (an engine swap), wrapping at the end of the file. The data ships gzipped
+then the next unit (an engine swap), wrapping at the end of the file. After a reboot it skips
+the rows it already reported (one per seq), so cycles continue instead of starting over. The data ships gzipped
 next to this module (cmapss_fd001.txt.gz, see build_engine_data.py) and is read line by line,
 so the heap only holds the decompressor's small window and one row.
 """
@@ -40,13 +41,15 @@ def data_path():
 class Profile:
     name = "engine"
 
-    def __init__(self, device_id):
+    def __init__(self, device_id, position=0):
         self.path = data_path()
         self.unit = binascii.crc32(device_id.encode()) % UNITS + 1
         self.f = None
         # Position now, at boot: the decompressor's ~2.4 KB of state and window then come from
         # a heap that is not yet fragmented by the running agent.
         self.row = self._seek_unit()
+        for _ in range(position):
+            self.row = self._next_row()
 
     def _next_row(self):
         for _ in range(2):  # at EOF: reopen once and start over at unit 1

@@ -9,7 +9,7 @@ from device.profiles import Rand
 class Profile:
     name = "mirror"
 
-    def __init__(self, device_id):
+    def __init__(self, device_id, position=0):
         self.rand = Rand(device_id)
         self.active = False
         self.left = 20 + self.rand.below(60)

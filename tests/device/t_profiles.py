@@ -64,3 +64,12 @@ def test_samples_encode_as_records(tmp):
     for name in ("bike", "mirror", "engine"):
         for i, m in enumerate(_series(name, "x", 20)):
             check(len(codec.encode_record(prefix, i + 1, 0, m)) < 600, "small records")
+
+
+def test_engine_resumes_where_it_left_off_after_a_reboot(tmp):
+    p = load("engine", "engine-1")
+    cycles = [p.sample()["cycle"] for _ in range(10)]
+    p.close()
+    resumed = load("engine", "engine-1", 7)
+    equal(resumed.sample()["cycle"], cycles[7], "the 8th flight after 7 reported ones")
+    resumed.close()
