@@ -6,9 +6,9 @@ user sees. Every process is started through the `fleetloop` CLI, exactly as a us
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -107,12 +107,14 @@ class Stack:
         )
 
     def register_gateway(self) -> None:
-        pub = self.home / "keys" / "gateways" / self.gateway_id / "batch.pub"
-        body = {"id": self.gateway_id, "public_key": base64.b64encode(pub.read_bytes()).decode()}
-        with self.admin() as client:
-            resp = client.post("/api/v1/gateways", json=body)
-            resp.raise_for_status()
-            write_secret(self.token_file, resp.json()["token"])
+        """What an operator types: `fleetloop gateway register` with the admin token."""
+        out = subprocess.run(
+            [*CLI, "gateway", "register", "--home", str(self.home), "--id", self.gateway_id,
+             "--cloud", self.cloud_url, "--token-file", str(self.token_file)],
+            env=self.env(), capture_output=True, text=True, timeout=60,
+        )
+        if out.returncode != 0:
+            raise ProcessError(f"gateway register failed: {out.stdout}{out.stderr}")
 
     def register_device(self, device_id: str, product: str) -> None:
         with self.admin() as client:

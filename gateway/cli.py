@@ -77,6 +77,37 @@ def run(
 
 
 @app.command()
+def register(
+    home: HomeOpt = None,
+    gateway_id: IdOpt = None,
+    cloud: Annotated[str | None, typer.Option(
+        help="Cloud base URL (default http://127.0.0.1:8000).", show_default=False)] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="Where to keep the token (default <home>/gateways/<id>/token).",
+        show_default=False)] = None,
+    admin_token: Annotated[str, typer.Option(
+        envvar="FLEETLOOP_ADMIN_TOKEN", help="The cloud's admin token (env FLEETLOOP_ADMIN_TOKEN).",
+        show_default=False)] = "",
+) -> None:
+    """Register this gateway's batch-signing key with the cloud and keep the token it returns
+    (mode 0600). Registering again issues a new token and retires the old one.
+
+    Example: FLEETLOOP_ADMIN_TOKEN=... fleetloop gateway register --cloud http://127.0.0.1:8000
+    """
+    from gateway import enroll
+
+    if not admin_token:
+        raise _fail(ValueError("an admin token is needed: set FLEETLOOP_ADMIN_TOKEN or --admin-token"))
+    try:
+        settings = Settings.build(home=home, gateway_id=gateway_id, cloud_url=cloud,
+                                  token_file=token_file)
+        path = enroll.register(settings, admin_token)
+    except GatewayError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"registered {settings.gateway_id} with {settings.cloud_url}; token in {path}")
+
+
+@app.command()
 def diag(
     home: HomeOpt = None,
     gateway_id: IdOpt = None,

@@ -23,3 +23,7 @@ class StoreError(GatewayError):
 
 class DiagError(GatewayError):
     """The status of a gateway could not be read."""
+
+
+class EnrollError(GatewayError):
+    """The cloud refused to register this gateway, or could not be reached."""

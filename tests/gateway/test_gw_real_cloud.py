@@ -121,3 +121,28 @@ def test_a_batch_sent_again_after_a_lost_2xx_is_accepted(home: Path,
     assert outcomes == [Outcome.SENT, Outcome.SENT, Outcome.EMPTY], uplink.status()["last_error"]
     assert real_cloud.seqs("bike-2") == list(range(1, 21))
     store.close()
+
+
+def test_register_keeps_a_token_only_its_owner_reads_and_refusals_are_clear(home: Path) -> None:
+    import stat
+
+    from gateway import enroll
+    from gateway.errors import EnrollError
+
+    cloud = RealCloud(home).start()
+    try:
+        settings = gateway_settings(home, cloud.url)
+        path = enroll.register(settings, ADMIN)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        token = path.read_text()
+        # The token works: the cloud answers the gateway's config feed with it.
+        resp = httpx.get(cloud.url + "/api/v1/gateway/configs", params={"after": 0},
+                         headers={"Authorization": f"Bearer {token}"})
+        assert resp.status_code == 200
+        with pytest.raises(EnrollError, match="401|403"):
+            enroll.register(settings, "not-the-admin-token-at-all")
+        assert path.read_text() == token  # a refused registration keeps the token it had
+    finally:
+        cloud.stop()
+    with pytest.raises(EnrollError, match="cannot reach the cloud"):
+        enroll.register(settings, ADMIN, timeout_s=2)
