@@ -346,13 +346,15 @@ class SqliteStore:
             raise RuntimeError("no revision assigned")
         return int(cur.lastrowid)
 
-    def configs_after(self, revision: int) -> list[ConfigRow]:
+    def configs_after(self, revision: int, gateway_id: str) -> list[ConfigRow]:
         rows = self._conn.execute(
             f"SELECT {', '.join('c.' + c for c in _CONFIG_COLS.split(', '))} FROM configs c"
             " JOIN (SELECT device, MAX(revision) AS revision FROM configs GROUP BY device) latest"
             " ON latest.revision = c.revision"
-            " WHERE c.revision > ? ORDER BY c.revision",
-            (revision,),
+            " LEFT JOIN devices d ON d.id = c.device"
+            " WHERE c.revision > ? AND (d.gateway IS NULL OR d.gateway = ?)"
+            " ORDER BY c.revision",
+            (revision, gateway_id),
         )
         return [c for c in map(_config, rows) if c is not None]
 

@@ -120,8 +120,9 @@ class Store(Protocol):
         """Store a config version; returns its new global revision."""
         ...
 
-    def configs_after(self, revision: int) -> list[ConfigRow]:
-        """The latest config of each device whose latest revision is > `revision`."""
+    def configs_after(self, revision: int, gateway_id: str) -> list[ConfigRow]:
+        """The latest config of each device whose latest revision is > `revision`, for the
+        devices that gateway serves: those last seen through it, and those not seen yet."""
         ...
 
     def max_config_revision(self) -> int: ...

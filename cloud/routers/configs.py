@@ -59,8 +59,8 @@ def gateway_configs(
     store: DbDep,
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> GatewayConfigs:
-    """Signed envelopes of every device whose config changed after revision `after`."""
-    revision, rows = service.feed(store, after)
+    """Signed envelopes of the calling gateway's devices whose config changed after `after`."""
+    revision, rows = service.feed(store, after, gateway.id)
     return GatewayConfigs(
         revision=revision,
         configs=[ConfigEnvelope(device=r.device, version=r.version, envelope=r.envelope) for r in rows],

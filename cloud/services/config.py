@@ -110,8 +110,10 @@ def reported(device: DeviceRow) -> Reported | None:
     )
 
 
-def feed(store: Store, after: int) -> tuple[int, list[ConfigRow]]:
-    """(newest revision, latest config of each device changed after `after`).
+def feed(store: Store, after: int, gateway_id: str) -> tuple[int, list[ConfigRow]]:
+    """(newest revision, latest config of each device changed after `after`), limited to the
+    devices `gateway_id` serves (last seen through it, or not seen anywhere yet): a site's
+    gateway does not learn other sites' device settings.
 
     The revision returned is the store's newest (0 when empty), even if `after` is larger:
     a gateway that stored a revision from a since-reset cloud then starts over.
@@ -119,4 +121,4 @@ def feed(store: Store, after: int) -> tuple[int, list[ConfigRow]]:
     # Newest revision first: a config committed between the two reads is then sent now and
     # again next time (harmless, the device ignores versions it has), never skipped.
     revision = store.max_config_revision()
-    return revision, store.configs_after(after)
+    return revision, store.configs_after(after, gateway_id)

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cloudkit import ADMIN, T0, Clock, GatewaySim, counts, raw_public, rec, state
+from cloudkit import ADMIN, T0, Clock, GatewaySim, counts, raw_public, rec, register, state
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -159,3 +159,22 @@ def test_config_key_that_is_not_ed25519_is_503(tmp_path: Path) -> None:
         client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike"}, headers=DEV_ADMIN)
         r = client.put("/api/v1/devices/bike-1/config", json={"settings": {}}, headers=DEV_ADMIN)
         assert r.status_code == 503 and "not Ed25519" in r.json()["detail"]
+
+
+def test_a_gateway_gets_only_the_configs_of_its_own_devices(client: TestClient, gateway: GatewaySim) -> None:
+    other_key = Ed25519PrivateKey.generate()
+    other = GatewaySim(client, "gw-2", other_key, register(client, "gw-2", other_key))
+    assert gateway.push([rec("bike-1", 1)]).status_code == 200  # bike-1 lives behind gw-1
+    assert other.push([rec("bike-2", 1)]).status_code == 200  # bike-2 behind gw-2
+    add_device(client, "bike-new")  # registered, not seen anywhere yet
+    for device_id in ("bike-1", "bike-2", "bike-new"):
+        put(client, {"interval_ms": 500}, device_id)
+
+    def devices_for(sim: GatewaySim) -> list[str]:
+        r = client.get("/api/v1/gateway/configs", params={"after": 0},
+                       headers={"Authorization": f"Bearer {sim.token}"})
+        assert r.status_code == 200
+        return sorted(c["device"] for c in r.json()["configs"])
+
+    assert devices_for(gateway) == ["bike-1", "bike-new"]
+    assert devices_for(other) == ["bike-2", "bike-new"]

@@ -65,8 +65,8 @@ def test_configs_after_returns_latest_per_device(db: Database) -> None:
         ]
     assert revs == [1, 2, 3]
     with db.connection() as store:
-        assert [c.envelope for c in store.configs_after(0)] == ["b1", "a2"]
-        assert [c.envelope for c in store.configs_after(2)] == ["a2"]
-        assert store.configs_after(3) == []
+        assert [c.envelope for c in store.configs_after(0, "gw-1")] == ["b1", "a2"]
+        assert [c.envelope for c in store.configs_after(2, "gw-1")] == ["a2"]
+        assert store.configs_after(3, "gw-1") == []
         assert store.max_config_revision() == 3
         assert store.desired_versions() == {"a": 2, "b": 1}
