@@ -28,7 +28,8 @@ mosquitto:
 demo: setup
 	$(BIN)/fleetloop demo
 
-test: setup
+# Lint and types first (seconds), then the whole suite.
+test: setup lint typecheck
 	$(BIN)/python -m pytest -q
 
 # Longer measurements, kept out of `make test`; figures in docs/benchmarks.md.

@@ -23,9 +23,10 @@ DEVICES = (("bike-1", "bike"), ("mirror-1", "mirror"), ("engine-1", "engine"))
 DEFAULT_PORTS = {"cloud_port": 8000, "mqtt_port": 8883, "status_port": 8884}
 
 
-def _ports() -> dict[str, int]:
-    # The usual ports when they are free; otherwise Stack picks free ones.
-    return {name: port for name, port in DEFAULT_PORTS.items() if port_is_free(port)}
+def _port(name: str) -> int:
+    # The usual port when it is free; 0 lets Stack pick a free one.
+    port = DEFAULT_PORTS[name]
+    return port if port_is_free(port) else 0
 
 
 def _short(metrics: dict[str, Any] | None, limit: int = 4) -> str:
@@ -74,7 +75,8 @@ def run_demo(home: Path, seconds: float) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a log file has room; do not squeeze the table
-    stack = Stack(home=home.resolve(), **_ports())
+    stack = Stack(home=home.resolve(), cloud_port=_port("cloud_port"),
+                  mqtt_port=_port("mqtt_port"), status_port=_port("status_port"))
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -6,7 +6,7 @@ On CPython (and ports with hashlib.sha512) `digest` uses the native one.
 try:
     from hashlib import sha512 as _native
 except ImportError:
-    _native = None
+    _native = None  # type: ignore[assignment]
 
 _M = 0xFFFFFFFFFFFFFFFF
 
