@@ -1,6 +1,6 @@
 """Key material of a fleet: the device CA, TLS certificates and Ed25519 signing keys.
 
-``generate`` writes the ``keys/`` layout of FLEETLOOP_HOME (see CONTRACT.md). It is idempotent:
+``generate`` writes the ``keys/`` layout of FLEETLOOP_HOME (see docs/factory.md). It is idempotent:
 files that exist are kept and reused (a new device certificate is signed by the existing CA);
 nothing is overwritten unless ``force=True``. Private keys are PEM PKCS8, unencrypted, mode 0600;
 device keys are also written as DER for MicroPython's ``tls`` (SEC1 form, see ``DEVICE_KEY_DER``).

@@ -1,4 +1,4 @@
-"""Build a device image: the directory a flash of a real board would hold (see CONTRACT.md).
+"""Build a device image: the directory a flash of a real board would hold (see docs/factory.md).
 
     <out>/lib/device/...      the repo's device package as .mpy (no tests, no CPython-only files)
     <out>/lib/protocol/...    protocol.DEVICE_MODULES as .mpy
