@@ -62,7 +62,11 @@ class Agent:
             except ValueError as e:
                 self.emit({"event": "bad_ack", "reason": str(e)})
                 return
-            if self.buf.ack(seq):
+            if self.buf.fresh:
+                self.buf.rebase(seq)
+                self.sent = seq
+                self.emit({"event": "rebased", "seq": seq})
+            elif self.buf.ack(seq):
                 self.progress_at = port.ticks_ms()
                 if self.sent < self.buf.acked:
                     self.sent = self.buf.acked
@@ -125,6 +129,8 @@ class Agent:
             return
         if self.to_produce is not None and self.buf.last >= self.to_produce:
             return
+        if self.buf.fresh:
+            return  # a never-used buffer samples once the gateway said where its seqs stand
         try:
             self.buf.put(port.time_ms(), self.profile.sample())
         except ValueError as e:  # a profile bug must not stop the device

@@ -56,18 +56,20 @@ class Buffer:
         self.last = 0  # highest seq on flash (or acked, after its segment was deleted)
         self.tail_count = 0  # records in the newest segment
         self.repaired = 0  # lines cut from a torn tail at open()
+        self.fresh = False  # set by open(): no record ever written or acked here
         self._saved_acked = 0
         self._f = None
 
     # -- lifecycle
     def open(self):
         port.makedirs(self.root)
+        no_meta = False
         try:
             meta = json.loads(port.read_bytes(self._path(META)))
             self.acked = int(meta.get("acked", 0))
             self.dropped = int(meta.get("dropped", 0))
         except (OSError, ValueError):
-            pass  # first boot; a torn meta.json cannot exist (atomic replace)
+            no_meta = True  # first boot; a torn meta.json cannot exist (atomic replace)
         self._saved_acked = self.acked
         segs = []
         for name in port.listdir(self.root):
@@ -80,6 +82,9 @@ class Buffer:
                     pass
         segs.sort()
         self.segs = segs
+        # Never used (a new device, or one whose flash was wiped): its seqs must not restart
+        # below what the gateway already holds for this id, so it waits for a first ack.
+        self.fresh = no_meta and not segs
         self.last = self.acked
         if segs:
             self._recover_tail()
@@ -208,6 +213,13 @@ class Buffer:
                         yield seq, line[9:-1]
                     seq += 1
             i += 1
+
+    def rebase(self, seq):
+        """First ack of a fresh buffer: the gateway holds this id's records up to `seq` (from
+        before a wipe, or 0 for a new device); continue after them."""
+        self.acked = self.last = seq
+        self.fresh = False
+        self._save_meta()
 
     def ack(self, seq):
         """The gateway stored everything <= seq. Returns True if that is news."""

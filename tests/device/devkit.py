@@ -110,7 +110,7 @@ class Mosquitto:
 
 class Gateway:
     """Stands in for gateway/: stores telemetry by (device, seq), acks the highest contiguous
-    seq, keeps state and status messages, publishes configs. Thread-safe reads via snapshot()."""
+    seq (after records and after each state), keeps state and status messages, publishes configs. Thread-safe reads via snapshot()."""
 
     def __init__(self, keys: Path, port: int, gw_id: str = "gw-1") -> None:
         gw = keys / "gateways" / gw_id
@@ -168,7 +168,10 @@ class Gateway:
                 from protocol import state
 
                 self.states.append(state.decode(msg.payload))
-                return
+                # Like gateway/, answer a state with an ack: a new device learns where its seqs
+                # start. With acking off, only that first answer is given.
+                upto = self.contiguous(device)
+                acking = self.acking or device not in self.records
             else:
                 self.status[device] = msg.payload
                 return

@@ -141,3 +141,22 @@ def test_stale_tmp_files_are_removed(tmp):
     _append(tmp, "meta.json.tmp", b"{")
     b = _open(tmp)
     check("meta.json.tmp" not in os.listdir(tmp + "/buf"), "tmp removed")
+
+
+def test_a_never_used_buffer_waits_for_the_gateway_then_continues_after_it(tmp):
+    b = _open(tmp)
+    check(b.fresh, "a new buffer is fresh")
+    b.rebase(40)  # the gateway already holds this id's records up to 40 (a wiped device)
+    check(not b.fresh, "fresh only until the first ack")
+    equal(_fill(b, 2), [41, 42], "seqs continue after the gateway's")
+    b.close()
+    again = _open(tmp)
+    check(not again.fresh, "a rebased buffer stays rebased after a reboot")
+    equal(_fill(again, 1), [43], "and keeps counting")
+
+
+def test_a_buffer_with_records_is_not_fresh_even_before_any_ack(tmp):
+    b = _open(tmp)
+    _fill(b, 3)
+    b.close()
+    check(not _open(tmp).fresh, "records on flash: seqs are known")

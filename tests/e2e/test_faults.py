@@ -4,6 +4,7 @@ Each time, every record reaches the cloud exactly once."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -90,3 +91,20 @@ def test_cloud_down_for_10_seconds_then_everything_arrives_once(stack: Stack) ->
     # Chain intact: the cloud accepted every batch in order and nothing waits in the spool.
     stack.wait_until(lambda: stack.gateway_status()["spool"]["batches"] == 0, timeout=30,
                      what="an empty spool")
+
+
+def test_a_device_whose_flash_was_wiped_continues_after_what_the_gateway_holds(stack: Stack) -> None:
+    stack.start_path(["bike-1"])
+    proc = stack.start_device("bike-1", "bike", records=20, interval_ms=100)
+    wait_records(stack, "bike-1", 20)
+    proc.stop()
+    shutil.rmtree(stack.home / "devices" / "bike-1" / "data")  # factory reset / new flash
+    wiped_ms = int(time.time() * 1000)
+    again = stack.start_device("bike-1", "bike", records=40, interval_ms=100)
+    # Seqs 1..20 were not reused (they would be taken for duplicates and dropped): the device
+    # waited for the gateway's answer and went on from 21.
+    assert_exactly_once(stack, "bike-1", 40)
+    records = stack.telemetry("bike-1")
+    assert all(r["t"] < wiped_ms for r in records[:20]), "the first life's records stay as they were"
+    assert all(r["t"] >= wiped_ms for r in records[20:]), "seqs 21..40 are the second life's"
+    assert '"rebased"' in again.log() and '"seq": 20' in again.log()
