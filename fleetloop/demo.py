@@ -75,8 +75,10 @@ def run_demo(home: Path, seconds: float) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # a log file has room; do not squeeze the table
+    # Dev mode: the dashboard opens without a token, so none is printed to the terminal. The
+    # API still wants the admin token (kept in <home>/cloud/admin-token, mode 0600).
     stack = Stack(home=home.resolve(), cloud_port=_port("cloud_port"),
-                  mqtt_port=_port("mqtt_port"), status_port=_port("status_port"))
+                  mqtt_port=_port("mqtt_port"), status_port=_port("status_port"), dev=True)
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -92,7 +94,8 @@ def run_demo(home: Path, seconds: float) -> int:
         stack.start_gateway()
         for device_id, profile in DEVICES:
             stack.start_device(device_id, profile)
-        console.print(f"dashboard: {stack.cloud_url}/?token={stack.admin_token}")
+        console.print(f"dashboard: {stack.cloud_url}/")
+        console.print(f"API: {stack.cloud_url}/docs  (admin token in {stack.home}/cloud/admin-token)")
         console.print(f"gateway status: {stack.status_url}   (fleetloop gateway diag --home {stack.home})")
         console.print("Ctrl-C stops everything." if not seconds else f"stopping after {seconds:g} s")
         _watch(stack, console, seconds)

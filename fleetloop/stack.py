@@ -43,6 +43,7 @@ class Stack:
     supervisor: Supervisor = field(default_factory=Supervisor)
     gateway_id: str = "gw-1"
     admin_token: str = ""
+    dev: bool = False  # the cloud's dev mode: a dashboard without a token, for the demo
     cloud_port: int = 0
     mqtt_port: int = 0
     status_port: int = 0
@@ -90,11 +91,9 @@ class Stack:
 
     # -- cloud ------------------------------------------------------------------------------
     def start_cloud(self) -> Process:
-        proc = self._process(
-            "cloud",
-            ["cloud", "serve", "--home", str(self.home), "--host", "127.0.0.1",
-             "--port", str(self.cloud_port)],
-        )
+        args = ["cloud", "serve", "--home", str(self.home), "--host", "127.0.0.1",
+                "--port", str(self.cloud_port)]
+        proc = self._process("cloud", [*args, "--dev"] if self.dev else args)
         self.cloud = self.supervisor.start(proc)
         self.wait_http(f"{self.cloud_url}/healthz", proc)
         return proc
