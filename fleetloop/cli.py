@@ -71,8 +71,13 @@ def device_run(
     except (FwToolError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    argv, env, cwd = device_command(image, interpreter, records, heap, interval_ms)
-    raise typer.Exit(run_device(argv, env, cwd))
+    try:
+        argv, env, cwd = device_command(image, interpreter, records, heap, interval_ms)
+        code = run_device(argv, env, cwd)
+    except OSError as exc:  # no interpreter, image unreadable
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    raise typer.Exit(code)
 
 
 bench_app = typer.Typer(
