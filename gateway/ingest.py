@@ -104,6 +104,19 @@ class _Group:
     given_up: int = 0  # seqs a device reported as dropped from its full buffer
 
 
+def _decode_own(decode: Callable[[bytes], dict[str, Any]], payload: bytes, device: str,
+                what: str) -> dict[str, Any]:
+    """Decode an uplink payload that must speak for the device whose topic carried it: the
+    ACL proves the publisher owns the topic, this proves the payload does not claim another id."""
+    try:
+        obj = decode(payload)
+    except ValueError as exc:
+        raise Rejected(f"bad {what}: {exc}") from None
+    if obj["d"] != device:
+        raise Rejected(f"{what} device does not match the topic")
+    return obj
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -289,12 +302,7 @@ class Ingest:
         except ValueError as exc:
             raise Rejected(f"bad topic: {exc}") from None
         if kind == topics.TELEMETRY:
-            try:
-                rec = record_codec.decode(m.payload)
-            except ValueError as exc:
-                raise Rejected(f"bad record: {exc}") from None
-            if rec["d"] != device:
-                raise Rejected("record device does not match the topic")
+            rec = _decode_own(record_codec.decode, m.payload, device, "record")
             if len(m.payload) > _BATCH_CHECK_BYTES:
                 _check_batchable(rec)
             pair = self._working(group, device)
@@ -305,12 +313,7 @@ class Ingest:
             else:
                 group.duplicates += 1
         elif kind == topics.STATE:
-            try:
-                st = state_codec.decode(m.payload)
-            except ValueError as exc:
-                raise Rejected(f"bad state: {exc}") from None
-            if st["d"] != device:
-                raise Rejected("state device does not match the topic")
+            st = _decode_own(state_codec.decode, m.payload, device, "state")
             group.states.append(InboxState(device, m.payload, now))
             if "floor" in st:
                 pair = self._working(group, device)

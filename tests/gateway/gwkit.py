@@ -27,7 +27,11 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.batch import Batcher
+from gateway.keys import GatewayKeys
+from gateway.seqs import SeqTracker
 from gateway.settings import Settings
+from gateway.store import InboxRecord, Store, TrackerChange
 from protocol import ack as ack_codec
 from protocol import batch as batch_codec
 from protocol import record as record_codec
@@ -53,6 +57,22 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 # -- keys and homes ------------------------------------------------------------------------------
+
+def spool_records(home: Path, device: str, count: int, batch_size: int = 10) -> Store:
+    """A gateway store whose spool holds `count` records of `device` (seq 1..count), sealed in
+    batches of `batch_size` with the gateway's real batch key, as the ingest + batcher leave it."""
+    store = Store(home / "gateways" / GATEWAY / "gateway.db")
+    store.open()
+    before, after = SeqTracker(), SeqTracker()
+    rows = []
+    for s in range(1, count + 1):
+        after.accept(s)
+        rows.append(InboxRecord(device, s, record_codec.encode(device, s, s, {"n": s}), 0))
+    store.commit_ingest(rows, [], [TrackerChange(device, before, after, count, 0)])
+    Batcher(store, GATEWAY, GatewayKeys.under(home, GATEWAY).load_batch_key(), batch_size,
+            1.0).flush()
+    return store
+
 
 def batch_public_key(home: Path) -> Ed25519PublicKey:
     raw = (home / "keys" / "gateways" / GATEWAY / "batch.pub").read_bytes()

@@ -13,16 +13,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gwkit import GATEWAY, Device, RunningGateway, free_port, gateway_settings, wait_for
+from gwkit import (
+    GATEWAY,
+    Device,
+    RunningGateway,
+    free_port,
+    gateway_settings,
+    spool_records,
+    wait_for,
+)
 
 from gateway.backoff import Backoff
-from gateway.batch import Batcher
-from gateway.keys import GatewayKeys
-from gateway.seqs import SeqTracker
-from gateway.store import InboxRecord, Store, TrackerChange
 from gateway.uplink import Outcome, Uplink
 from protocol import config as config_codec
-from protocol import record as record_codec
 
 cloud_main = pytest.importorskip("cloud.main")
 cloud_settings = pytest.importorskip("cloud.settings")
@@ -100,15 +103,7 @@ def test_records_and_configs_through_the_real_cloud(
 
 def test_a_batch_sent_again_after_a_lost_2xx_is_accepted(home: Path,
                                                         real_cloud: RealCloud) -> None:
-    store = Store(home / "gateways" / GATEWAY / "gateway.db")
-    store.open()
-    before, after = SeqTracker(), SeqTracker()
-    rows = []
-    for s in range(1, 21):
-        after.accept(s)
-        rows.append(InboxRecord("bike-2", s, record_codec.encode("bike-2", s, s, {"n": s}), 0))
-    store.commit_ingest(rows, [], [TrackerChange("bike-2", before, after, 20, 0)])
-    Batcher(store, GATEWAY, GatewayKeys.under(home, GATEWAY).load_batch_key(), 10, 1.0).flush()
+    store = spool_records(home, "bike-2", 20)
     uplink = Uplink(store, GATEWAY, real_cloud.url, home / "gateways" / GATEWAY / "token",
                     Backoff(0.01, 0.02, random.Random(1)))
     first = store.oldest_batch()

@@ -8,37 +8,25 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from gwkit import GATEWAY, Device, FakeCloud, RunningGateway, gateway_settings, wait_for
+from gwkit import (
+    GATEWAY,
+    Device,
+    FakeCloud,
+    RunningGateway,
+    gateway_settings,
+    spool_records,
+    wait_for,
+)
 
 from gateway.backoff import Backoff
-from gateway.batch import Batcher
-from gateway.seqs import SeqTracker
-from gateway.store import InboxRecord, Store, TrackerChange
+from gateway.store import Store
 from gateway.uplink import Outcome, Uplink
-from protocol import record as record_codec
-
-
-def _batch_key(home: Path) -> Ed25519PrivateKey:
-    key = load_pem_private_key(
-        (home / "keys" / "gateways" / GATEWAY / "batch.key.pem").read_bytes(), None)
-    assert isinstance(key, Ed25519PrivateKey)
-    return key
 
 
 @pytest.fixture
 def spooled(home: Path) -> Store:
     """A store with three sealed batches (records bike-1 1..30) waiting in the spool."""
-    store = Store(home / "gateways" / GATEWAY / "gateway.db")
-    store.open()
-    before, after = SeqTracker(), SeqTracker()
-    rows = []
-    for s in range(1, 31):
-        after.accept(s)
-        rows.append(InboxRecord("bike-1", s, record_codec.encode("bike-1", s, s, {"n": s}), 0))
-    store.commit_ingest(rows, [], [TrackerChange("bike-1", before, after, 30, 0)])
-    Batcher(store, GATEWAY, _batch_key(home), 10, 1.0).flush()
+    store = spool_records(home, "bike-1", 30)
     assert store.spool_counts() == (3, 30)
     return store
 
