@@ -1,0 +1,30 @@
+"""Bounds every hop checks the same way: integers on the wire and the downlink size.
+
+Written once here and imported by device, gateway and cloud (the device's hot-path codec keeps
+byte-identical copies of the constants, pinned by tests). JSON numbers have no limit, but the
+device (MicroPython small ints), the gateway (SQLite INTEGER) and the cloud (SQLite or
+PostgreSQL BIGINT, JavaScript in the dashboard) do: 2**53 - 1 is the largest integer every one
+of them holds exactly, so it is the ceiling of every seq, time and counter.
+"""
+
+MAX_SEQ = 9007199254740991  # 2**53 - 1: per-device record seq, 1..MAX_SEQ
+MAX_TIME_MS = 9007199254740991  # ms since the Unix epoch, 0..MAX_TIME_MS
+MAX_COUNTER = 9007199254740991  # counters and sizes in state messages, 0..MAX_COUNTER
+
+# Largest payload of any downlink message (config, ack, and every later one). The device's MQTT
+# receive buffer is this plus room for the fixed header, packet id and the longest topic
+# (fleet/<64-char id>/<kind>), so anything the cloud agrees to sign always fits on the device.
+MAX_DOWNLINK_BYTES = 640
+DOWNLINK_OVERHEAD_BYTES = 128  # 5 (fixed header) + 2 (topic length) + 2 (packet id) + topic
+
+
+def is_int_in(value, low, high):
+    """True for a real int (not bool) with low <= value <= high."""
+    return type(value) is int and low <= value <= high
+
+
+def check_int(value, name, low, high):
+    """ValueError naming the field unless value is an int in low..high."""
+    if type(value) is not int or value < low or value > high:
+        raise ValueError(name + " must be an int in " + str(low) + ".." + str(high))
+    return value
