@@ -14,9 +14,13 @@ import binascii
 import json
 
 from protocol import ed25519
+from protocol.bounds import MAX_DOWNLINK_BYTES, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
-MAX_ENVELOPE_BYTES = 4096
+# The one downlink limit: the cloud refuses to sign a larger envelope (422), the gateway refuses
+# to publish one, and the device reports "too large (N > M)" for anything bigger it receives.
+MAX_ENVELOPE_BYTES = MAX_DOWNLINK_BYTES
+MAX_CONFIG_VERSION = 2**31 - 1
 
 # name -> (minimum, maximum), all integers. The device refuses anything outside these.
 SETTINGS = {
@@ -50,11 +54,11 @@ def check_body(body):
     if not valid_device_id(body.get("device")):
         raise ValueError("invalid device id")
     version = body.get("version")
-    if type(version) is not int or version < 1:
-        raise ValueError("config version must be an int >= 1")
+    if type(version) is not int or version < 1 or version > MAX_CONFIG_VERSION:
+        raise ValueError("config version must be an int in 1.." + str(MAX_CONFIG_VERSION))
     issued = body.get("issued")
-    if type(issued) is not int or issued < 0:
-        raise ValueError("config issued must be an int >= 0")
+    if type(issued) is not int or issued < 0 or issued > MAX_TIME_MS:
+        raise ValueError("config issued must be an int in 0..2**53-1")
     check_settings(body.get("settings"))
 
 
@@ -71,13 +75,16 @@ def seal(body, sign):
     if len(sig) != 64:
         raise ValueError("signature must be 64 bytes")
     envelope = {"v": 1, "body": text, "sig": binascii.b2a_base64(sig).decode().strip()}
-    return json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()
+    data = json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise ValueError("too large (" + str(len(data)) + " > " + str(MAX_ENVELOPE_BYTES) + ")")
+    return data
 
 
 def open_envelope(payload, public_key):
     """Verify an envelope and return its body dict; ValueError says what is wrong."""
     if len(payload) > MAX_ENVELOPE_BYTES:
-        raise ValueError("config too large")
+        raise ValueError("too large (" + str(len(payload)) + " > " + str(MAX_ENVELOPE_BYTES) + ")")
     try:
         env = json.loads(payload)
     except Exception:

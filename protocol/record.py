@@ -4,13 +4,15 @@ Wire (UTF-8 JSON, keys in this order, metrics sorted by name):
     {"v":1,"d":"bike-1","s":42,"t":1732345678123,"m":{"cadence":81,"power":212.5}}
 v  format version (1)
 d  device id (= certificate CN)
-s  per-device sequence number, >= 1, strictly increasing, persisted across reboots
-t  device clock, milliseconds since the Unix epoch
-m  metrics: name -> int | float | bool; names are 1-32 chars of [a-z0-9_]
+s  per-device sequence number, 1..2**53-1, strictly increasing, persisted across reboots
+t  device clock, milliseconds since the Unix epoch, 0..2**53-1
+m  metrics: name -> int | float | bool; names are 1-32 chars of [a-z0-9_]; ints within
+   +-(2**53-1) (protocol.bounds), floats finite
 """
 
 import json
 
+from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
 VERSION = 1
@@ -36,8 +38,10 @@ def _is_int(value):
 
 def _valid_value(value):
     t = type(value)
-    if t is bool or t is int:
+    if t is bool:
         return True
+    if t is int:
+        return -MAX_COUNTER <= value <= MAX_COUNTER
     if t is float:
         # NaN and infinities have no JSON form.
         return value == value and value not in (float("inf"), float("-inf"))
@@ -53,17 +57,21 @@ def check_metrics(metrics):
         if not valid_metric_name(name):
             raise ValueError("bad metric name")
         if not _valid_value(metrics[name]):
-            raise ValueError("metric values must be numbers or booleans")
+            raise ValueError("metric values must be numbers (ints within 2**53) or booleans")
+
+
+def _check_seq_t(seq, ts):
+    if not _is_int(seq) or seq < 1 or seq > MAX_SEQ:
+        raise ValueError("seq must be an int in 1..2**53-1")
+    if not _is_int(ts) or ts < 0 or ts > MAX_TIME_MS:
+        raise ValueError("t must be an int in 0..2**53-1")
 
 
 def encode(device, seq, ts_ms, metrics):
     """Canonical bytes of one record; raises ValueError for anything the decoder would refuse."""
     if not valid_device_id(device):
         raise ValueError("invalid device id")
-    if not _is_int(seq) or seq < 1:
-        raise ValueError("seq must be an int >= 1")
-    if not _is_int(ts_ms) or ts_ms < 0:
-        raise ValueError("t must be an int >= 0")
+    _check_seq_t(seq, ts_ms)
     check_metrics(metrics)
     names = sorted(metrics)
     parts = []
@@ -87,6 +95,14 @@ def decode(payload):
         obj = json.loads(payload)
     except Exception:
         raise ValueError("record is not JSON")
+    check(obj)
+    return obj
+
+
+def check(obj):
+    """Validate a parsed record (every field, every bound); ValueError says what is wrong.
+    The size limit applies to the wire bytes: callers holding only the object check
+    `len(compact JSON) <= MAX_RECORD_BYTES` themselves (protocol.batch does)."""
     if not isinstance(obj, dict):
         raise ValueError("record must be an object")
     if obj.get("v") != VERSION:
@@ -96,11 +112,5 @@ def decode(payload):
             raise ValueError("unknown record field")
     if not valid_device_id(obj.get("d")):
         raise ValueError("invalid device id")
-    seq = obj.get("s")
-    if not _is_int(seq) or seq < 1:
-        raise ValueError("seq must be an int >= 1")
-    ts = obj.get("t")
-    if not _is_int(ts) or ts < 0:
-        raise ValueError("t must be an int >= 0")
+    _check_seq_t(obj.get("s"), obj.get("t"))
     check_metrics(obj.get("m"))
-    return obj

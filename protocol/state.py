@@ -13,6 +13,7 @@ for a record that no longer exists. Unknown extra fields are refused.
 
 import json
 
+from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
 MAX_STATE_BYTES = 1024
@@ -20,6 +21,8 @@ CONFIG_STATUSES = ("none", "applied", "rejected")
 
 
 _INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq", "floor")
+# Upper bound per int field (protocol.bounds); the lower bound is 0 for all of them.
+_CEILING = {"t": MAX_TIME_MS, "seq": MAX_SEQ, "floor": MAX_SEQ}
 _STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason")
 
 
@@ -40,8 +43,9 @@ def check(obj):
             continue
         value = obj[key]
         if key in _INT_FIELDS:
-            if type(value) is not int or value < 0:
-                raise ValueError("state field " + key + " must be an int >= 0")
+            high = _CEILING.get(key, MAX_COUNTER)
+            if type(value) is not int or value < 0 or value > high:
+                raise ValueError("state field " + key + " must be an int in 0.." + str(high))
         elif key in _STR_FIELDS:
             if not isinstance(value, str) or len(value) > 200:
                 raise ValueError("state field " + key + " must be a short string")
