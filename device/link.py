@@ -43,9 +43,13 @@ class Link:
         self.retry_at = port.ticks_ms()
         self.started = 0
         self.connects = 0
+        self.failures = 0  # connections lost or never made, since boot
+        self.last_error = ""  # why the last one was (reported in the device's state)
+        self.pinged = self.retry_at  # ticks of the last PINGREQ
         self.on_up = mqtt._noop
         self.on_down = mqtt._noop
         client.on_connack = self._on_connack
+        client.on_suback = self._on_suback
 
     @property
     def up(self):
@@ -57,6 +61,9 @@ class Link:
             return
         self.state = DOWN
         self.client.detach()
+        if reason != "closed":
+            self.failures += 1
+            self.last_error = reason
         self.attempt += 1
         delay = backoff_ms(self.attempt, BACKOFF_BASE_MS, BACKOFF_CAP_MS)
         self.retry_at = port.ticks_add(port.ticks_ms(), delay)
@@ -66,7 +73,8 @@ class Link:
         """Graceful stop: say offline ourselves (a DISCONNECT suppresses the will)."""
         if self.state == UP:
             try:
-                self.client.publish(self.status_topic, b"offline", 1, True)
+                if self.status_topic:
+                    self.client.publish(self.status_topic, b"offline", 1, True)
                 self.client.send(mqtt.DISCONNECT_PACKET)
             except (OSError, mqtt.MQTTError):
                 pass
@@ -114,11 +122,19 @@ class Link:
         self.state = UP
         self.attempt = 0
         self.connects += 1
+        self.pinged = port.ticks_ms()
         if self.subscriptions:
             self.client.subscribe(self.subscriptions)
         if self.status_topic:
             self.client.publish(self.status_topic, b"online", 1, True)
         self.on_up()
+
+    def _on_suback(self, codes):
+        # Without its subscriptions a device never hears acks or configs: a failed link.
+        for i in range(len(codes)):
+            if codes[i] & 0x80 and i < len(self.subscriptions):
+                raise mqtt.MQTTError("subscription refused: " +
+                                     self.subscriptions[i][0].decode())
 
     def _check_liveness(self):
         now = port.ticks_ms()
@@ -127,9 +143,15 @@ class Link:
             if port.ticks_diff(now, self.started) > _CONNECT_TIMEOUT_MS:
                 self.mark_down("no connack")
             return
-        ka_ms = self.keepalive_s * 1000
+        half = self.keepalive_s * 500
         # Liveness from the last byte received, not only from PINGRESP: any traffic counts.
-        if port.ticks_diff(now, client.last_rx) > ka_ms + ka_ms // 2:
+        # Ping when nothing was sent for half the keepalive (MQTT wants a packet within it) and
+        # when nothing was heard for half of it (at most once per half): a link that only sends
+        # QoS 0 gets no replies otherwise, and a healthy broker's PINGRESP keeps it alive.
+        quiet = port.ticks_diff(now, client.last_rx)
+        if quiet > 3 * half:
             self.mark_down("keepalive timeout")
-        elif port.ticks_diff(now, client.last_tx) >= ka_ms // 2:
+        elif port.ticks_diff(now, client.last_tx) >= half or \
+                quiet >= half and port.ticks_diff(now, self.pinged) >= half:
             client.send(mqtt.PINGREQ_PACKET)
+            self.pinged = now

@@ -26,10 +26,12 @@ PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 
 # Heap is the scarce resource (64 KB on the host port): buffers fit what actually arrives.
-# Downlink is acks (~20 B) and config envelopes; with protocol.config.SETTINGS as it is, a valid
-# envelope is under ~400 bytes, so 768 holds any of them; anything larger is skipped (a QoS 1
-# one still PUBACKed) and counted in Client.skipped. Raise RX_SIZE when the settings grow.
-RX_SIZE = 768
+# Every downlink payload is at most protocol.bounds.MAX_DOWNLINK_BYTES (copied here: the device
+# does not import protocol on its hot path; a test pins the copies), and rx holds it plus the
+# fixed header, topic and packet id. A larger PUBLISH is not delivered: it is skipped (a QoS 1
+# one still PUBACKed), counted in Client.skipped and reported through on_oversize.
+MAX_DOWNLINK_BYTES = const(640)
+RX_SIZE = MAX_DOWNLINK_BYTES + 128  # + protocol.bounds.DOWNLINK_OVERHEAD_BYTES
 # Records are ~100-500 bytes: header + payload leave in one write (one TLS record); larger
 # payloads go out in two writes instead of needing a bigger buffer.
 TX_SIZE = 640
@@ -143,6 +145,9 @@ class Client:
     Callbacks (set by the owner; defaults ignore):
       on_connack(return_code, session_present)
       on_publish(topic_mv, payload_mv, qos, retain) - incoming; PUBACKed after it returns
+      on_oversize(topic_mv, payload_size) - an incoming PUBLISH whose payload is larger than
+        MAX_DOWNLINK_BYTES: not delivered, still PUBACKed
+      on_suback(return_codes_mv) - a SUBACK (0x80 in a code: that subscription was refused)
     PUBACK and SUBACK are only checked: the application's own ack decides what is delivered.
     I/O errors surface as OSError, bad frames as MQTTError; the caller marks the link down.
     """
@@ -163,6 +168,8 @@ class Client:
         self.last_tx = 0
         self.on_connack = _noop
         self.on_publish = _noop
+        self.on_oversize = _noop
+        self.on_suback = _noop
         # Stream helpers; tests swap in their fake stream's own.
         self.wait = port.wait
         self.close = port.close
@@ -253,7 +260,8 @@ class Client:
             if n < 0:
                 break
             if body + n - pos > RX_SIZE:
-                self._start_skip(pos, body, n, end)
+                if not self._start_skip(pos, body, n, end):
+                    break  # its topic and packet id are not all here yet
                 continue
             if body + n > end:
                 break
@@ -264,18 +272,32 @@ class Client:
         self.rx_len = end - pos
 
     def _start_skip(self, pos, body, n, end):
-        """A PUBLISH larger than rx: discard its bytes; PUBACK it if it is QoS 1 and its
-        packet id is already in the buffer."""
-        first = self.rx[pos]
+        """A PUBLISH larger than rx: once its topic and packet id are in the buffer, report it,
+        then discard its bytes (and PUBACK it once skipped, if QoS 1). False: wait for more."""
+        rx = self.rx
+        first = rx[pos]
         if first & 0xF0 != _PUBLISH:
             raise MQTTError("oversized control packet")
-        self.skip_pid = 0
-        if first & 6 == 2 and body + 2 <= end:
-            p = body + 2 + ((self.rx[body] << 8) | self.rx[body + 1])
-            if p + 2 <= end:
-                self.skip_pid = (self.rx[p] << 8) | self.rx[p + 1]
+        qos = (first >> 1) & 3
+        if qos > 1:
+            raise MQTTError("bad publish")
+        if body + 2 > end:
+            return False
+        topic_end = body + 2 + ((rx[body] << 8) | rx[body + 1])
+        p = topic_end + 2 * qos
+        if p - pos > RX_SIZE:
+            raise MQTTError("topic too long")  # never one we subscribed to
+        if p > body + n:
+            raise MQTTError("bad publish")
+        if p > end:
+            return False
+        self.skip_pid = (rx[topic_end] << 8) | rx[topic_end + 1] if qos else 0
+        if qos and not self.skip_pid:
+            raise MQTTError("publish with packet id 0")
         self.skipped += 1
         self.skip = body + n - pos
+        self.on_oversize(self.rxmv[body + 2:topic_end], body + n - p)
+        return True
 
     def _dispatch(self, first, body, end):
         kind = first & 0xF0
@@ -292,13 +314,18 @@ class Client:
             pid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
             if qos and not pid:
                 raise MQTTError("publish with packet id 0")
-            self.on_publish(self.rxmv[body + 2:topic_end], self.rxmv[p:end], qos, first & 1)
+            if end - p > MAX_DOWNLINK_BYTES:
+                self.skipped += 1
+                self.on_oversize(self.rxmv[body + 2:topic_end], end - p)
+            else:
+                self.on_publish(self.rxmv[body + 2:topic_end], self.rxmv[p:end], qos, first & 1)
             if qos:
                 self.send(puback_packet(pid))
         elif kind == _CONNACK and first == _CONNACK and size == 2:
             self.on_connack(buf[body + 1], buf[body] & 1)
-        elif first == _PUBACK and size == 2 or first == _SUBACK and size >= 3 or \
-                first == _PINGRESP and size == 0:
+        elif first == _SUBACK and size >= 3:
+            self.on_suback(self.rxmv[body + 2:end])
+        elif first == _PUBACK and size == 2 or first == _PINGRESP and size == 0:
             pass  # checked; nothing to do (see the class docstring)
         else:
             raise MQTTError("unexpected packet 0x%02x" % first)

@@ -98,3 +98,63 @@ def test_broken_stream_marks_down(tmp):
     s.service(0)
     check(events[-1].startswith("protocol error"), events[-1])
     check(stream.closed, "stream closed")
+
+
+def _up():
+    stream = FakeStream()
+    c, s, events = _session([stream])
+    s.service(0)
+    stream.feed(b"\x20\x02\x00\x00")
+    s.service(0)
+    stream.take()
+    return stream, c, s, events
+
+
+def test_refused_subscription_is_a_failed_link_with_a_reason(tmp):
+    stream, c, s, events = _up()
+    stream.feed(b"\x90\x04\x00\x01\x01\x80")  # the second topic refused
+    s.service(0)
+    equal(s.state, link.DOWN, "down")
+    equal(events[-1], "protocol error: subscription refused: fleet/d/config", "reason")
+    equal((s.failures, s.last_error), (1, events[-1]), "remembered for the state message")
+
+
+def test_a_link_that_only_sends_qos0_pings_and_stays_up(tmp):
+    stream, c, s, events = _up()
+    # Up for 6 s, sending often (QoS 0: no replies), nothing heard for half the keepalive.
+    c.last_rx = s.pinged = port.ticks_add(port.ticks_ms(), -6000)
+    c.publish(b"t", b"x", 0)
+    stream.take()
+    s.service(0)
+    equal(stream.take(), b"\xc0\x00", "PINGREQ although it sent a moment ago")
+    s.service(0)
+    equal(stream.take(), b"", "one ping per half keepalive, not one per loop")
+    stream.feed(b"\xd0\x00")
+    s.service(0)
+    c.publish(b"t", b"x", 0)
+    s.service(0)
+    equal((s.state, events), (link.UP, ["up"]), "the PINGRESP keeps it up")
+
+
+def test_close_without_a_status_topic(tmp):
+    stream = FakeStream()
+    c = mqtt.Client(b"d")
+    c.wait = stream.wait
+    c.close = stream.close
+    s = link.Link(c, lambda: stream, 10, SUBS, None)
+    s.service(0)
+    stream.feed(b"\x20\x02\x00\x00")
+    s.service(0)
+    stream.take()
+    s.close()
+    equal(stream.take(), mqtt.DISCONNECT_PACKET, "only a DISCONNECT")
+    equal((s.state, s.failures), (link.DOWN, 0), "a close is not a failure")
+
+
+def test_connect_failures_are_counted_and_remembered(tmp):
+    c, s, events = _session([])
+    s.service(0)
+    s.retry_at = port.ticks_ms()
+    s.service(0)
+    equal(s.failures, 2, "two failed connects")
+    equal(s.last_error, "connect failed 111", "why")

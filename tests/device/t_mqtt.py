@@ -155,3 +155,57 @@ def test_eof_and_not_connected_raise_oserror(tmp):
     raises(OSError, c.poll, 0)
     c.detach()
     equal(s.closed, True, "stream closed on detach")
+
+
+def test_oversized_qos1_is_acked_when_its_id_comes_in_a_later_read(tmp):
+    c = mqtt.Client(b"dev")
+    s = plug(c, FakeStream())
+    got = []
+    big = []
+    c.on_publish = lambda t, p, q, r: got.append(bytes(p))
+    c.on_oversize = lambda t, n: big.append((bytes(t), n))
+    body = b"\x00\x0cfleet/d/conf\x01\x2c" + b"z" * 2000
+    frame = b"\x32" + _len_bytes(len(body)) + body
+    s.feed(frame[:3])  # the fixed header alone: topic and packet id come in later reads
+    c.poll(0)
+    s.feed(frame[3:10])
+    c.poll(0)
+    for i in range(10, len(frame), 500):
+        s.feed(frame[i:i + 500])
+        c.poll(0)
+    s.feed(b"\x30\x04\x00\x01tk")
+    c.poll(0)
+    equal(s.take(), b"\x40\x02\x01\x2c", "PUBACKed although its id came after the header")
+    equal(got, [b"k"], "only the small publish delivered")
+    equal(big, [(b"fleet/d/conf", 2000)], "reported with its topic and payload size")
+
+
+def test_payload_over_the_downlink_limit_is_reported_not_delivered(tmp):
+    from protocol import bounds
+
+    equal(mqtt.MAX_DOWNLINK_BYTES, bounds.MAX_DOWNLINK_BYTES, "the device's copy of the limit")
+    equal(mqtt.RX_SIZE, bounds.MAX_DOWNLINK_BYTES + bounds.DOWNLINK_OVERHEAD_BYTES, "rx size")
+    c = mqtt.Client(b"dev")
+    s = plug(c, FakeStream())
+    got = []
+    big = []
+    c.on_publish = lambda t, p, q, r: got.append(len(p))
+    c.on_oversize = lambda t, n: big.append((bytes(t), n))
+    limit = mqtt.MAX_DOWNLINK_BYTES
+    for size, pid in ((limit, 1), (limit + 1, 2)):
+        body = b"\x00\x01c" + bytes((0, pid)) + b"x" * size
+        s.feed(b"\x32" + _len_bytes(len(body)) + body)
+    c.poll(0)
+    equal(got, [limit], "a payload of exactly the limit is delivered")
+    equal(big, [(b"c", limit + 1)], "one byte more is reported")
+    equal(s.take(), b"\x40\x02\x00\x01\x40\x02\x00\x02", "both PUBACKed")
+
+
+def test_suback_return_codes_reach_the_owner(tmp):
+    c = mqtt.Client(b"dev")
+    s = plug(c, FakeStream())
+    codes = []
+    c.on_suback = lambda rc: codes.append(bytes(rc))
+    s.feed(b"\x90\x04\x00\x01\x01\x80")
+    c.poll(0)
+    equal(codes, [b"\x01\x80"], "return codes")
