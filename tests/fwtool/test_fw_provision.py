@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
+import struct
 from pathlib import Path
 
 import pytest
 from fwtool.errors import FwToolError, MissingKeysError, UsageError
 from fwtool.keys import KeyLayout, generate
-from fwtool.provision import package_dir, parse_broker, provision
+from fwtool.provision import ROMFS_IMAGE, package_dir, parse_broker, provision
+from fwtool.trajectory import unit_of
 
 import protocol
 
@@ -32,6 +35,9 @@ def fake_device(tmp_path: Path) -> Path:
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+    shutil.copyfile(package_dir("device") / "profiles" / "cmapss_fd001.bin",
+                    root / "profiles" / "cmapss_fd001.bin")
+    (root / "boot.py").write_text("import device.main\n")
     return root
 
 
@@ -53,6 +59,10 @@ def test_image_layout(home: Path, fake_device: Path) -> None:
     assert _files(out / "lib" / "device") == [
         "__init__.mpy", "main.mpy", "profiles/__init__.mpy", "profiles/bike.mpy"]
     assert _files(out / "lib" / "protocol") == sorted(f"{m}.mpy" for m in protocol.DEVICE_MODULES)
+    # The firmware as a ROMFS image (what runs) and the boot module that mounts it, at the root.
+    assert (out / ROMFS_IMAGE).read_bytes().startswith(b"\xd2\xcd\x31")
+    assert b"profiles" in (out / ROMFS_IMAGE).read_bytes()
+    assert (out / "boot.mpy").read_bytes().startswith(b"M")  # an .mpy, not a source
     assert _files(out / "certs") == sorted(
         ["ca.der", "ca.pem", "cert.der", "cert.pem", "key.der", "key.pem"])
     assert _files(out / "keys") == ["config.pub", "release.pub"]
@@ -88,6 +98,7 @@ def test_reprovision_replaces_code_and_keeps_data(home: Path, fake_device: Path,
     assert (out / "data" / "sub" / "seq").read_text() == "41"
     assert not (out / "lib" / "device" / "stale.py").exists()
     assert (out / "lib" / "device" / "main.py").read_text() == "print('v2')\n"
+    assert (out / "lib" / "device" / "profiles" / "cmapss_fd001.bin").is_file()  # now an engine
     identity = json.loads((out / "identity.json").read_text())
     assert (identity["profile"], identity["broker_host"], identity["broker_port"]) == (
         "engine", "10.0.0.5", 1884)
@@ -98,11 +109,25 @@ def test_real_device_package(home: Path) -> None:
     real = package_dir("device")
     copied = _files(out / "lib" / "device")
     assert all("tests/" not in f and "__pycache__" not in f for f in copied)
-    shipped = [*(p.with_suffix(".mpy") for p in real.rglob("*.py")), *real.rglob("*.gz")]
+    shipped = [p.with_suffix(".mpy") for p in real.rglob("*.py")]
     assert set(copied) <= {str(p.relative_to(real)) for p in shipped}
-    # The engine profile replays its trajectories from the image, not from the repository.
-    assert "profiles/cmapss_fd001.txt.gz" in copied
+    assert "boot.mpy" not in copied and (out / "boot.mpy").is_file()
+    assert "profiles/cmapss_fd001.bin" not in copied  # a bike carries no engine data
     assert json.loads((out / "identity.json").read_text())["id"] == "bike-1"
+
+
+def test_an_engine_image_carries_only_its_own_engine(home: Path, tmp_path: Path) -> None:
+    generate(home, ["gw-1"], ["engine-7"])
+    out = provision(home, "engine-7", "engine", "localhost", 8883, tmp_path / "img")
+    data = (out / "lib" / "device" / "profiles" / "cmapss_fd001.bin").read_bytes()
+    full = (package_dir("device") / "profiles" / "cmapss_fd001.bin").read_bytes()
+    magic, columns, size, rows = struct.unpack_from("<4sHHI", data)
+    start = 12 + 8 * columns
+    units = {struct.unpack_from("<H", data, at)[0] for at in range(start, len(data), size)}
+    assert magic == b"CMT1" and units == {unit_of("engine-7")}
+    assert 128 <= rows <= 362 and len(data) == start + rows * size  # FD001 runs to failure
+    assert len(data) < len(full) // 50
+    assert data[start:] in full  # the real rows, cut out unchanged
 
 
 @pytest.mark.parametrize("profile", ["car", "", "Bike"])
