@@ -35,8 +35,8 @@ class Agent:
         self.t_ack = _topic(device_id, "ack")
         self.t_config = _topic(device_id, "config")
         self.sent = 0  # highest seq published since the last (re)start of sending
-        self.progress_at = 0  # ticks of the last ack progress (or resend)
-        self.next_sample = 0
+        self.progress_at = port.ticks_ms()  # ticks of the last ack progress (or resend)
+        self.next_sample = self.progress_at  # ticks are opaque values: never 0
         self.stop = None  # set to RESTART_FOR_CONFIG to leave run()
         self.drained_at = -1  # acked seq at the last "drained" event
         self.heap_min = 0  # lowest free heap seen before a collection (~ peak use)

@@ -148,12 +148,13 @@ class Buffer:
         the record format refuses (nothing is written then)."""
         seq = self.last + 1
         payload = codec.encode_record(self.prefix, seq, ts_ms, metrics)
-        if self._f is None or self.tail_count >= self.seg_records:
-            self._roll(seq)
-        self._f.write(b"%08x " % binascii.crc32(payload))
-        self._f.write(payload)
-        self._f.write(b"\n")
-        port.flush_durable(self._f)
+        f = self._f
+        if f is None or self.tail_count >= self.seg_records:
+            f = self._roll(seq)
+        f.write(b"%08x " % binascii.crc32(payload))
+        f.write(payload)
+        f.write(b"\n")
+        port.flush_durable(f)
         self.last = seq
         self.tail_count += 1
         return seq
@@ -167,7 +168,8 @@ class Buffer:
                 self._drop_oldest()
             self.segs.append(seq)
             self.tail_count = 0
-        self._f = open(self._path(_name(self.segs[-1])), "ab")
+        self._f = f = open(self._path(_name(self.segs[-1])), "ab")
+        return f
 
     def _seg_last(self, i):
         return self.segs[i + 1] - 1 if i + 1 < len(self.segs) else self.last

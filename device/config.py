@@ -81,7 +81,7 @@ def process_pending(conf, config_pub):
         conf.decide("rejected", str(e), seen)
     except MemoryError:
         conf.deferred = seen
-    config = None
+    config = None  # type: ignore[assignment]  # drop the module so unload() can free it
     port.unload("protocol.config", "protocol.ed25519", "protocol.sha512", "protocol.topics",
                 "protocol")
     if conf.deferred == seen:

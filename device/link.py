@@ -41,7 +41,7 @@ class Link:
         self.state = DOWN
         self.attempt = 0
         self.retry_at = port.ticks_ms()
-        self.started = 0
+        self.started = self.retry_at  # a tick value (ticks are opaque: not 0)
         self.connects = 0
         self.failures = 0  # connections lost or never made, since boot
         self.last_error = ""  # why the last one was (reported in the device's state)

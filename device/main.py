@@ -26,7 +26,7 @@ def emit(event):
 
 def parse_args(args):
     """(image, records or None, interval_ms or None); ValueError on anything else."""
-    opts = {"--records": None, "--interval-ms": None}
+    opts = {"--records": None, "--interval-ms": None}  # type: dict[str, int | None]
     rest = []
     while args:
         if args[0] in opts and len(args) > 1:

@@ -164,8 +164,7 @@ class Client:
         self.skip_pid = 0  # its packet id, PUBACKed once skipped (or the broker stalls on it)
         self.skipped = 0
         self.pid = 0
-        self.last_rx = 0
-        self.last_tx = 0
+        self.last_rx = self.last_tx = port.ticks_ms()  # tick values, set again by attach()
         self.on_connack = _noop
         self.on_publish = _noop
         self.on_oversize = _noop

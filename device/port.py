@@ -125,7 +125,7 @@ if MICRO:
             ctx.load_cert_chain(read_bytes(certs_dir + "/cert.der"),
                                 read_bytes(certs_dir + "/key.der"))
             ctx.load_verify_locations(read_bytes(certs_dir + "/ca.der"))  # positional only
-            ctx.verify_mode = tls.CERT_REQUIRED
+            ctx.verify_mode = tls.CERT_REQUIRED  # type: ignore[attr-defined]  # the stubs lack it
             _tls = (certs_dir, ctx)
         return _tls[1]
 

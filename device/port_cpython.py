@@ -17,7 +17,7 @@ __all__ = [
 
 listdir = os.listdir
 replace = os.replace
-_contexts = {}
+_contexts: dict[str, ssl.SSLContext] = {}
 
 
 def const(value):

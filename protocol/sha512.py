@@ -4,9 +4,11 @@ On CPython (and ports with hashlib.sha512) `digest` uses the native one.
 """
 
 try:
-    from hashlib import sha512 as _native
+    import hashlib
+
+    _native = getattr(hashlib, "sha512", None)  # absent on MicroPython ports
 except ImportError:
-    _native = None  # type: ignore[assignment]
+    _native = None
 
 _M = 0xFFFFFFFFFFFFFFFF
 
