@@ -8,7 +8,11 @@ config_status is one of: "none" (nothing applied yet), "applied", "rejected"; `r
 a config was rejected (empty otherwise). `floor` is the lowest seq the device still holds or
 will send: every seq below it is either acked or gone for good (dropped when the buffer was
 full), so the gateway may move its contiguous ack up to floor - 1 instead of waiting forever
-for a record that no longer exists. Unknown extra fields are refused.
+for a record that no longer exists. `reset_cause` says why the device last (re)started (one of
+RESET_CAUSES: "none" for a plain start, "power" for a cut, "watchdog", "memory", "crash", or
+"requested" for its own planned reset) and `resets` counts its resets so far; `link_error` is
+why its MQTT link last failed since it started ("" if never: a TLS error, a refused connection
+or subscription) and `link_failures` how often. Unknown extra fields are refused.
 """
 
 import json
@@ -18,12 +22,15 @@ from protocol.topics import valid_device_id
 
 MAX_STATE_BYTES = 1024
 CONFIG_STATUSES = ("none", "applied", "rejected")
+RESET_CAUSES = ("none", "power", "watchdog", "memory", "crash", "requested")
 
 
-_INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq", "floor")
+_INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq", "floor",
+               "resets", "link_failures")
 # Upper bound per int field (protocol.bounds); the lower bound is 0 for all of them.
 _CEILING = {"t": MAX_TIME_MS, "seq": MAX_SEQ, "floor": MAX_SEQ}
-_STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason")
+_STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason", "reset_cause",
+               "link_error")
 
 
 def encode(fields):
@@ -54,6 +61,8 @@ def check(obj):
     status = obj.get("config_status", "none")
     if status not in CONFIG_STATUSES:
         raise ValueError("bad config_status")
+    if obj.get("reset_cause", "none") not in RESET_CAUSES:
+        raise ValueError("bad reset_cause")
 
 
 def decode(payload):

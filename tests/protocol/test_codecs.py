@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,3 +70,15 @@ def test_settings_are_checked(settings: dict) -> None:
     for name, value in settings.items():
         low, high = config.SETTINGS[name]
         assert low <= value <= high
+
+
+def test_state_carries_why_the_device_reset_and_why_its_link_failed() -> None:
+    base = {"v": 1, "d": "bike-1", "reset_cause": "memory", "resets": 3,
+            "link_error": "connect failed -29312", "link_failures": 5}
+    assert state.decode(state.encode(base)) == base
+    for cause in state.RESET_CAUSES:
+        state.check({**base, "reset_cause": cause})
+    for bad in ({"reset_cause": "gremlins"}, {"resets": -1}, {"link_failures": "5"},
+                {"link_error": "x" * 201}):
+        with pytest.raises(ValueError):
+            state.check({**base, **bad})
