@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
@@ -47,14 +47,15 @@ def build(s: Settings) -> Parts:
     keys = GatewayKeys.under(s.home, s.gateway_id)
     keys.check()
     store = Store(s.db_path)
+    batch_key = keys.load_batch_key()
     broker = Broker(BrokerConfig(
         directory=s.broker_dir, bind=s.mqtt_host, port=s.mqtt_port, keys=keys,
         gateway_id=s.gateway_id, user=current_user(), max_inflight=s.broker_max_inflight,
         max_queued_bytes=s.broker_max_queued_bytes, autosave_s=s.broker_autosave_s,
     ), find_mosquitto(s.mosquitto))
     uplink = Uplink(store, s.gateway_id, s.cloud_url, s.token_path,
-                    Backoff(s.retry_min_s, s.retry_max_s), s.http_timeout_s)
-    batcher = Batcher(store, s.gateway_id, keys.load_batch_key(), s.batch_max_records,
+                    Backoff(s.retry_min_s, s.retry_max_s), batch_key, s.http_timeout_s)
+    batcher = Batcher(store, s.gateway_id, batch_key, s.batch_max_records,
                       s.batch_interval_s, on_sealed=uplink.wake)
     ingest = Ingest(store, MqttParams(
         host=connect_host(s.mqtt_host),
@@ -79,7 +80,9 @@ def collect(p: Parts, started: float, workers: dict[str, Worker]) -> dict[str, A
         "inbox": st.inbox,
         "states_waiting": st.states,
         "spool": {"batches": st.spool_batches, "records": st.spool_records,
-                  "head_seq": st.head.seq, "head_digest": st.head.digest},
+                  "head_seq": st.head.seq, "head_digest": st.head.digest,
+                  "dead_letters": st.dead_letters,
+                  "latest_dead_letters": [asdict(d) for d in st.latest_dead_letters]},
         "uplink": p.uplink.status(),
         "downlink": p.downlink.status(),
         "batches_sealed": p.batcher.sealed_batches,

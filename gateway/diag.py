@@ -58,6 +58,10 @@ def problems(st: dict[str, Any]) -> list[str]:
     uplink = st.get("uplink", {})
     if uplink.get("last_error") and (uplink.get("last_ok_ms") or 0) < (uplink.get("last_error_ms") or 0):
         out.append(f"uplink failing: {uplink['last_error']}")
+    dead = st.get("spool", {}).get("dead_letters")
+    if dead:
+        out.append(f"{dead} batch(es) refused by the cloud and kept as dead letters "
+                   "(the cloud recorded a gap for each; see gateway.db table dead_letters)")
     if st.get("ingest", {}).get("rejected"):
         out.append(f"{st['ingest']['rejected']} message(s) refused since start")
     crashed = {k: v for k, v in (st.get("worker_restarts") or {}).items() if v}
@@ -101,6 +105,9 @@ def render(st: dict[str, Any], now_ms: int | None = None) -> Group:
     table.add_row("inbox", f"{st.get('inbox', 0)} records waiting for a batch")
     table.add_row("spool", f"{spool.get('batches', 0)} batches / {spool.get('records', 0)} records "
                            f"waiting for the cloud (chain head {spool.get('head_seq')})")
+    for d in spool.get("latest_dead_letters") or []:
+        table.add_row("", f"[red]dead letter: batch {d['seq']} ({d['records']} records) refused "
+                          f"{_age(d['dead_ms'], now_ms)} with {d['status']}: {d['reason']}[/]")
     table.add_row("uplink", f"{uplink.get('sent_batches', 0)} batches sent, last ok "
                             f"{_age(uplink.get('last_ok_ms'), now_ms)}")
     if uplink.get("last_error"):

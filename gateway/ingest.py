@@ -9,14 +9,16 @@ Two threads:
   device with its highest contiguous stored seq. The broker's in-flight window must be at least
   `commit_max`, or a group can never fill (Mosquitto's default is 20).
 
-Bad payloads (not JSON, wrong fields, device id not matching the topic) are counted, logged with
-the reason (rate limited) and PUBACKed so they do not jam the session; nothing is stored.
+Bad payloads (not JSON, wrong fields, out-of-range integers, device id not matching the topic)
+are counted, logged with the reason (rate limited) and PUBACKed so they do not jam the session;
+nothing is stored. The checks are protocol's own (record.decode, state.decode), no stricter and no
+looser, so what this gateway acks the cloud can store. One message never stops the others: a
+message whose handling fails in an unexpected way is refused on its own, like a bad payload.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import queue
 import sqlite3
@@ -75,18 +77,7 @@ class Rejected(GatewayError):
     """A message that is refused (counted, logged, acked, not stored)."""
 
 
-# protocol.batch re-checks each record as json.dumps(record) - with spaces - against
-# MAX_RECORD_BYTES, so a record of ~1.95-2 KB that record.decode accepts could never be sealed
-# and would block the batcher. Refuse those at the door until the protocol check is compact.
-_BATCH_CHECK_BYTES = 1900
 _MAX_REASONS = 50
-
-
-def _check_batchable(rec: dict[str, Any]) -> None:
-    try:
-        record_codec.decode(json.dumps(rec).encode())
-    except ValueError as exc:
-        raise Rejected(f"record cannot go into a batch: {exc}") from None
 
 
 @dataclass
@@ -101,7 +92,6 @@ class _Group:
     status: dict[str, str]
     duplicates: int = 0
     rejected: int = 0
-    given_up: int = 0  # seqs a device reported as dropped from its full buffer
 
 
 def _decode_own(decode: Callable[[bytes], dict[str, Any]], payload: bytes, device: str,
@@ -262,13 +252,10 @@ class Ingest:
             try:
                 self._classify(m, group, now)
             except Rejected as exc:
-                group.rejected += 1
-                reason = str(exc)[:120]
-                with self._lock:  # reasons can carry device-chosen text: keep the table bounded
-                    if reason not in self._reasons and len(self._reasons) >= _MAX_REASONS:
-                        reason = "other reasons"
-                    self._reasons[reason] += 1
-                _reject_log.warning("refused message on %r: %s", m.topic[:200], exc)
+                self._refuse(m, group, str(exc))
+            except Exception as exc:  # one message must never stop the others
+                log.exception("unexpected error handling a message on %r", m.topic[:200])
+                self._refuse(m, group, f"internal error: {type(exc).__name__}")
         changes = [TrackerChange(dev, before, after, group.stored[dev], now)
                    for dev, (before, after) in group.working.items()]
         delay = 0.05
@@ -282,12 +269,12 @@ class Ingest:
                     return  # not acked: the broker redelivers them to the next session
                 delay = min(delay * 2, 5.0)
         with self._lock:
-            for dev, (_, after) in group.working.items():
+            for dev, (before, after) in group.working.items():
                 self._trackers[dev] = after
+                self._given_up += after.skipped - before.skipped
             self._records += len(group.records)
             self._states += len(group.states)
             self._duplicates += group.duplicates
-            self._given_up += group.given_up
             self._rejected += group.rejected
             self._online.update((d, s == "online") for d, s in group.status.items())
             self._last_commit_ms = now
@@ -296,6 +283,15 @@ class Ingest:
         if group.records or group.states:
             self._on_stored(len(group.records) + len(group.states))
 
+    def _refuse(self, m: Inbound, group: _Group, why: str) -> None:
+        group.rejected += 1
+        reason = why[:120]
+        with self._lock:  # reasons can carry device-chosen text: keep the table bounded
+            if reason not in self._reasons and len(self._reasons) >= _MAX_REASONS:
+                reason = "other reasons"
+            self._reasons[reason] += 1
+        _reject_log.warning("refused message on %r: %s", m.topic[:200], why)
+
     def _classify(self, m: Inbound, group: _Group, now: int) -> None:
         try:
             device, kind = topics.parse(m.topic)
@@ -303,8 +299,6 @@ class Ingest:
             raise Rejected(f"bad topic: {exc}") from None
         if kind == topics.TELEMETRY:
             rec = _decode_own(record_codec.decode, m.payload, device, "record")
-            if len(m.payload) > _BATCH_CHECK_BYTES:
-                _check_batchable(rec)
             pair = self._working(group, device)
             group.ack_devices.add(device)
             if pair[1].accept(rec["s"]):
@@ -317,7 +311,7 @@ class Ingest:
             group.states.append(InboxState(device, m.payload, now))
             if "floor" in st:
                 pair = self._working(group, device)
-                group.given_up += pair[1].skip_to(st["floor"])
+                pair[1].claim_floor(st["floor"])
                 group.ack_devices.add(device)
         elif kind == topics.STATUS:
             if m.payload in (b"online", b"offline"):

@@ -3,11 +3,17 @@
 Tables
     inbox    accepted telemetry records waiting to be batched (raw payload bytes)
     states   accepted device states waiting to be batched
-    devices  per device: acked = highest contiguous seq stored (the seq registry)
+    devices  per device: acked = highest contiguous seq stored (the seq registry) and the
+             floor it last claimed (gateway.seqs)
     ahead    (device, seq) stored above a gap in that device's seqs
-    spool    sealed batches waiting for the cloud's 2xx (seq, digest, body, signature)
+    spool    sealed batches waiting for the cloud's 2xx (seq, digest, body, signature); kind
+             'gap' stands in the chain for a dead-lettered batch (protocol.batch.Gap)
+    dead_letters  batches the cloud refused for a batch-level reason, kept whole with the
+             cloud's answer for a technician (`diag`), never retried by themselves
     chain    the head of the batch chain: last sealed batch seq + digest
     cursors  named integers (the downlink's config revision)
+
+Files are created 0600 in a 0700 directory: telemetry is personal data.
 
 WAL + synchronous=FULL: a commit is on disk when it returns, so an MQTT PUBACK or a device ack
 sent after it never covers data a power cut could lose. Each thread gets its own connection;
@@ -17,6 +23,7 @@ executemany (sqlite-utils measured 2.4-4x slower for batched inserts).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -28,7 +35,9 @@ from gateway.errors import StoreError
 from gateway.seqs import SeqTracker
 from protocol.batch import GENESIS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+KIND_BATCH = "batch"
+KIND_GAP = "gap"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -48,7 +57,8 @@ CREATE TABLE IF NOT EXISTS devices (
     device TEXT PRIMARY KEY,
     acked INTEGER NOT NULL,
     records INTEGER NOT NULL DEFAULT 0,
-    last_seen_ms INTEGER NOT NULL DEFAULT 0
+    last_seen_ms INTEGER NOT NULL DEFAULT 0,
+    floor INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ahead (
     device TEXT NOT NULL,
@@ -62,7 +72,20 @@ CREATE TABLE IF NOT EXISTS spool (
     signature TEXT NOT NULL,
     records INTEGER NOT NULL,
     states INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'batch'
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL,
+    body BLOB NOT NULL,
+    signature TEXT NOT NULL,
+    records INTEGER NOT NULL,
+    states INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    dead_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS chain (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -73,6 +96,13 @@ CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+"""
+
+# Version 1 -> 2: the claimed floor per device, gaps in the spool, the dead-letter table (made
+# by _SCHEMA itself).
+_MIGRATE_FROM_1 = """
+ALTER TABLE devices ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE spool ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch';
 """
 
 
@@ -111,6 +141,18 @@ class SpooledBatch:
     records: int
     states: int
     created_ms: int
+    kind: str = KIND_BATCH
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    seq: int
+    digest: str
+    records: int
+    states: int
+    status: int  # what the cloud answered
+    reason: str
+    dead_ms: int
 
 
 @dataclass(frozen=True)
@@ -127,6 +169,16 @@ class StoreStats:
     spool_records: int
     head: ChainHead
     devices: int
+    dead_letters: int
+    latest_dead_letters: tuple[DeadLetter, ...]  # the newest few, newest first
+
+
+def _private_file(path: Path) -> None:
+    """Create `path` 0600 (and its directory 0700) unless it exists; SQLite gives its -wal and
+    -shm files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 class Store:
@@ -149,13 +201,15 @@ class Store:
     # -- connections ------------------------------------------------------------------------
     def open(self) -> None:
         """Create the file and schema if needed; refuse a database of another schema version."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(self._path)
         db = self._db()
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise StoreError(f"{self._path} has schema version {version}, "
                                  f"this gateway knows {SCHEMA_VERSION}")
+            if version == 1:
+                db.executescript(_MIGRATE_FROM_1)
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO chain (id, seq, digest) VALUES (1, 0, ?)", (GENESIS,))
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -195,11 +249,13 @@ class Store:
                     "SELECT count(*), coalesce(sum(records), 0) FROM spool").fetchone()
                 seq, dig = db.execute("SELECT seq, digest FROM chain WHERE id = 1").fetchone()
                 devices = db.execute("SELECT count(*) FROM devices").fetchone()[0]
+                dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+                latest = tuple(self._dead_letters(db, 5))
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read {self._path}: {exc}") from exc
         return StoreStats(int(inbox), int(states), int(batches), int(records),
-                          ChainHead(int(seq), str(dig)), int(devices))
+                          ChainHead(int(seq), str(dig)), int(devices), int(dead), latest)
 
     def close(self) -> None:
         with self._all_lock:
@@ -225,11 +281,11 @@ class Store:
     # -- seq registry + inbox (ingest) ------------------------------------------------------
     def load_trackers(self) -> dict[str, SeqTracker]:
         db = self._db()
-        trackers = {dev: SeqTracker(acked) for dev, acked in
-                    db.execute("SELECT device, acked FROM devices")}
+        ahead: dict[str, set[int]] = {}
         for dev, seq in db.execute("SELECT device, seq FROM ahead"):
-            trackers.setdefault(dev, SeqTracker()).ahead.add(seq)
-        return trackers
+            ahead.setdefault(dev, set()).add(seq)
+        return {dev: SeqTracker.restored(acked, ahead.pop(dev, set()), floor)
+                for dev, acked, floor in db.execute("SELECT device, acked, floor FROM devices")}
 
     def commit_ingest(self, records: list[InboxRecord], states: list[InboxState],
                       changes: Iterable[TrackerChange]) -> None:
@@ -238,7 +294,7 @@ class Store:
         ahead_add: list[tuple[str, int]] = []
         ahead_del: list[tuple[str, int]] = []
         for ch in changes:
-            upserts.append((ch.device, ch.after.acked, ch.stored, ch.seen_ms))
+            upserts.append((ch.device, ch.after.acked, ch.stored, ch.seen_ms, ch.after.floor))
             ahead_add.extend((ch.device, s) for s in ch.after.ahead - ch.before.ahead)
             ahead_del.extend((ch.device, s) for s in ch.before.ahead - ch.after.ahead)
         with self.transaction() as db:
@@ -252,9 +308,11 @@ class Store:
                     [(s.device, s.payload, s.received_ms) for s in states])
             if upserts:
                 db.executemany(
-                    "INSERT INTO devices (device, acked, records, last_seen_ms) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO devices (device, acked, records, last_seen_ms, floor)"
+                    " VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT (device) DO UPDATE SET acked = excluded.acked,"
-                    " records = records + excluded.records, last_seen_ms = excluded.last_seen_ms",
+                    " records = records + excluded.records, last_seen_ms = excluded.last_seen_ms,"
+                    " floor = excluded.floor",
                     upserts)
             if ahead_del:
                 db.executemany("DELETE FROM ahead WHERE device = ? AND seq = ?", ahead_del)
@@ -305,17 +363,41 @@ class Store:
 
     def add_to_spool(self, batch: SpooledBatch) -> None:
         self._db().execute(
-            "INSERT INTO spool (seq, digest, body, signature, records, states, created_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO spool (seq, digest, body, signature, records, states, created_ms, kind)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (batch.seq, batch.digest, batch.body, batch.signature, batch.records, batch.states,
-             batch.created_ms))
+             batch.created_ms, batch.kind))
 
     # -- spool (uplink) ----------------------------------------------------------------------
     def oldest_batch(self) -> SpooledBatch | None:
         row = self._db().execute(
-            "SELECT seq, digest, body, signature, records, states, created_ms FROM spool"
+            "SELECT seq, digest, body, signature, records, states, created_ms, kind FROM spool"
             " ORDER BY seq LIMIT 1").fetchone()
         return SpooledBatch(*row) if row else None
+
+    def dead_letter(self, batch: SpooledBatch, status: int, reason: str, gap: SpooledBatch,
+                    now_ms: int) -> None:
+        """Move a refused batch out of the spool into dead_letters and put its signed gap in
+        its place of the chain, in one transaction."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO dead_letters (seq, digest, body, signature, records, states,"
+                " created_ms, status, reason, dead_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (batch.seq, batch.digest, batch.body, batch.signature, batch.records,
+                 batch.states, batch.created_ms, status, reason, now_ms))
+            db.execute("DELETE FROM spool WHERE seq = ?", (batch.seq,))
+            self.add_to_spool(gap)
+
+    def dead_letters(self, limit: int = 20) -> list[DeadLetter]:
+        """The newest dead letters first."""
+        return self._dead_letters(self._db(), limit)
+
+    @staticmethod
+    def _dead_letters(db: sqlite3.Connection, limit: int) -> list[DeadLetter]:
+        rows = db.execute(
+            "SELECT seq, digest, records, states, status, reason, dead_ms FROM dead_letters"
+            " ORDER BY seq DESC LIMIT ?", (limit,))
+        return [DeadLetter(*row) for row in rows]
 
     def delete_batch(self, seq: int) -> None:
         with self.transaction() as db:

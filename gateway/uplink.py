@@ -5,7 +5,12 @@ are retried with capped, jittered exponential backoff and never delete anything:
 - network errors and 5xx: the cloud is down or busy, retry;
 - 409: the cloud's chain disagrees with ours (it is missing a batch, or has another one at this
   seq): kept and reported loudly, an operator must look;
-- other 4xx (bad token, refused signature, malformed): kept and reported loudly.
+- 401/403/404/408/429 (bad token, wrong URL, busy): the problem is not the batch; kept, retried
+  and reported loudly;
+- any other 4xx (the cloud refuses this batch itself): the batch is dead-lettered - moved whole,
+  with the cloud's answer, to the dead-letter table a technician sees in `diag` - and a signed
+  gap (protocol.batch.Gap) takes its place in the chain, so the cloud records the hole and every
+  later batch flows. One bad batch never holds the spool.
 The token file is read on every attempt, so registering the gateway (or rotating its token)
 while it runs takes effect without a restart.
 """
@@ -13,18 +18,34 @@ while it runs takes effect without a restart.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.backoff import Backoff
-from gateway.store import SpooledBatch, Store
-from protocol.batch import INGEST_PATH, SealedBatch
+from gateway.store import KIND_GAP, SpooledBatch, Store
+from protocol.batch import (
+    GAP_CONTENT_TYPE,
+    GAP_PATH,
+    HEADER_GATEWAY,
+    HEADER_SIGNATURE,
+    INGEST_PATH,
+    MAX_REASON_CHARS,
+    Gap,
+    SealedBatch,
+    seal_gap,
+)
+
+# Answers that say nothing about the batch itself: keep it and retry.
+_NOT_THE_BATCH = frozenset({401, 403, 404, 408, 409, 429})
 
 log = logging.getLogger("fleetloop.gateway.uplink")
 
@@ -49,11 +70,13 @@ def read_token(path: Path) -> str | None:
 
 class Uplink:
     def __init__(self, store: Store, gateway_id: str, cloud_url: str, token_path: Path,
-                 backoff: Backoff, timeout_s: float = 10.0,
+                 backoff: Backoff, key: Ed25519PrivateKey, timeout_s: float = 10.0,
                  clock_ms: Callable[[], int] = _now_ms) -> None:
         self._store = store
         self._gateway_id = gateway_id
         self._url = cloud_url.rstrip("/") + INGEST_PATH
+        self._gap_url = cloud_url.rstrip("/") + GAP_PATH
+        self._key = key
         self._token_path = token_path
         self._backoff = backoff
         self._timeout_s = timeout_s
@@ -67,6 +90,7 @@ class Uplink:
         self._last_error: str | None = None
         self._last_error_ms: int | None = None
         self._next_retry_ms: int | None = None
+        self._dead_letters = 0
 
     def wake(self) -> None:
         """A batch was sealed (or we are stopping): look at the spool now."""
@@ -83,6 +107,7 @@ class Uplink:
                 "sent_batches": self._sent_batches,
                 "sent_records": self._sent_records,
                 "failures": self._failures,
+                "dead_lettered": self._dead_letters,
             }
 
     def run(self, stop: threading.Event) -> None:
@@ -109,8 +134,9 @@ class Uplink:
         if token is None:
             return self._failed(f"no gateway token in {self._token_path} (register the gateway "
                                 "with the cloud and write its token there)", loud=False)
+        url = self._gap_url if batch.kind == KIND_GAP else self._url
         try:
-            resp = http.post(self._url, content=batch.body, headers=self._headers(batch, token))
+            resp = http.post(url, content=batch.body, headers=self._headers(batch, token))
         except httpx.HTTPError as exc:
             return self._failed(f"cloud unreachable: {type(exc).__name__}: {exc}", loud=False)
         if resp.is_success:
@@ -123,20 +149,46 @@ class Uplink:
                 self._next_retry_ms = None
             log.debug("batch %d delivered: %s", batch.seq, resp.text[:200])
             return Outcome.SENT
-        detail = resp.text[:300].strip()
+        detail = resp.text[:MAX_REASON_CHARS].strip()
+        what = "gap" if batch.kind == KIND_GAP else "batch"
         if resp.status_code == 409:
-            return self._failed(f"batch {batch.seq} refused as a chain conflict (409): {detail}; "
+            return self._failed(f"{what} {batch.seq} refused as a chain conflict (409): {detail}; "
+                                "kept in the spool", loud=True)
+        if 400 <= resp.status_code < 500 and (resp.status_code in _NOT_THE_BATCH
+                                              or batch.kind == KIND_GAP):
+            return self._failed(f"{what} {batch.seq} refused with {resp.status_code}: {detail}; "
                                 "kept in the spool", loud=True)
         if 400 <= resp.status_code < 500:
-            return self._failed(f"batch {batch.seq} refused with {resp.status_code}: {detail}; "
-                                "kept in the spool", loud=True)
+            self._dead_letter(batch, resp.status_code, detail)
+            return Outcome.SENT  # the gap goes next, at once
         return self._failed(f"cloud error {resp.status_code} for batch {batch.seq}: {detail}",
                             loud=False)
 
     def _headers(self, batch: SpooledBatch, token: str) -> dict[str, str]:
+        if batch.kind == KIND_GAP:
+            return {"Content-Type": GAP_CONTENT_TYPE, HEADER_GATEWAY: self._gateway_id,
+                    HEADER_SIGNATURE: batch.signature, "Authorization": f"Bearer {token}"}
         sealed = SealedBatch(self._gateway_id, batch.seq, batch.digest, batch.body,
                              batch.signature)
         return sealed.headers(token)
+
+    def _dead_letter(self, batch: SpooledBatch, status: int, reason: str) -> None:
+        """Keep the refused batch aside and put a signed gap in its place of the chain."""
+        now = self._clock_ms()
+        prev = json.loads(zlib.decompress(batch.body))["prev"]  # our own sealed bytes
+        gap = Gap(gateway=self._gateway_id, seq=batch.seq, prev=prev, digest=batch.digest,
+                  records=batch.records, states=batch.states, status=status, reason=reason,
+                  created_ms=now)
+        body, signature = seal_gap(gap, self._key)
+        self._store.dead_letter(batch, status, reason, SpooledBatch(
+            seq=batch.seq, digest=batch.digest, body=body, signature=signature,
+            records=batch.records, states=batch.states, created_ms=now, kind=KIND_GAP), now)
+        with self._lock:
+            self._dead_letters += 1
+            self._last_error = (f"batch {batch.seq} ({batch.records} records) refused with "
+                                f"{status}: {reason}; dead-lettered, a gap goes in its place")
+            self._last_error_ms = now
+        log.error("%s", self._last_error)
 
     def _failed(self, message: str, loud: bool) -> Outcome:
         with self._lock:

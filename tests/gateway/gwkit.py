@@ -160,6 +160,8 @@ class FakeCloud:
         self.token = token
         self.port = free_port()
         self.mode = "ok"  # ok | 500 | 409 | 401
+        self.refuse_seqs: set[int] = set()  # batch seqs answered 422 (refused for themselves)
+        self.gaps: list[batch_codec.Gap] = []
         self.lock = threading.Lock()
         self.batches: list[batch_codec.Batch] = []
         self.head = (0, batch_codec.GENESIS)
@@ -232,6 +234,8 @@ class FakeCloud:
                 return 409, {"detail": "chain conflict (forced)"}
             if headers.get("Authorization") != f"Bearer {self.token}" or self.mode == "401":
                 return 401, {"detail": "bad token"}
+            if headers.get("Content-Type") == batch_codec.GAP_CONTENT_TYPE:
+                return self._gap(headers, body)
             if headers.get("Content-Type") != batch_codec.CONTENT_TYPE:
                 return 415, {"detail": "content type"}
             try:
@@ -248,6 +252,9 @@ class FakeCloud:
             if b.seq != last_seq + 1 or b.prev != last_digest:
                 self.refusals.append(f"chain: got seq {b.seq} prev {b.prev[:8]}, head {last_seq}")
                 return 409, {"detail": "chain conflict"}
+            if b.seq in self.refuse_seqs:
+                self.refusals.append(f"batch {b.seq} refused (forced)")
+                return 422, {"detail": f"batch {b.seq} refused (forced)"}
             stored = 0
             for rec in b.records:
                 key = (rec["d"], rec["s"])
@@ -260,6 +267,19 @@ class FakeCloud:
             self.batches.append(b)
             self.head = (b.seq, dig)
             return 200, {"stored": stored, "duplicates": len(b.records) - stored, "seq": b.seq}
+
+    def _gap(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            gap = batch_codec.open_gap(body, headers[batch_codec.HEADER_SIGNATURE],
+                                       self.public_key)
+        except (batch_codec.BatchError, KeyError) as exc:
+            self.refusals.append(f"gap: {exc}")
+            return 400, {"detail": str(exc)}
+        if (gap.seq, gap.prev) != (self.head[0] + 1, self.head[1]):
+            return 409, {"detail": "gap out of chain"}
+        self.gaps.append(gap)
+        self.head = (gap.seq, gap.digest)
+        return 200, {"stored": 0, "duplicates": 0, "seq": gap.seq}
 
     def seqs(self, device: str) -> list[int]:
         with self.lock:

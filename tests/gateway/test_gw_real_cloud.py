@@ -24,6 +24,7 @@ from gwkit import (
 )
 
 from gateway.backoff import Backoff
+from gateway.keys import GatewayKeys
 from gateway.uplink import Outcome, Uplink
 from protocol import config as config_codec
 
@@ -105,7 +106,8 @@ def test_a_batch_sent_again_after_a_lost_2xx_is_accepted(home: Path,
                                                         real_cloud: RealCloud) -> None:
     store = spool_records(home, "bike-2", 20)
     uplink = Uplink(store, GATEWAY, real_cloud.url, home / "gateways" / GATEWAY / "token",
-                    Backoff(0.01, 0.02, random.Random(1)))
+                    Backoff(0.01, 0.02, random.Random(1)),
+                    GatewayKeys.under(home, GATEWAY).load_batch_key())
     first = store.oldest_batch()
     assert first is not None
     with httpx.Client() as http:

@@ -113,7 +113,43 @@ def test_a_device_floor_releases_a_gap_the_device_can_never_fill() -> None:
         t.accept(s)
     assert t.acked == 2
     # seqs 3 and 4 were dropped from the device's full buffer: its floor is 5.
-    assert t.skip_to(5) == 2
-    assert t.acked == 6 and t.ahead == set()
-    assert t.skip_to(3) == 0 and t.acked == 6
+    t.claim_floor(5)
+    assert t.acked == 6 and t.ahead == set() and t.skipped == 2
+    t.claim_floor(3)
+    assert t.acked == 6 and t.skipped == 2
     assert not t.accept(4)  # a late copy of a given-up seq is a duplicate, not stored twice
+
+
+def test_a_floor_takes_effect_only_up_to_what_the_device_has_sent() -> None:
+    """After a reconnect the state (with its floor) arrives before the records above the gap;
+    a floor far beyond anything sent skips nothing, and costs nothing to apply."""
+    from gateway.seqs import SeqTracker
+
+    t = SeqTracker()
+    t.accept(1)
+    t.claim_floor(300_000_000)  # a lie, or records still on their way: nothing skipped yet
+    assert (t.acked, t.skipped) == (1, 0)
+    t.accept(2)
+    assert (t.acked, t.skipped) == (2, 0)
+    t.accept(300_000_005)  # seqs up to the floor exist: the gap below it is given up now
+    assert t.acked == 299_999_999 and t.ahead == {300_000_005}
+    assert t.skipped == 299_999_999 - 2
+    assert t.accept(300_000_000) and t.acked == 300_000_000
+
+
+def test_a_claimed_floor_survives_a_restart(tmp_path: Path) -> None:
+    from gateway.seqs import SeqTracker
+
+    store = Store(tmp_path / "g.db")
+    store.open()
+    before = SeqTracker()
+    after = before.copy()
+    after.accept(1)
+    after.claim_floor(10)
+    store.commit_ingest([], [], [TrackerChange("bike-1", before, after, 1, 0)])
+    store.close()
+    store.open()
+    restored = store.load_trackers()["bike-1"]
+    assert (restored.acked, restored.floor) == (1, 10)
+    restored.accept(12)  # the records above the gap arrive after the restart
+    assert restored.acked == 9 and restored.ahead == {12}

@@ -19,6 +19,7 @@ from gwkit import (
 )
 
 from gateway.backoff import Backoff
+from gateway.keys import GatewayKeys
 from gateway.store import Store
 from gateway.uplink import Outcome, Uplink
 
@@ -33,7 +34,8 @@ def spooled(home: Path) -> Store:
 
 def _uplink(store: Store, home: Path, url: str) -> Uplink:
     return Uplink(store, GATEWAY, url, home / "gateways" / GATEWAY / "token",
-                  Backoff(0.01, 0.05, random.Random(1)), timeout_s=2.0)
+                  Backoff(0.01, 0.05, random.Random(1)),
+                  GatewayKeys.under(home, GATEWAY).load_batch_key(), timeout_s=2.0)
 
 
 def _drain(up: Uplink, attempts: int = 10) -> list[Outcome]:
@@ -68,6 +70,24 @@ def test_refusals_keep_the_batch_and_say_why(spooled: Store, home: Path, cloud: 
     cloud.mode = "ok"
     assert _drain(up, 4) == [Outcome.SENT] * 3 + [Outcome.EMPTY]
     assert cloud.seqs("bike-1") == list(range(1, 31))
+
+
+def test_a_batch_refused_for_itself_is_dead_lettered_and_the_rest_flows(
+        spooled: Store, home: Path, cloud: FakeCloud) -> None:
+    """A 4xx about the batch itself must not hold the spool: the batch is kept aside, a signed
+    gap takes its place in the chain, and the batches behind it are delivered."""
+    cloud.refuse_seqs = {2}
+    up = _uplink(spooled, home, cloud.url)
+    assert _drain(up, 5) == [Outcome.SENT] * 4 + [Outcome.EMPTY]  # 1, 2 refused, gap 2, 3
+    assert cloud.seqs("bike-1") == list(range(1, 11)) + list(range(21, 31))
+    [gap] = cloud.gaps
+    assert (gap.seq, gap.status, gap.records) == (2, 422, 10)
+    assert "refused (forced)" in gap.reason
+    [dead] = spooled.dead_letters()
+    assert (dead.seq, dead.status, dead.records) == (2, 422, 10)
+    assert spooled.spool_counts() == (0, 0)
+    assert up.status()["dead_lettered"] == 1
+    assert "dead-lettered" in (up.status()["last_error"] or "")
 
 
 def test_a_missing_token_keeps_the_batch(spooled: Store, home: Path, cloud: FakeCloud) -> None:
