@@ -35,6 +35,7 @@ test: setup lint typecheck
 # Longer measurements, kept out of `make test`; figures in docs/benchmarks.md.
 bench: setup
 	$(BIN)/fleetloop bench path --devices 4 --records 10000
+	$(BIN)/fleetloop bench heap
 
 lint: setup
 	$(BIN)/ruff check .

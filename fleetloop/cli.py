@@ -116,6 +116,63 @@ def bench_path_cmd(
         raise typer.Exit(1)
 
 
+@bench_app.command("heap")
+def bench_heap_cmd(
+    profile: Annotated[list[str] | None, typer.Option(
+        "--profile", help="Profile to measure (repeat for several; default: bike, mirror, engine).")] = None,
+    seconds: Annotated[float, typer.Option(
+        min=3, max=3600, help="How long each run samples (the budget says 60 s).")] = 60.0,
+    interval_ms: Annotated[int, typer.Option(
+        "--interval-ms", min=100, max=10000, help="Sampling period of the devices.")] = 250,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    results: Annotated[Path, typer.Option(help="Where the result is saved (under \"heap\").")] = Path(
+        "bench/results.json"),
+    docs: Annotated[Path, typer.Option(help="Doc whose table between the bench heap markers is regenerated.")] = Path(
+        "docs/benchmarks.md"),
+    write: Annotated[bool, typer.Option(help="Save the result and regenerate the docs table.")] = True,
+) -> None:
+    """The smallest MicroPython heap (KB) each profile runs at through a real gateway: sampling,
+    a signed config applied, a broker restart survived, every record acked, no reset, no
+    MemoryError; plus the lowest free heap at 64 KB and the heap free at boot from the ROMFS
+    firmware and from .mpy files. Exits 1 if a profile does not run at 56 KB.
+
+    Example: fleetloop bench heap --json
+    """
+    import json
+    import time
+
+    from fleetloop.bench import PROFILES, bench_heap, boot_heap, write_heap_results
+
+    chosen = tuple(profile or PROFILES)
+    unknown = [p for p in chosen if p not in PROFILES]
+    if unknown:
+        raise typer.BadParameter(f"choose from {', '.join(PROFILES)}", param_hint="--profile")
+
+    def say(line: str) -> None:
+        if not json_out:
+            typer.echo(line)
+
+    try:
+        result = bench_heap(chosen, seconds, interval_ms, log=say)
+        result["boot_heap"] = boot_heap(chosen)
+    except (FileNotFoundError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
+    if write:
+        write_heap_results(result, results, docs)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for name, p in result["profiles"].items():
+            boot = result["boot_heap"].get(name, {})
+            typer.echo(f"{name}: runs at {p['runs_at_kb']} KB; lowest free at 64 KB "
+                       f"{p['lowest_free_at_64k_bytes']} B; free at boot (64 KB) "
+                       f"{boot.get('romfs')} B from ROMFS, {boot.get('mpy')} B from .mpy")
+    if not all(p["runs_at_required"] for p in result["profiles"].values()):
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     home: HomeOpt = DEFAULT_HOME,

@@ -147,10 +147,13 @@ class Stack:
 
     # -- devices ----------------------------------------------------------------------------
     def start_device(self, device_id: str, profile: str, interpreter: str = "micropython",
-                     records: int | None = None, interval_ms: int | None = None) -> Process:
+                     records: int | None = None, interval_ms: int | None = None,
+                     heap: str | None = None) -> Process:
         args = ["device", "run", "--home", str(self.home), "--id", device_id,
                 "--profile", profile, "--broker", f"localhost:{self.mqtt_port}",
                 "--interpreter", interpreter]
+        if heap is not None:
+            args += ["--heap", heap]
         if records is not None:
             args += ["--records", str(records)]
         if interval_ms is not None:
