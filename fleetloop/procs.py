@@ -60,8 +60,11 @@ class Process:
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Process:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        # Logs carry device ids and values (personal data): owner-only, like the databases.
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.log_path.parent, 0o700)
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                        "ab")
         try:
             self.popen = subprocess.Popen(
                 self.argv,

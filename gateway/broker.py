@@ -126,7 +126,8 @@ class Broker:
             if self._state is BrokerState.STOPPED:
                 return
             self._state = BrokerState.STARTING
-            with open(cfg.log_path, "ab") as logf:
+            with os.fdopen(os.open(cfg.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                           "ab") as logf:
                 try:
                     proc = subprocess.Popen(
                         [self._binary, "-c", str(cfg.conf_path)],

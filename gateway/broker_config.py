@@ -118,6 +118,7 @@ def render_config(cfg: BrokerConfig) -> str:
 
 def write_config(cfg: BrokerConfig) -> None:
     cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(cfg.directory, 0o700)  # its log and persistence hold device data
     for path, text in ((cfg.acl_path, render_acl(cfg.gateway_id)), (cfg.conf_path, render_config(cfg))):
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -94,6 +94,20 @@ def test_one_device_cannot_stop_its_gateway(stack: Stack) -> None:
     stack.wait_until(lambda: (stack.gateway_status() or {})["spool"]["batches"] == 0,
                      timeout=20, what="an empty spool")
     assert (stack.gateway_status() or {})["uplink"]["failures"] == 0
+    assert_private(stack)
+
+
+def assert_private(stack: Stack) -> None:
+    """Telemetry is personal data: databases, broker persistence and logs are owner-only."""
+    holding_data = [p for p in stack.home.rglob("*") if p.is_file() and (
+        p.suffix in (".db", ".log") or p.name.endswith(("-wal", "-shm")) or "data" in p.parts)]
+    assert len(holding_data) >= 5
+    exposed = [str(p.relative_to(stack.home)) for p in holding_data if p.stat().st_mode & 0o077]
+    assert exposed == []
+    for db in (stack.home / "cloud" / "cloud.db",
+               stack.home / "gateways" / stack.gateway_id / "gateway.db"):
+        assert db.stat().st_mode & 0o777 == 0o600
+        assert db.parent.stat().st_mode & 0o777 == 0o700
 
 
 # -- property: whatever one device sends, the others keep flowing ------------------------------
