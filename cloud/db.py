@@ -1,4 +1,5 @@
-"""SQLite behind the store.Store interface: the schema, connections, and every SQL statement.
+"""SQLite behind the store.Store interface: connections, file modes, and every SQL statement
+(the tables themselves and their versions are in cloud.schema).
 
 One connection per request (sqlite3 connections are cheap; WAL lets readers run while one
 writer commits). Writes happen only inside `transaction()` (BEGIN IMMEDIATE), with
@@ -10,7 +11,9 @@ DO UPDATE, no INSERT OR IGNORE); only the DDL, the pragmas and the `?` placehold
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,63 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from cloud.errors import CloudError
-from cloud.store import BatchRow, ConfigRow, DeviceRow, GatewayRow, TelemetryRow
+from cloud.schema import SCHEMA_VERSION, migrate
+from cloud.store import (
+    BatchRow,
+    ConfigRow,
+    DeviceRow,
+    GatewayRow,
+    QuarantineRow,
+    TelemetryRow,
+)
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS gateways (
-    id            TEXT PRIMARY KEY,
-    public_key    BLOB NOT NULL,
-    token_hash    TEXT NOT NULL UNIQUE,
-    created_ms    INTEGER NOT NULL,
-    last_seq      INTEGER NOT NULL DEFAULT 0,
-    last_digest   TEXT NOT NULL,
-    last_batch_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS batches (
-    gateway     TEXT NOT NULL REFERENCES gateways (id),
-    seq         INTEGER NOT NULL,
-    digest      TEXT NOT NULL,
-    prev        TEXT NOT NULL,
-    created_ms  INTEGER NOT NULL,
-    received_ms INTEGER NOT NULL,
-    records     INTEGER NOT NULL,
-    stored      INTEGER NOT NULL,
-    states      INTEGER NOT NULL,
-    PRIMARY KEY (gateway, seq)
-);
-CREATE TABLE IF NOT EXISTS devices (
-    id           TEXT PRIMARY KEY,
-    product      TEXT,
-    created_ms   INTEGER NOT NULL,
-    gateway      TEXT,
-    last_seen_ms INTEGER,
-    last_seq     INTEGER NOT NULL DEFAULT 0,
-    records      INTEGER NOT NULL DEFAULT 0,
-    last_metrics TEXT NOT NULL DEFAULT '{}',
-    reported     TEXT
-);
-CREATE TABLE IF NOT EXISTS telemetry (
-    device    TEXT NOT NULL REFERENCES devices (id),
-    seq       INTEGER NOT NULL,
-    t         INTEGER NOT NULL,
-    m         TEXT NOT NULL,
-    gateway   TEXT NOT NULL,
-    batch_seq INTEGER NOT NULL,
-    PRIMARY KEY (device, seq)
-);
-CREATE TABLE IF NOT EXISTS configs (
-    revision  INTEGER PRIMARY KEY AUTOINCREMENT,
-    device    TEXT NOT NULL REFERENCES devices (id),
-    version   INTEGER NOT NULL,
-    issued_ms INTEGER NOT NULL,
-    settings  TEXT NOT NULL,
-    envelope  TEXT NOT NULL,
-    UNIQUE (device, version)
-);
-"""
-
+# Telemetry is personal data: the database and its WAL/SHM files are the owner's alone.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+# The range of a 64-bit INTEGER/BIGINT column: a quarantined item's seq outside it is kept in
+# the item's JSON only.
+_INT64 = (-(2**63), 2**63 - 1)
 
 class DatabaseError(CloudError):
     """The database file cannot be used (newer schema, unreadable path)."""
@@ -93,11 +55,12 @@ class Database:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        """Create the file, switch it to WAL and apply the schema (idempotent)."""
+        """Create the file (0600, directory 0700), switch it to WAL and bring the schema up to
+        SCHEMA_VERSION (idempotent)."""
         with self._lock:
             if self._ready:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_private()
             conn = self._connect()
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -106,11 +69,38 @@ class Database:
                         f"{self.path} has schema version {version}; this cloud knows {SCHEMA_VERSION}"
                     )
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                if version < SCHEMA_VERSION:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        migrate(conn, version)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
             finally:
                 conn.close()
             self._ready = True
+
+    def _create_private(self) -> None:
+        """The directory 0700 and the file 0600 before SQLite opens it: SQLite gives the -wal
+        and -shm files the database file's mode. Files of an older cloud are tightened too.
+        A shared sticky directory (/tmp) is left as it is; only the files are made private."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            info = parent.stat()
+            if not info.st_mode & stat.S_ISVTX and stat.S_IMODE(info.st_mode) != DIR_MODE:
+                parent.chmod(DIR_MODE)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            os.close(fd)
+            for path in (self.path, *self._sidecars()):
+                if path.exists() and stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
+                    path.chmod(FILE_MODE)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create {self.path}: {exc.strerror}") from exc
+
+    def _sidecars(self) -> tuple[Path, Path]:
+        return (Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
 
     def close(self) -> None:
         """Nothing is pooled; kept so a pooled store can release its connections here."""
@@ -150,6 +140,27 @@ def _gateway(row: sqlite3.Row | tuple[Any, ...] | None) -> GatewayRow | None:
     )
 
 
+def _quarantine(row: tuple[Any, ...]) -> QuarantineRow:
+    return QuarantineRow(
+        id=row[0], device=row[1], seq=row[2], gateway=row[3], batch_seq=row[4], kind=row[5],
+        reason=row[6], body=row[7], received_ms=row[8],
+    )
+
+
+def _batch(row: tuple[Any, ...]) -> BatchRow:
+    return BatchRow(
+        gateway=row[0], seq=row[1], digest=row[2], prev=row[3], created_ms=row[4],
+        received_ms=row[5], records=row[6], stored=row[7], states=row[8], quarantined=row[9],
+        gap_status=row[10], gap_reason=row[11],
+    )
+
+
+def _int64_or_none(value: int | None) -> int | None:
+    if value is None or not _INT64[0] <= value <= _INT64[1]:
+        return None
+    return value
+
+
 def _device(row: tuple[Any, ...] | None) -> DeviceRow | None:
     if row is None:
         return None
@@ -184,6 +195,11 @@ _DEVICE_COLS = (
     "id, product, created_ms, gateway, last_seen_ms, last_seq, records, last_metrics, reported"
 )
 _CONFIG_COLS = "revision, device, version, issued_ms, settings, envelope"
+_BATCH_COLS = (
+    "gateway, seq, digest, prev, created_ms, received_ms, records, stored, states, quarantined,"
+    " gap_status, gap_reason"
+)
+_QUARANTINE_COLS = "id, device, seq, gateway, batch_seq, kind, reason, body, received_ms"
 
 
 class SqliteStore:
@@ -248,17 +264,31 @@ class SqliteStore:
 
     def append_batch(self, row: BatchRow) -> None:
         self._conn.execute(
-            "INSERT INTO batches (gateway, seq, digest, prev, created_ms, received_ms, records,"
-            " stored, states) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO batches ({_BATCH_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.gateway, row.seq, row.digest, row.prev, row.created_ms, row.received_ms,
-                row.records, row.stored, row.states,
+                row.records, row.stored, row.states, row.quarantined, row.gap_status,
+                row.gap_reason,
             ),
         )
         self._conn.execute(
             "UPDATE gateways SET last_seq = ?, last_digest = ?, last_batch_ms = ? WHERE id = ?",
             (row.seq, row.digest, row.received_ms, row.gateway),
         )
+
+    def gaps(self, gateway_id: str, limit: int) -> list[BatchRow]:
+        rows = self._conn.execute(
+            f"SELECT {_BATCH_COLS} FROM batches WHERE gateway = ? AND gap_status IS NOT NULL"
+            " ORDER BY seq DESC LIMIT ?",
+            (gateway_id, limit),
+        )
+        return [_batch(r) for r in rows]
+
+    def gap_counts(self) -> dict[str, int]:
+        rows = self._conn.execute(
+            "SELECT gateway, COUNT(*) FROM batches WHERE gap_status IS NOT NULL GROUP BY gateway"
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     # devices and telemetry --------------------------------------------------------------
 
@@ -319,9 +349,46 @@ class SqliteStore:
 
     def counts(self) -> dict[str, int]:
         out = {}
-        for table in ("gateways", "batches", "devices", "telemetry", "configs"):
+        for table in ("gateways", "batches", "devices", "telemetry", "configs", "quarantine"):
             out[table] = int(self._one(f"SELECT COUNT(*) FROM {table}")[0])
         return out
+
+    # quarantine -------------------------------------------------------------------------
+
+    def insert_quarantine(self, rows: Sequence[QuarantineRow]) -> None:
+        if not rows:
+            return
+        self._conn.executemany(
+            "INSERT INTO quarantine (device, seq, gateway, batch_seq, kind, reason, body,"
+            " received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.device, _int64_or_none(r.seq), r.gateway, r.batch_seq, r.kind, r.reason,
+                 r.body, r.received_ms)
+                for r in rows
+            ],
+        )
+
+    def quarantine(self, device_id: str | None, limit: int) -> list[QuarantineRow]:
+        if device_id is None:
+            rows = self._conn.execute(
+                f"SELECT {_QUARANTINE_COLS} FROM quarantine ORDER BY id DESC LIMIT ?", (limit,)
+            )
+        else:
+            rows = self._conn.execute(
+                f"SELECT {_QUARANTINE_COLS} FROM quarantine WHERE device = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (device_id, limit),
+            )
+        return [_quarantine(r) for r in rows]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        rows = self._conn.execute(
+            "SELECT device, COUNT(*) FROM quarantine WHERE device IS NOT NULL GROUP BY device"
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    def quarantine_count(self, device_id: str) -> int:
+        return int(self._one("SELECT COUNT(*) FROM quarantine WHERE device = ?", (device_id,))[0])
 
     # desired config ---------------------------------------------------------------------
 
@@ -357,6 +424,18 @@ class SqliteStore:
             (revision, gateway_id),
         )
         return [c for c in map(_config, rows) if c is not None]
+
+    def reannounce_config(self, device_id: str) -> int | None:
+        latest = self.latest_config(device_id)
+        if latest is None:
+            return None
+        # The next revision is allocated the way an insert would be: above every revision
+        # that exists (SQLite's AUTOINCREMENT then continues above it; PostgreSQL: nextval).
+        revision = self.max_config_revision() + 1
+        self._conn.execute(
+            "UPDATE configs SET revision = ? WHERE revision = ?", (revision, latest.revision)
+        )
+        return revision
 
     def max_config_revision(self) -> int:
         return int(self._one("SELECT COALESCE(MAX(revision), 0) FROM configs")[0])

@@ -14,7 +14,7 @@ from cloud.services import telemetry as telemetry_service
 from cloud.services.config import ConfigSigner
 from cloud.settings import Settings
 from cloud.store import DeviceRow, GatewayRow, Store
-from protocol.batch import HEADER_GATEWAY, MAX_COMPRESSED_BYTES
+from protocol.batch import HEADER_GATEWAY, MAX_COMPRESSED_BYTES, MAX_GAP_BYTES
 
 
 def get_settings(request: Request) -> Settings:
@@ -92,22 +92,33 @@ def batch_gateway(
 BatchGatewayDep = Annotated[GatewayRow, Depends(batch_gateway)]
 
 
-async def batch_body(request: Request) -> bytes:
-    """The raw request body, refused past protocol.batch.MAX_COMPRESSED_BYTES while reading."""
+async def _raw_body(request: Request, what: str, limit: int) -> bytes:
+    """The raw request body, refused (413) past `limit` bytes while reading."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_COMPRESSED_BYTES:
-        raise TooLarge(f"batch larger than {MAX_COMPRESSED_BYTES} bytes")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"{what} larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_COMPRESSED_BYTES:
-            raise TooLarge(f"batch larger than {MAX_COMPRESSED_BYTES} bytes")
+        if size > limit:
+            raise TooLarge(f"{what} larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
+async def batch_body(request: Request) -> bytes:
+    """A batch body, at most protocol.batch.MAX_COMPRESSED_BYTES."""
+    return await _raw_body(request, "batch", MAX_COMPRESSED_BYTES)
+
+
+async def gap_body(request: Request) -> bytes:
+    """A gap body, at most protocol.batch.MAX_GAP_BYTES."""
+    return await _raw_body(request, "gap", MAX_GAP_BYTES)
+
+
 BatchBodyDep = Annotated[bytes, Depends(batch_body)]
+GapBodyDep = Annotated[bytes, Depends(gap_body)]
 
 
 def device_or_404(device_id: str, store: DbDep) -> DeviceRow:
@@ -115,6 +126,13 @@ def device_or_404(device_id: str, store: DbDep) -> DeviceRow:
 
 
 DeviceOr404 = Annotated[DeviceRow, Depends(device_or_404)]
+
+
+def gateway_or_404(gateway_id: str, store: DbDep) -> GatewayRow:
+    return gateway_service.get_gateway(store, gateway_id)
+
+
+GatewayOr404 = Annotated[GatewayRow, Depends(gateway_or_404)]
 
 
 def dashboard_access(

@@ -19,6 +19,11 @@ class InvalidSettings(CloudError):
     """Desired device settings that protocol.config refuses."""
 
 
+class UnknownReference(CloudError):
+    """A request body names something that does not exist (e.g. the gateway to assign a
+    device to); the resource in the path exists, so this is 422, not 404."""
+
+
 class Unauthorized(CloudError):
     """No credentials, or credentials nobody issued."""
 

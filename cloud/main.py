@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from cloud import errors
 from cloud.db import Database, DatabaseError
 from cloud.deps import DbDep
-from cloud.routers import configs, dashboard, devices, gateways, ingest
+from cloud.routers import configs, dashboard, devices, gateways, ingest, quarantine
 from cloud.schemas import Health
 from cloud.services.config import ConfigSigner
 from cloud.settings import Settings
@@ -26,6 +26,7 @@ STATUS: dict[type[errors.CloudError], int] = {
     errors.Conflict: 409,
     errors.TooLarge: 413,
     errors.InvalidSettings: 422,
+    errors.UnknownReference: 422,
     errors.Unavailable: 503,
     DatabaseError: 503,
 }
@@ -72,7 +73,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.state.clock = clock
     app.add_exception_handler(errors.CloudError, _cloud_error)
 
-    for module in (gateways, devices, configs, ingest, dashboard):
+    for module in (gateways, devices, configs, ingest, quarantine, dashboard):
         app.include_router(module.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

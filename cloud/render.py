@@ -8,8 +8,9 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from cloud.services.gateways import GatewayStatus
 from cloud.services.telemetry import Overview
-from cloud.store import DeviceRow, GatewayRow
+from cloud.store import DeviceRow
 
 # Headers for the page: nothing may load from elsewhere, nothing may run.
 SECURITY_HEADERS = {
@@ -98,7 +99,7 @@ def _firmware(device: DeviceRow) -> str:
     return escape(" ".join(str(x) for x in (fw, impl) if x is not None))
 
 
-def device_row(device: DeviceRow, desired: int | None, now_ms: int) -> str:
+def device_row(device: DeviceRow, desired: int | None, now_ms: int, quarantined: int = 0) -> str:
     seen = format_time(device.last_seen_ms)
     age = format_age(device.last_seen_ms, now_ms)
     stale = device.last_seen_ms is None or now_ms - device.last_seen_ms > STALE_AFTER_MS
@@ -110,6 +111,7 @@ def device_row(device: DeviceRow, desired: int | None, now_ms: int) -> str:
               "stale" if stale else ""),
         _cell(str(device.last_seq), "num"),
         _cell(str(device.records), "num"),
+        _cell(str(quarantined), "num quarantined" if quarantined else "num"),
         _cell(_metrics(device.last_metrics)),
         _cell(_config(device, desired)),
         _cell(_firmware(device)),
@@ -117,12 +119,24 @@ def device_row(device: DeviceRow, desired: int | None, now_ms: int) -> str:
     return f'<tr data-device="{escape(device.id)}">' + "".join(cells) + "</tr>"
 
 
-def gateway_row(gateway: GatewayRow) -> str:
+def _gaps(status: GatewayStatus) -> str:
+    if not status.gaps:
+        return ""
+    lines = [f"<strong>{status.gaps}</strong>"] + [
+        escape(f"batch {g.seq} ({g.records} records): {g.gap_status} {g.gap_reason}")
+        for g in status.latest_gaps
+    ]
+    return "<br>".join(lines)
+
+
+def gateway_row(status: GatewayStatus) -> str:
+    gateway = status.gateway
     return (
         f'<tr data-gateway="{escape(gateway.id)}">'
         + _cell(f"<strong>{escape(gateway.id)}</strong>")
         + _cell(str(gateway.last_seq), "num")
         + _cell(escape(format_time(gateway.last_batch_ms)))
+        + _cell(_gaps(status), "gaps" if status.gaps else "")
         + "</tr>"
     )
 
@@ -131,18 +145,22 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
     devices = overview.devices
     if devices:
         rows = "\n".join(
-            device_row(d, overview.desired_versions.get(d.id), now_ms) for d in devices
+            device_row(
+                d, overview.desired_versions.get(d.id), now_ms, overview.quarantined.get(d.id, 0)
+            )
+            for d in devices
         )
     else:
-        rows = '<tr><td colspan="9" class="empty">No devices yet.</td></tr>'
+        rows = '<tr><td colspan="10" class="empty">No devices yet.</td></tr>'
     if overview.gateways:
         gw_rows = "\n".join(gateway_row(g) for g in overview.gateways)
     else:
-        gw_rows = '<tr><td colspan="3" class="empty">No gateways registered.</td></tr>'
+        gw_rows = '<tr><td colspan="4" class="empty">No gateways registered.</td></tr>'
     counts = overview.counts
     summary = (
         f"{len(devices)} devices &middot; {len(overview.gateways)} gateways &middot; "
         f"{counts.get('telemetry', 0)} records &middot; {counts.get('batches', 0)} batches"
+        f" &middot; {counts.get('quarantine', 0)} quarantined"
     )
     return _page().substitute(
         refresh=int(refresh_s),

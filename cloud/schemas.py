@@ -59,11 +59,51 @@ class DeviceCreate(_In):
 class DevicePublic(BaseModel):
     id: str
     product: str | None
+    gateway: str | None = Field(
+        description="the assigned gateway: the first to deliver its data, or set by an operator"
+    )
     last_seen_ms: int | None = Field(description="newest device timestamp received")
     last_seq: int
     records: int
+    quarantined: int = Field(description="its records and states held in quarantine")
     last_metrics: dict[str, Any]
     reported: dict[str, Any] | None = Field(description="latest state message of the device")
+
+
+class DeviceGatewayPut(_In):
+    gateway: Id = Field(examples=["gw-2"], description="a registered gateway")
+
+
+class QuarantinePublic(BaseModel):
+    id: int = Field(description="increasing: newer items have larger ids")
+    device: str | None = Field(description="its device id, when that id is valid")
+    seq: int | None = Field(description="its seq (`s`), when that is an int")
+    kind: str = Field(description="record or state")
+    reason: str
+    gateway: str = Field(description="the gateway whose batch carried it")
+    batch_seq: int
+    received_ms: int = Field(description="cloud clock when its batch arrived")
+    body: str = Field(description="the item's JSON, cut to 4096 characters")
+
+
+class GapPublic(BaseModel):
+    seq: int = Field(description="the refused batch's place in the gateway's chain")
+    digest: str = Field(description="the refused batch's digest")
+    records: int
+    states: int
+    status: int = Field(description="the HTTP status the batch was refused with")
+    reason: str
+    created_ms: int = Field(description="gateway clock when the gap was sealed")
+    received_ms: int = Field(description="cloud clock when the gap arrived")
+
+
+class GatewayPublic(BaseModel):
+    id: str
+    created_ms: int
+    last_seq: int = Field(description="seq of the last batch (or gap) in its chain")
+    last_batch_ms: int | None = Field(description="cloud clock when it last extended its chain")
+    gaps: int = Field(description="refused batches the gateway replaced by a signed gap")
+    latest_gaps: list[GapPublic] = Field(description="the newest gaps, newest first")
 
 
 class TelemetryRecord(BaseModel):
@@ -115,9 +155,15 @@ class GatewayConfigs(BaseModel):
 
 
 class IngestResult(BaseModel):
-    stored: int
-    duplicates: int
+    stored: int = Field(description="records stored now")
+    duplicates: int = Field(description="records whose (device, seq) was stored before")
+    quarantined: int = Field(description="records and states held in quarantine, not stored")
     seq: int
+
+
+class GapRecorded(BaseModel):
+    seq: int
+    replay: bool = Field(description="true when this gap was recorded before")
 
 
 class Health(BaseModel):

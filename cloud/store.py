@@ -9,7 +9,10 @@ Rules the services rely on:
 - JSON-shaped values (metrics, settings, reported state) go in and come out as dicts.
 - Config revisions become visible in increasing order (the gateways' feed pages by them).
   SQLite gets this from its single writer; a PostgreSQL store must serialise config inserts
-  (one global lock, e.g. pg_advisory_xact_lock) so no lower revision commits later.
+  and re-announcements (one global lock, e.g. pg_advisory_xact_lock) so no lower revision
+  commits later.
+- A device's `gateway` is the gateway it is assigned to: set by the first gateway that
+  delivers data for it, changed only by an operator.
 """
 
 from __future__ import annotations
@@ -41,6 +44,28 @@ class BatchRow:
     records: int
     stored: int
     states: int
+    quarantined: int = 0  # records and states of the batch kept in quarantine
+    gap_status: int | None = None  # a gap (protocol.batch.Gap): the status the batch got
+    gap_reason: str | None = None  # ... and the reason it was refused; None for real batches
+
+    @property
+    def is_gap(self) -> bool:
+        return self.gap_status is not None
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    """One record or state of an accepted batch that could not be stored, and why."""
+
+    gateway: str
+    batch_seq: int
+    kind: str  # "record" | "state"
+    reason: str
+    body: str  # the offending JSON, truncated
+    received_ms: int
+    device: str | None = None  # its device id when that id is valid
+    seq: int | None = None  # its seq (`s`) when that is an int the store can hold
+    id: int = 0  # assigned by the store, increasing
 
 
 @dataclass(frozen=True)
@@ -48,7 +73,7 @@ class DeviceRow:
     id: str
     product: str | None
     created_ms: int
-    gateway: str | None = None  # the gateway that delivered its latest data
+    gateway: str | None = None  # the assigned gateway: the first to deliver, or an operator's
     last_seen_ms: int | None = None  # newest device timestamp received (device clock)
     last_seq: int = 0
     records: int = 0
@@ -89,7 +114,15 @@ class Store(Protocol):
     def set_gateway_token(self, gateway_id: str, token_hash: str) -> None: ...
     def batch_digest(self, gateway_id: str, seq: int) -> str | None: ...
     def append_batch(self, row: BatchRow) -> None:
-        """Store the batch row and move the gateway's chain head to it."""
+        """Store the batch row (or gap) and move the gateway's chain head to it."""
+        ...
+
+    def gaps(self, gateway_id: str, limit: int) -> list[BatchRow]:
+        """The gateway's gaps, newest (highest seq) first."""
+        ...
+
+    def gap_counts(self) -> dict[str, int]:
+        """gateway id -> number of gaps in its chain (gateways without gaps left out)."""
         ...
 
     # devices and telemetry
@@ -109,8 +142,20 @@ class Store(Protocol):
 
     def telemetry(self, device_id: str, after_seq: int, limit: int) -> list[TelemetryRow]: ...
     def counts(self) -> dict[str, int]:
-        """Row counts: gateways, batches, devices, telemetry, configs."""
+        """Row counts: gateways, batches, devices, telemetry, configs, quarantine."""
         ...
+
+    # quarantine
+    def insert_quarantine(self, rows: Sequence[QuarantineRow]) -> None: ...
+    def quarantine(self, device_id: str | None, limit: int) -> list[QuarantineRow]:
+        """Newest first; one device's, or the whole fleet's when device_id is None."""
+        ...
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """device id -> quarantined items (devices without any left out)."""
+        ...
+
+    def quarantine_count(self, device_id: str) -> int: ...
 
     # desired config
     def latest_config(self, device_id: str) -> ConfigRow | None: ...
@@ -122,7 +167,13 @@ class Store(Protocol):
 
     def configs_after(self, revision: int, gateway_id: str) -> list[ConfigRow]:
         """The latest config of each device whose latest revision is > `revision`, for the
-        devices that gateway serves: those last seen through it, and those not seen yet."""
+        devices that gateway serves: those assigned to it, and those not assigned yet."""
+        ...
+
+    def reannounce_config(self, device_id: str) -> int | None:
+        """Give the device's latest config the next global revision (same version, same
+        envelope), so every gateway whose cursor is below it sees it again; returns the new
+        revision, None when the device has no config."""
         ...
 
     def max_config_revision(self) -> int: ...

@@ -5,17 +5,29 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from cloud.deps import DbDep, DeviceOr404, NowDep, require_admin
-from cloud.schemas import DeviceCreate, DevicePublic, TelemetryPage, TelemetryRecord
+from cloud.routers.quarantine import Limit
+from cloud.routers.quarantine import public as quarantine_public
+from cloud.schemas import (
+    DeviceCreate,
+    DeviceGatewayPut,
+    DevicePublic,
+    QuarantinePublic,
+    TelemetryPage,
+    TelemetryRecord,
+)
+from cloud.services import assignment
+from cloud.services import quarantine as quarantine_service
 from cloud.services import telemetry as service
 from cloud.store import DeviceRow
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_admin)])
 
 
-def public(row: DeviceRow) -> DevicePublic:
+def public(row: DeviceRow, quarantined: int) -> DevicePublic:
     return DevicePublic(
-        id=row.id, product=row.product, last_seen_ms=row.last_seen_ms, last_seq=row.last_seq,
-        records=row.records, last_metrics=row.last_metrics, reported=row.reported,
+        id=row.id, product=row.product, gateway=row.gateway, last_seen_ms=row.last_seen_ms,
+        last_seq=row.last_seq, records=row.records, quarantined=quarantined,
+        last_metrics=row.last_metrics, reported=row.reported,
     )
 
 
@@ -27,19 +39,38 @@ def create_device(
     device, created = service.register_device(store, body.id, body.product, now_ms)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return public(device)
+    return public(device, store.quarantine_count(device.id))
 
 
 @router.get("", response_model=list[DevicePublic])
 def list_devices(store: DbDep) -> list[DevicePublic]:
-    """Every device with its last values and latest reported state."""
-    return [public(row) for row in store.list_devices()]
+    """Every device with its gateway, last values, latest reported state and quarantine count."""
+    counts = store.quarantine_counts()
+    return [public(row, counts.get(row.id, 0)) for row in store.list_devices()]
 
 
 @router.get("/{device_id}", response_model=DevicePublic)
-def get_device(device: DeviceOr404) -> DevicePublic:
-    """One device with its last values and latest reported state."""
-    return public(device)
+def get_device(device: DeviceOr404, store: DbDep) -> DevicePublic:
+    """One device with its gateway, last values, latest reported state and quarantine count."""
+    return public(device, store.quarantine_count(device.id))
+
+
+@router.put("/{device_id}/gateway", response_model=DevicePublic)
+def put_gateway(device: DeviceOr404, body: DeviceGatewayPut, store: DbDep) -> DevicePublic:
+    """Move the device to another gateway (a device is otherwise bound to the first gateway
+    that delivered its data). Its records from any other gateway are quarantined from now on,
+    and its latest config goes out through the new gateway's config feed.
+
+    404 unknown device; 422 a gateway that is not registered.
+    """
+    moved = assignment.assign(store, device.id, body.gateway)
+    return public(moved, store.quarantine_count(moved.id))
+
+
+@router.get("/{device_id}/quarantine", response_model=list[QuarantinePublic])
+def get_quarantine(device: DeviceOr404, store: DbDep, limit: Limit = 100) -> list[QuarantinePublic]:
+    """The device's quarantined records and states, newest first, each with its reason."""
+    return [quarantine_public(row) for row in quarantine_service.page(store, device.id, limit)]
 
 
 @router.get("/{device_id}/telemetry", response_model=TelemetryPage)

@@ -1,12 +1,24 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from typing import Annotated
 
-from cloud.deps import DbDep, NowDep, require_admin
-from cloud.schemas import GatewayCreate, GatewayRegistered
+from fastapi import APIRouter, Depends, Query, status
+
+from cloud.deps import DbDep, GatewayOr404, NowDep, require_admin
+from cloud.schemas import GapPublic, GatewayCreate, GatewayPublic, GatewayRegistered
+from cloud.services import gaps as gap_service
 from cloud.services import gateways as service
+from cloud.store import BatchRow
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"], dependencies=[Depends(require_admin)])
+
+
+def gap_public(row: BatchRow) -> GapPublic:
+    return GapPublic(
+        seq=row.seq, digest=row.digest, records=row.records, states=row.states,
+        status=row.gap_status or 0, reason=row.gap_reason or "", created_ms=row.created_ms,
+        received_ms=row.received_ms,
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=GatewayRegistered)
@@ -18,3 +30,26 @@ def register_gateway(body: GatewayCreate, store: DbDep, now_ms: NowDep) -> Gatew
     """
     reg = service.register(store, body.id, body.public_key_bytes(), now_ms)
     return GatewayRegistered(id=reg.gateway.id, token=reg.token)
+
+
+@router.get("", response_model=list[GatewayPublic])
+def list_gateways(store: DbDep) -> list[GatewayPublic]:
+    """Every gateway with its chain head, its number of gaps and the newest gaps' reasons."""
+    return [
+        GatewayPublic(
+            id=s.gateway.id, created_ms=s.gateway.created_ms, last_seq=s.gateway.last_seq,
+            last_batch_ms=s.gateway.last_batch_ms, gaps=s.gaps,
+            latest_gaps=[gap_public(g) for g in s.latest_gaps],
+        )
+        for s in service.statuses(store)
+    ]
+
+
+@router.get("/{gateway_id}/gaps", response_model=list[GapPublic])
+def list_gaps(
+    gateway: GatewayOr404,
+    store: DbDep,
+    limit: Annotated[int, Query(ge=1, le=gap_service.MAX_PAGE)] = 100,
+) -> list[GapPublic]:
+    """The gateway's gaps (refused batches it replaced by a signed gap), newest first."""
+    return [gap_public(g) for g in gap_service.latest(store, gateway.id, limit)]

@@ -4,25 +4,36 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from cloud.deps import BatchBodyDep, BatchGatewayDep, DbDep, NowDep
-from cloud.schemas import IngestResult
+from cloud.deps import BatchBodyDep, BatchGatewayDep, DbDep, GapBodyDep, NowDep
+from cloud.schemas import GapRecorded, IngestResult
+from cloud.services import gaps as gap_service
 from cloud.services import ingest as service
-from protocol.batch import CONTENT_TYPE, HEADER_SIGNATURE, INGEST_PATH
+from protocol.batch import (
+    CONTENT_TYPE,
+    GAP_CONTENT_TYPE,
+    GAP_PATH,
+    HEADER_SIGNATURE,
+    INGEST_PATH,
+)
 
 router = APIRouter(tags=["ingest"])
 
 
-# The body is read raw (never parsed into models); this only documents it in OpenAPI.
-_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "zlib(canonical batch JSON), see protocol.batch",
-        "content": {CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+# The bodies are read raw (never parsed into models); these only document them in OpenAPI.
+def _raw(content_type: str, description: str) -> dict[str, object]:
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {content_type: {"schema": {"type": "string", "format": "binary"}}},
+        }
     }
-}
 
 
-@router.post(INGEST_PATH, response_model=IngestResult, openapi_extra=_BODY)
+@router.post(
+    INGEST_PATH, response_model=IngestResult,
+    openapi_extra=_raw(CONTENT_TYPE, "zlib(canonical batch JSON), see protocol.batch"),
+)
 def ingest(
     gateway: BatchGatewayDep,
     body: BatchBodyDep,
@@ -32,8 +43,35 @@ def ingest(
 ) -> IngestResult:
     """Store one signed batch (protocol.batch: zlib body, signature header, hash chain).
 
-    200 when stored and when a batch already stored is sent again (nothing stored twice);
-    400 bad signature or malformed; 409 out of chain; nothing is stored unless 200.
+    200 when the batch is accepted, with counts: each record and state is checked on its own,
+    and one that is invalid, or whose device is assigned to another gateway, is quarantined
+    (not stored) while the rest is stored; also 200 when a batch already stored is sent again
+    (nothing stored twice). 400 bad signature or a malformed batch (its own fields or shape);
+    409 out of chain; nothing is stored unless 200.
     """
     result = service.ingest(store, gateway, body, signature, now_ms)
-    return IngestResult(stored=result.stored, duplicates=result.duplicates, seq=result.seq)
+    return IngestResult(
+        stored=result.stored, duplicates=result.duplicates, quarantined=result.quarantined,
+        seq=result.seq,
+    )
+
+
+@router.post(
+    GAP_PATH, response_model=GapRecorded,
+    openapi_extra=_raw(GAP_CONTENT_TYPE, "canonical gap JSON, see protocol.batch.Gap"),
+)
+def gap(
+    gateway: BatchGatewayDep,
+    body: GapBodyDep,
+    store: DbDep,
+    now_ms: NowDep,
+    signature: Annotated[str | None, Header(alias=HEADER_SIGNATURE)] = None,
+) -> GapRecorded:
+    """Record a signed gap: the batch at this place of the chain was refused and dead-lettered.
+
+    The gap takes the refused batch's place (seq = head + 1, prev = head digest) and moves the
+    head to the refused batch's digest, so the next batch chains normally. 200 when recorded,
+    and when the same gap is sent again; 400 bad signature or malformed; 409 out of chain.
+    """
+    result = gap_service.record_gap(store, gateway, body, signature, now_ms)
+    return GapRecorded(seq=result.seq, replay=result.replay)

@@ -80,13 +80,20 @@ def check_settings(settings: Any) -> dict[str, Any]:
 def put_desired(
     store: Store, signer: ConfigSigner, device_id: str, settings: Any, now_ms: int
 ) -> ConfigRow:
-    """Validate, version, sign and store; returns the stored config."""
+    """Validate, version, sign and store; returns the stored config.
+
+    InvalidSettings (422) also when the envelope would exceed the one downlink limit
+    (protocol.bounds.MAX_DOWNLINK_BYTES): the cloud never signs what a device cannot take.
+    """
     settings = check_settings(settings)
     with store.transaction():
         latest = store.latest_config(device_id)
         version = 1 if latest is None else latest.version + 1
         body = {"device": device_id, "version": version, "issued": now_ms, "settings": settings}
-        envelope = config_codec.seal(body, signer.sign).decode()
+        try:
+            envelope = config_codec.seal(body, signer.sign).decode()
+        except ValueError as exc:  # "too large (N > M)", or a body protocol.config refuses
+            raise InvalidSettings(f"config refused: {exc}") from exc
         revision = store.insert_config(device_id, version, now_ms, settings, envelope)
     return ConfigRow(
         device=device_id, version=version, revision=revision, issued_ms=now_ms,
@@ -112,8 +119,10 @@ def reported(device: DeviceRow) -> Reported | None:
 
 def feed(store: Store, after: int, gateway_id: str) -> tuple[int, list[ConfigRow]]:
     """(newest revision, latest config of each device changed after `after`), limited to the
-    devices `gateway_id` serves (last seen through it, or not seen anywhere yet): a site's
-    gateway does not learn other sites' device settings.
+    devices `gateway_id` serves (assigned to it, or not assigned yet): a site's gateway does
+    not learn other sites' device settings. A device moved to another gateway has its latest
+    config announced again at a new revision (cloud.services.assignment), so it shows up here
+    for its new gateway.
 
     The revision returned is the store's newest (0 when empty), even if `after` is larger:
     a gateway that stored a revision from a since-reset cloud then starts over.

@@ -13,11 +13,21 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from cloud.errors import Conflict
-from cloud.store import GatewayRow, Store
+from cloud.errors import Conflict, NotFound
+from cloud.store import BatchRow, GatewayRow, Store
 from protocol.batch import GENESIS
 
 TOKEN_BYTES = 32
+LATEST_GAPS = 5
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    """A gateway's chain as an operator sees it: its head and the gaps in it."""
+
+    gateway: GatewayRow
+    gaps: int
+    latest_gaps: list[BatchRow]
 
 
 @dataclass(frozen=True)
@@ -54,3 +64,19 @@ def authenticate(store: Store, token: str) -> GatewayRow | None:
     if not token:
         return None
     return store.gateway_by_token_hash(hash_token(token))
+
+
+def get_gateway(store: Store, gateway_id: str) -> GatewayRow:
+    gateway = store.get_gateway(gateway_id)
+    if gateway is None:
+        raise NotFound(f"gateway {gateway_id} not found")
+    return gateway
+
+
+def statuses(store: Store, latest: int = LATEST_GAPS) -> list[GatewayStatus]:
+    """Every gateway with its gap count and its newest `latest` gaps."""
+    counts = store.gap_counts()
+    return [
+        GatewayStatus(g, counts.get(g.id, 0), store.gaps(g.id, latest) if g.id in counts else [])
+        for g in store.list_gateways()
+    ]

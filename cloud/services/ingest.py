@@ -1,13 +1,18 @@
 """Ingest of one signed gateway batch: verify, check the chain, store in one transaction.
 
 Outcomes (the router maps the errors to HTTP statuses):
-- the next batch of the chain (seq == last + 1, prev == last digest): stored; every record
-  whose (device, seq) is new becomes a telemetry row, the others count as duplicates;
+- the next batch of the chain (seq == last + 1, prev == last digest): accepted. Each record and
+  state is then judged on its own: a valid one whose device is assigned to this gateway (or to
+  none yet: it is then assigned to this one) is stored, a record whose (device, seq) exists
+  counts as a duplicate; any other one is quarantined with its reason (cloud.services.
+  quarantine). One bad record never refuses the batch, so it never blocks the records of
+  other devices behind the same gateway;
 - a batch already stored (seq <= last, same digest): a replay, answered like a success with
   nothing stored, so a gateway that lost our answer can safely send again;
 - anything else (gap, wrong prev, a different batch under an old seq): Conflict;
-- bad signature, malformed or oversized content: InvalidRequest.
-Nothing is written unless the whole batch is accepted.
+- bad signature, malformed batch, batch fields out of range: InvalidRequest (batch-level
+  problems only; the gateway dead-letters such a batch and sends a signed gap, see gaps.py).
+Nothing is written unless the batch is accepted.
 """
 
 from __future__ import annotations
@@ -19,11 +24,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.errors import Conflict, InvalidRequest
-from cloud.store import BatchRow, DeviceRow, GatewayRow, Store, TelemetryRow
+from cloud.services import quarantine as quarantine_service
+from cloud.services.quarantine import Sorted
+from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store, TelemetryRow
 from protocol.batch import Batch, BatchError, open_sealed
-
-# Integers the store keeps in 64-bit columns; larger values are refused, never truncated.
-MAX_INT = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class IngestResult:
     duplicates: int
     seq: int
     replay: bool = False
+    quarantined: int = 0
 
 
 def ingest(
@@ -39,31 +44,43 @@ def ingest(
 ) -> IngestResult:
     batch, digest = verify(gateway, body, signature)
     with store.transaction():
-        head = store.get_gateway(gateway.id)
-        if head is None:  # deleted between authentication and now
-            raise Conflict(f"gateway {gateway.id} is not registered")
-        if batch.seq <= head.last_seq:
-            if store.batch_digest(gateway.id, batch.seq) == digest:
-                return IngestResult(0, len(batch.records), batch.seq, replay=True)
-            raise Conflict(
-                f"batch {batch.seq} differs from the batch {batch.seq} already stored"
-                f" (the chain is at {head.last_seq})"
-            )
-        if batch.seq != head.last_seq + 1:
-            raise Conflict(f"gap in the chain: expected batch {head.last_seq + 1}, got {batch.seq}")
-        if batch.prev != head.last_digest:
-            raise Conflict(
-                f"batch {batch.seq} does not chain: prev is not the digest of batch {head.last_seq}"
-            )
-        stored = _store_contents(store, gateway.id, batch, now_ms)
+        head = check_chain(store, gateway.id, batch.seq, batch.prev, digest)
+        if head is None:
+            return IngestResult(0, len(batch.records), batch.seq, replay=True)
+        items = quarantine_service.sort(batch, gateway.id, now_ms)
+        stored, held = _store_contents(store, gateway.id, batch.seq, items, now_ms)
         store.append_batch(
             BatchRow(
                 gateway=gateway.id, seq=batch.seq, digest=digest, prev=batch.prev,
                 created_ms=batch.created_ms, received_ms=now_ms, records=len(batch.records),
-                stored=stored, states=len(batch.states),
+                stored=stored, states=len(batch.states), quarantined=len(held),
             )
         )
-    return IngestResult(stored, len(batch.records) - stored, batch.seq)
+    held_records = sum(1 for row in held if row.kind == quarantine_service.RECORD)
+    duplicates = len(batch.records) - stored - held_records
+    return IngestResult(stored, duplicates, batch.seq, quarantined=len(held))
+
+
+def check_chain(
+    store: Store, gateway_id: str, seq: int, prev: str, digest: str
+) -> GatewayRow | None:
+    """The gateway's head when (seq, prev) is the next link; None for a replay of a stored
+    link (same seq, same digest); Conflict otherwise. Call inside a transaction."""
+    head = store.get_gateway(gateway_id)
+    if head is None:  # deleted between authentication and now
+        raise Conflict(f"gateway {gateway_id} is not registered")
+    if seq <= head.last_seq:
+        if store.batch_digest(gateway_id, seq) == digest:
+            return None
+        raise Conflict(
+            f"batch {seq} differs from the batch {seq} already stored"
+            f" (the chain is at {head.last_seq})"
+        )
+    if seq != head.last_seq + 1:
+        raise Conflict(f"gap in the chain: expected batch {head.last_seq + 1}, got {seq}")
+    if prev != head.last_digest:
+        raise Conflict(f"batch {seq} does not chain: prev is not the digest of batch {head.last_seq}")
+    return head
 
 
 def verify(gateway: GatewayRow, body: bytes, signature: str | None) -> tuple[Batch, str]:
@@ -75,48 +92,39 @@ def verify(gateway: GatewayRow, body: bytes, signature: str | None) -> tuple[Bat
         batch, digest = open_sealed(body, signature, key)
     except (BatchError, ValueError) as exc:
         raise InvalidRequest(f"batch refused: {exc}") from exc
+    except RecursionError as exc:  # json nested deeper than the parser goes
+        raise InvalidRequest("batch refused: nested too deeply") from exc
     if batch.gateway != gateway.id:
         raise InvalidRequest(f"batch is from gateway {batch.gateway}, not {gateway.id}")
-    _check_ranges(batch)
     return batch, digest
 
 
-def _check_ranges(batch: Batch) -> None:
-    if batch.seq > MAX_INT or batch.created_ms > MAX_INT:
-        raise InvalidRequest("batch refused: seq or created out of range")
-    for rec in batch.records:
-        if rec["s"] > MAX_INT or rec["t"] > MAX_INT:
-            raise InvalidRequest("batch refused: record seq or t out of range")
-    for st in batch.states:
-        if st.get("t", 0) > MAX_INT:
-            raise InvalidRequest("batch refused: state t out of range")
-
-
-def _store_contents(store: Store, gateway_id: str, batch: Batch, now_ms: int) -> int:
-    records: dict[str, list[dict[str, Any]]] = {}
-    for rec in batch.records:
-        records.setdefault(rec["d"], []).append(rec)
-    states: dict[str, list[dict[str, Any]]] = {}
-    for st in batch.states:
-        states.setdefault(st["d"], []).append(st)
+def _store_contents(
+    store: Store, gateway_id: str, batch_seq: int, items: Sorted, now_ms: int
+) -> tuple[int, list[QuarantineRow]]:
+    """Store the valid items of devices this gateway serves; quarantine the rest.
+    Returns (records stored, the quarantined items)."""
+    held = list(items.held)
     stored = 0
-    for device_id in sorted(set(records) | set(states)):
+    for device_id in sorted(set(items.records) | set(items.states)):
+        recs = items.records.get(device_id, [])
+        states = items.states.get(device_id, [])
         device = store.get_device(device_id)
+        if device is not None and device.gateway not in (None, gateway_id):
+            reason = f"device {device_id} is assigned to gateway {device.gateway}"
+            held += quarantine_service.hold_all(recs, states, reason, gateway_id, batch_seq, now_ms)
+            continue
         if device is None:
-            device = DeviceRow(id=device_id, product=None, created_ms=now_ms)
+            device = DeviceRow(id=device_id, product=None, created_ms=now_ms, gateway=gateway_id)
             store.insert_device(device)
-        recs = records.get(device_id, [])
         inserted = store.insert_telemetry(
-            [
-                TelemetryRow(device_id, r["s"], r["t"], r["m"], gateway_id, batch.seq)
-                for r in recs
-            ]
+            [TelemetryRow(device_id, r["s"], r["t"], r["m"], gateway_id, batch_seq) for r in recs]
         )
         stored += inserted
-        device = _with_records(device, recs, inserted)
-        device = _with_states(device, states.get(device_id, []))
+        device = _with_states(_with_records(device, recs, inserted), states)
         store.save_device(replace(device, gateway=gateway_id))
-    return stored
+    store.insert_quarantine(held)
+    return stored, held
 
 
 def _with_records(device: DeviceRow, recs: list[dict[str, Any]], inserted: int) -> DeviceRow:

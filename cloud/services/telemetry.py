@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from cloud.errors import NotFound
-from cloud.store import DeviceRow, GatewayRow, Store, TelemetryRow
+from cloud.services.gateways import GatewayStatus, statuses
+from cloud.store import DeviceRow, Store, TelemetryRow
 
 MAX_PAGE = 10000
 
@@ -15,9 +16,10 @@ class Overview:
     """Everything the dashboard shows, read at one moment."""
 
     devices: list[DeviceRow]
-    gateways: list[GatewayRow]
+    gateways: list[GatewayStatus]
     desired_versions: dict[str, int]
     counts: dict[str, int]
+    quarantined: dict[str, int]  # device id -> items in quarantine
 
 
 def register_device(
@@ -55,7 +57,8 @@ def page(store: Store, device_id: str, after_seq: int, limit: int) -> list[Telem
 def overview(store: Store) -> Overview:
     return Overview(
         devices=store.list_devices(),
-        gateways=store.list_gateways(),
+        gateways=statuses(store),
         desired_versions=store.desired_versions(),
         counts=store.counts(),
+        quarantined=store.quarantine_counts(),
     )

@@ -9,8 +9,8 @@ def test_create_device_then_update_product(client: TestClient) -> None:
     r = client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike"}, headers=ADMIN)
     assert r.status_code == 201
     assert r.json() == {
-        "id": "bike-1", "product": "bike", "last_seen_ms": None, "last_seq": 0, "records": 0,
-        "last_metrics": {}, "reported": None,
+        "id": "bike-1", "product": "bike", "gateway": None, "last_seen_ms": None, "last_seq": 0,
+        "records": 0, "quarantined": 0, "last_metrics": {}, "reported": None,
     }
     r = client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike2"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["product"] == "bike2"
@@ -35,9 +35,11 @@ def test_list_devices_with_last_values(client: TestClient, gateway: GatewaySim) 
     assert device == {
         "id": "bike-1",
         "product": "bike",
+        "gateway": "gw-1",
         "last_seen_ms": 4000,
         "last_seq": 4,
         "records": 4,
+        "quarantined": 0,
         "last_metrics": {"power": 150, "cadence": 80, "hr": 90},
         "reported": {"v": 1, "d": "bike-1", "t": 3500, "fw": "0.1.0", "config_status": "none"},
     }

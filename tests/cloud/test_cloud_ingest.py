@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from protocol.batch import GENESIS, MAX_COMPRESSED_BYTES, SealedBatch
 
-EMPTY = {"gateways": 1, "batches": 0, "devices": 0, "telemetry": 0, "configs": 0}
+EMPTY = {"gateways": 1, "batches": 0, "devices": 0, "telemetry": 0, "configs": 0, "quarantine": 0}
 
 
 def telemetry_rows(app: FastAPI, device: str) -> list[tuple[int, str, int]]:
@@ -24,9 +24,9 @@ def test_stores_batch_and_rows_keep_gateway_and_batch_seq(
 ) -> None:
     r = gateway.push([rec("bike-1", 1), rec("bike-1", 2), rec("mirror-1", 1)])
     assert r.status_code == 200, r.text
-    assert r.json() == {"stored": 3, "duplicates": 0, "seq": 1}
+    assert r.json() == {"stored": 3, "duplicates": 0, "quarantined": 0, "seq": 1}
     r = gateway.push([rec("bike-1", 3)])
-    assert r.json() == {"stored": 1, "duplicates": 0, "seq": 2}
+    assert r.json() == {"stored": 1, "duplicates": 0, "quarantined": 0, "seq": 2}
     assert telemetry_rows(app, "bike-1") == [(1, "gw-1", 1), (2, "gw-1", 1), (3, "gw-1", 2)]
     assert counts(app) == {**EMPTY, "batches": 2, "devices": 2, "telemetry": 4}
 
@@ -36,7 +36,7 @@ def test_each_device_seq_stored_once_across_overlapping_batches(
 ) -> None:
     assert gateway.push([rec("bike-1", s) for s in range(1, 6)]).json()["stored"] == 5
     r = gateway.push([rec("bike-1", s) for s in range(3, 9)] + [rec("bike-1", 8)])
-    assert r.json() == {"stored": 3, "duplicates": 4, "seq": 2}
+    assert r.json() == {"stored": 3, "duplicates": 4, "quarantined": 0, "seq": 2}
     assert [row[0] for row in telemetry_rows(app, "bike-1")] == list(range(1, 9))
     device = client.get("/api/v1/devices", headers=ADMIN).json()[0]
     assert (device["records"], device["last_seq"]) == (8, 8)
@@ -52,7 +52,7 @@ def test_resent_batch_is_idempotent(app: FastAPI, gateway: GatewaySim) -> None:
         assert r.json()["stored"] == 0
         assert r.json()["duplicates"] == len(json.loads(zlib.decompress(sealed.body))["records"])
     assert counts(app) == before
-    assert gateway.push([rec("bike-1", 4)]).json() == {"stored": 1, "duplicates": 0, "seq": 3}
+    assert gateway.push([rec("bike-1", 4)]).json() == {"stored": 1, "duplicates": 0, "quarantined": 0, "seq": 3}
 
 
 def refused(
@@ -118,10 +118,39 @@ def test_broken_chain_gap_and_rewritten_history_are_conflicts(app: FastAPI, gate
     assert gateway.push([rec("bike-1", 3)]).json()["seq"] == 3
 
 
-def test_out_of_range_integers_are_refused(app: FastAPI, gateway: GatewaySim) -> None:
-    refused(app, gateway, gateway.seal([rec("bike-1", 2**63)]), 400, "out of range")
-    refused(app, gateway, gateway.seal([rec("bike-1", 1, t=2**64)]), 400, "out of range")
-    refused(app, gateway, gateway.seal([], seq=2**70, prev=GENESIS), 400, "out of range")
+def test_out_of_range_record_is_quarantined_and_blocks_nobody(
+    app: FastAPI, client: TestClient, gateway: GatewaySim
+) -> None:
+    # The fault: one device's record with "t":9223372036854775808 made the cloud refuse its
+    # gateway's whole batch on every retry, stopping every device behind that gateway.
+    bad = {**rec("bike-1", 2), "t": 9223372036854775808}
+    huge_seq = {**rec("bike-1", 3), "s": 2**63}
+    batch = [rec("bike-1", 1), bad, huge_seq, rec("bike-1", 4), rec("mirror-1", 1)]
+    r = gateway.push_raw(batch)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"stored": 3, "duplicates": 0, "quarantined": 2, "seq": 1}
+    assert [row[0] for row in telemetry_rows(app, "bike-1")] == [1, 4]
+    assert [row[0] for row in telemetry_rows(app, "mirror-1")] == [1]
+    held = client.get("/api/v1/devices/bike-1/quarantine", headers=ADMIN).json()
+    assert [(q["seq"], q["kind"], q["gateway"], q["batch_seq"]) for q in held] == [
+        (None, "record", "gw-1", 1),  # 2**63 fits no BIGINT: kept in the body only
+        (2, "record", "gw-1", 1),
+    ]
+    assert held[0]["reason"] == "seq must be an int in 1..2**53-1"
+    assert held[1]["reason"] == "t must be an int in 0..2**53-1"
+    assert '"t":9223372036854775808' in held[1]["body"]
+    assert client.get("/api/v1/devices/bike-1", headers=ADMIN).json()["quarantined"] == 2
+    # the same batch again is a replay; the chain goes on, other devices keep flowing
+    assert gateway.post(gateway.sent[0]).status_code == 200
+    assert gateway.push([rec("mirror-1", 2), rec("bike-1", 5)]).json()["stored"] == 2
+    assert counts(app)["quarantine"] == 2
+
+
+def test_out_of_range_batch_fields_are_still_refused(app: FastAPI, gateway: GatewaySim) -> None:
+    # a batch's own fields are batch-level: 400, nothing stored
+    for fields, reason in (({"seq": 2**70}, "batch seq"), ({"seq": 2**53}, "batch seq"),
+                           ({"created": 2**63}, "created"), ({"v": 2}, "version")):
+        refused(app, gateway, gateway.seal_raw(gateway.batch_obj(**fields)), 400, reason)
 
 
 def test_oversized_body_is_refused(app: FastAPI, client: TestClient, gateway: GatewaySim) -> None:
@@ -140,7 +169,7 @@ def test_states_become_reported_state_and_auto_create_devices(
     s2 = state("mirror-1", t=20, profile="mirror", fw="0.1.0", impl="micropython",
                config_version=2, config_status="rejected", reason="interval_ms out of range")
     r = gateway.push([], [s2, s1])  # order in the batch does not matter; device time does
-    assert r.json() == {"stored": 0, "duplicates": 0, "seq": 1}
+    assert r.json() == {"stored": 0, "duplicates": 0, "quarantined": 0, "seq": 1}
     (device,) = client.get("/api/v1/devices", headers=ADMIN).json()
     assert device["id"] == "mirror-1" and device["product"] == "mirror"
     assert device["reported"] == s2
