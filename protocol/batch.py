@@ -131,24 +131,13 @@ def open_sealed(body: bytes, signature_b64: str, key: Ed25519PublicKey) -> tuple
     if len(body) > MAX_COMPRESSED_BYTES:
         raise BatchError("batch too large")
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
-    except (ValueError, TypeError) as exc:
-        raise BatchError("signature is not base64") from exc
-    try:
         inflater = zlib.decompressobj()
         canon = inflater.decompress(body, MAX_CANONICAL_BYTES)
         if inflater.unconsumed_tail:
             raise BatchError("batch too large when decompressed")
     except zlib.error as exc:
         raise BatchError("body is not zlib data") from exc
-    try:
-        key.verify(signature, canon)
-    except InvalidSignature as exc:
-        raise BatchError("bad signature") from exc
-    try:
-        obj = json.loads(canon)
-    except ValueError as exc:
-        raise BatchError("batch is not JSON") from exc
+    obj = _verified_json(canon, signature_b64, key, "batch")
     _check(obj)
     batch = Batch(
         gateway=obj["gateway"],
@@ -159,6 +148,22 @@ def open_sealed(body: bytes, signature_b64: str, key: Ed25519PublicKey) -> tuple
         states=tuple(obj["states"]),
     )
     return batch, digest(canon)
+
+
+def _verified_json(signed: bytes, signature_b64: str, key: Ed25519PublicKey, what: str) -> Any:
+    """The JSON value of `signed` once its signature verifies; BatchError otherwise."""
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise BatchError("signature is not base64") from exc
+    try:
+        key.verify(signature, signed)
+    except InvalidSignature as exc:
+        raise BatchError("bad signature") from exc
+    try:
+        return json.loads(signed)
+    except ValueError as exc:
+        raise BatchError(f"{what} is not JSON") from exc
 
 
 def _is_hex64(value: object) -> bool:
@@ -252,18 +257,7 @@ def open_gap(body: bytes, signature_b64: str, key: Ed25519PublicKey) -> Gap:
     """Verify and parse a gap; BatchError says what is wrong."""
     if len(body) > MAX_GAP_BYTES:
         raise BatchError("gap too large")
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
-    except (ValueError, TypeError) as exc:
-        raise BatchError("signature is not base64") from exc
-    try:
-        key.verify(signature, body)
-    except InvalidSignature as exc:
-        raise BatchError("bad signature") from exc
-    try:
-        obj = json.loads(body)
-    except ValueError as exc:
-        raise BatchError("gap is not JSON") from exc
+    obj = _verified_json(body, signature_b64, key, "gap")
     _check_gap(obj)
     return Gap(gateway=obj["gateway"], seq=obj["seq"], prev=obj["prev"], digest=obj["digest"],
                records=obj["records"], states=obj["states"], status=obj["status"],
