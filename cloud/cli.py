@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from cloud.errors import CloudError
-from cloud.settings import ENV_DEV, ENV_HOME, Settings
+from cloud.settings import ENV_DEV, Settings
+from protocol.home import ENV_HOME
 
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud.errors import SettingsError
+from protocol.home import resolve_home
 
-ENV_HOME = "FLEETLOOP_HOME"
 ENV_DB = "FLEETLOOP_CLOUD_DB"
 ENV_ADMIN_TOKEN = "FLEETLOOP_ADMIN_TOKEN"
 ENV_DEV = "FLEETLOOP_DEV"
 ENV_CONFIG_KEY = "FLEETLOOP_CONFIG_KEY"
 
-DEFAULT_HOME = ".fleetloop"
 DEFAULT_ADMIN_TOKEN = "dev-admin-token"
 MIN_ADMIN_TOKEN_LEN = 16
 DASHBOARD_REFRESH_S = 5
@@ -54,8 +53,7 @@ class Settings:
     ) -> Settings:
         """Build settings from arguments, then `env` (default os.environ), then defaults."""
         env = os.environ if env is None else env
-        home_path = Path(home if home is not None else env.get(ENV_HOME) or DEFAULT_HOME)
-        home_path = home_path.expanduser()
+        home_path = resolve_home(home, env)
         if dev is None:
             dev = env.get(ENV_DEV, "").strip().lower() in _TRUE
         db = db_path if db_path is not None else env.get(ENV_DB)

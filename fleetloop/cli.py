@@ -10,6 +10,8 @@ from fwtool.cli import app as fw_app
 
 from cloud.cli import app as cloud_app
 from gateway.cli import app as gateway_app
+from protocol.home import DEFAULT_HOME as HOME_DIR
+from protocol.home import ENV_HOME
 
 app = typer.Typer(
     help="fleetloop: keep connected products useful after they are sold.\n\n"
@@ -28,8 +30,8 @@ app.add_typer(fw_app, name="fw")
 app.add_typer(device_app, name="device")
 
 
-HomeOpt = Annotated[Path, typer.Option("--home", envvar="FLEETLOOP_HOME", help="State directory.")]
-DEFAULT_HOME = Path(".fleetloop")
+HomeOpt = Annotated[Path, typer.Option("--home", envvar=ENV_HOME, help="State directory.")]
+DEFAULT_HOME = Path(HOME_DIR)
 
 
 def _split_broker(value: str) -> tuple[str, int]:

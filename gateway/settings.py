@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import SettingsError
+from protocol.home import DEFAULT_HOME, ENV_HOME
 from protocol.topics import valid_device_id
-
-DEFAULT_HOME = ".fleetloop"
 
 
 def _setting(default: Any, env: str, convert: Callable[[str], Any], help: str) -> Any:
@@ -29,7 +28,7 @@ def _path(text: str) -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    home: Path = _setting(Path(DEFAULT_HOME), "FLEETLOOP_HOME", _path, "fleetloop home directory")
+    home: Path = _setting(Path(DEFAULT_HOME), ENV_HOME, _path, "fleetloop home directory")
     gateway_id: str = _setting("gw-1", "FLEETLOOP_GATEWAY_ID", str, "gateway id (= its cert CN)")
     mqtt_host: str = _setting("127.0.0.1", "FLEETLOOP_MQTT_HOST", str,
                               "address the broker listens on and the gateway connects to")

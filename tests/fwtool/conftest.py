@@ -22,6 +22,8 @@ if _spec is None or _spec.origin is None:  # not installed, or shadowed by this 
 
 from fwtool.keys import generate  # noqa: E402
 
+from fleetloop.procs import free_port  # noqa: E402
+
 GATEWAYS = ("gw-1",)
 DEVICES = ("bike-1", "mirror-1")
 
@@ -36,10 +38,6 @@ def keyed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def have_mosquitto() -> bool:

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleetloop.procs import free_port
 from gateway.batch import Batcher
 from gateway.keys import GatewayKeys
 from gateway.seqs import SeqTracker
@@ -41,10 +41,6 @@ GATEWAY = "gw-1"
 DEVICES = ("bike-1", "bike-2", "mirror-1", "engine-1")
 TOKEN = "test-gateway-token"
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
              interval: float = 0.02) -> Any:
