@@ -98,7 +98,7 @@ class Batcher:
             self._store.add_to_spool(SpooledBatch(
                 seq=sealed.seq, digest=sealed.digest, body=sealed.body,
                 signature=sealed.signature, records=len(rows), states=len(state_rows),
-                created_ms=batch.created_ms))
+                created_ms=batch.created_ms, prev=head.digest))
             if rows:
                 self._store.delete_inbox_through(rows[-1][0])
             if state_rows:

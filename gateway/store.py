@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS spool (
     records INTEGER NOT NULL,
     states INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'batch'
+    kind TEXT NOT NULL DEFAULT 'batch',
+    prev TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY,
@@ -103,6 +104,7 @@ CREATE TABLE IF NOT EXISTS cursors (
 _MIGRATE_FROM_1 = """
 ALTER TABLE devices ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE spool ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch';
+ALTER TABLE spool ADD COLUMN prev TEXT NOT NULL DEFAULT '';
 """
 
 
@@ -142,6 +144,7 @@ class SpooledBatch:
     states: int
     created_ms: int
     kind: str = KIND_BATCH
+    prev: str = ""  # digest of the batch before it ("" in rows spooled by schema version 1)
 
 
 @dataclass(frozen=True)
@@ -363,16 +366,16 @@ class Store:
 
     def add_to_spool(self, batch: SpooledBatch) -> None:
         self._db().execute(
-            "INSERT INTO spool (seq, digest, body, signature, records, states, created_ms, kind)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO spool (seq, digest, body, signature, records, states, created_ms, kind,"
+            " prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (batch.seq, batch.digest, batch.body, batch.signature, batch.records, batch.states,
-             batch.created_ms, batch.kind))
+             batch.created_ms, batch.kind, batch.prev))
 
     # -- spool (uplink) ----------------------------------------------------------------------
     def oldest_batch(self) -> SpooledBatch | None:
         row = self._db().execute(
-            "SELECT seq, digest, body, signature, records, states, created_ms, kind FROM spool"
-            " ORDER BY seq LIMIT 1").fetchone()
+            "SELECT seq, digest, body, signature, records, states, created_ms, kind, prev"
+            " FROM spool ORDER BY seq LIMIT 1").fetchone()
         return SpooledBatch(*row) if row else None
 
     def dead_letter(self, batch: SpooledBatch, status: int, reason: str, gap: SpooledBatch,

@@ -68,6 +68,11 @@ def read_token(path: Path) -> str | None:
     return token or None
 
 
+def _prev_of(body: bytes) -> str:
+    """The `prev` inside a sealed body (spool rows of schema version 1 do not carry it)."""
+    return str(json.loads(zlib.decompress(body))["prev"])
+
+
 class Uplink:
     def __init__(self, store: Store, gateway_id: str, cloud_url: str, token_path: Path,
                  backoff: Backoff, key: Ed25519PrivateKey, timeout_s: float = 10.0,
@@ -175,14 +180,15 @@ class Uplink:
     def _dead_letter(self, batch: SpooledBatch, status: int, reason: str) -> None:
         """Keep the refused batch aside and put a signed gap in its place of the chain."""
         now = self._clock_ms()
-        prev = json.loads(zlib.decompress(batch.body))["prev"]  # our own sealed bytes
+        prev = batch.prev or _prev_of(batch.body)
         gap = Gap(gateway=self._gateway_id, seq=batch.seq, prev=prev, digest=batch.digest,
                   records=batch.records, states=batch.states, status=status, reason=reason,
                   created_ms=now)
         body, signature = seal_gap(gap, self._key)
         self._store.dead_letter(batch, status, reason, SpooledBatch(
             seq=batch.seq, digest=batch.digest, body=body, signature=signature,
-            records=batch.records, states=batch.states, created_ms=now, kind=KIND_GAP), now)
+            records=batch.records, states=batch.states, created_ms=now, kind=KIND_GAP,
+            prev=prev), now)
         with self._lock:
             self._dead_letters += 1
             self._last_error = (f"batch {batch.seq} ({batch.records} records) refused with "

@@ -5,6 +5,7 @@ and configs set through the cloud API reach the device."""
 from __future__ import annotations
 
 import base64
+import json
 import random
 import threading
 import time
@@ -143,3 +144,25 @@ def test_register_keeps_a_token_only_its_owner_reads_and_refusals_are_clear(home
         cloud.stop()
     with pytest.raises(EnrollError, match="cannot reach the cloud"):
         enroll.register(settings, ADMIN, timeout_s=2)
+
+
+def test_a_batch_the_cloud_refuses_becomes_a_dead_letter_and_a_recorded_gap(
+        home: Path, real_cloud: RealCloud) -> None:
+    """A batch the real cloud refuses for itself (here its body was damaged on disk) must not
+    hold every later batch: it is kept aside, the cloud records a signed gap in the chain, and
+    the batches behind it are stored."""
+    store = spool_records(home, "bike-2", 30)
+    with store.transaction() as db:
+        db.execute("UPDATE spool SET body = ? WHERE seq = 2", (b"not zlib at all",))
+    uplink = Uplink(store, GATEWAY, real_cloud.url, home / "gateways" / GATEWAY / "token",
+                    Backoff(0.01, 0.02, random.Random(1)),
+                    GatewayKeys.under(home, GATEWAY).load_batch_key())
+    with httpx.Client() as http:
+        outcomes = [uplink.send_one(http) for _ in range(5)]
+    assert outcomes == [Outcome.SENT] * 4 + [Outcome.EMPTY], uplink.status()
+    assert real_cloud.seqs("bike-2") == list(range(1, 11)) + list(range(21, 31))
+    [dead] = store.dead_letters()
+    assert (dead.seq, dead.status, dead.records) == (2, 400, 10) and "zlib" in dead.reason
+    with real_cloud.admin() as c:
+        gateways = c.get("/api/v1/gateways").json()
+    assert "zlib" in json.dumps(gateways), gateways  # the gap and its reason are visible
