@@ -6,7 +6,8 @@ Outcomes (the router maps the errors to HTTP statuses):
   none yet: it is then assigned to this one) is stored, a record whose (device, seq) exists
   counts as a duplicate; any other one is quarantined with its reason (cloud.services.
   quarantine). One bad record never refuses the batch, so it never blocks the records of
-  other devices behind the same gateway;
+  other devices behind the same gateway. A device first seen in this batch is created and
+  assigned to this gateway even when all its items were quarantined;
 - a batch already stored (seq <= last, same digest): a replay, answered like a success with
   nothing stored, so a gateway that lost our answer can safely send again;
 - anything else (gap, wrong prev, a different batch under an old seq): Conflict;
@@ -123,8 +124,20 @@ def _store_contents(
         stored += inserted
         device = _with_states(_with_records(device, recs, inserted), states)
         store.save_device(replace(device, gateway=gateway_id))
+    _create_devices(store, {row.device for row in held if row.device}, gateway_id, now_ms)
     store.insert_quarantine(held)
     return stored, held
+
+
+def _create_devices(store: Store, device_ids: set[str], gateway_id: str, now_ms: int) -> None:
+    """A device whose items were all quarantined still exists from now on (assigned to this
+    gateway, which delivered for it first), so its quarantine shows on its page and the
+    dashboard."""
+    for device_id in sorted(device_ids):
+        if store.get_device(device_id) is None:
+            store.insert_device(
+                DeviceRow(id=device_id, product=None, created_ms=now_ms, gateway=gateway_id)
+            )
 
 
 def _with_records(device: DeviceRow, recs: list[dict[str, Any]], inserted: int) -> DeviceRow:

@@ -42,7 +42,7 @@ def body_text(item: object) -> str:
     try:
         text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):
-        text = repr(item)
+        text = "<not printable as JSON>"
     if len(text) > MAX_BODY_CHARS:
         text = text[: MAX_BODY_CHARS - 3] + "..."
     return text

@@ -115,7 +115,12 @@ class GatewaySim:
 
     def seal_raw(self, obj: Any) -> SealedBatch:
         """Sign any JSON value as a batch body, bypassing protocol.batch's own checks."""
-        canon = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return self.seal_bytes(
+            json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        )
+
+    def seal_bytes(self, canon: bytes) -> SealedBatch:
+        """Sign any bytes as a batch body."""
         return SealedBatch(
             gateway=self.id, seq=0, digest=hashlib.sha256(canon).hexdigest(),
             body=zlib.compress(canon), signature=base64.b64encode(self.key.sign(canon)).decode(),

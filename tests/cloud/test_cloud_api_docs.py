@@ -12,6 +12,13 @@ CONTRACT = {
     ("PUT", "/api/v1/devices/{device_id}/config"),
     ("GET", "/api/v1/devices/{device_id}/config"),
     ("POST", "/api/v1/ingest"),
+    ("POST", "/api/v1/ingest/gap"),
+    ("GET", "/api/v1/gateways"),
+    ("GET", "/api/v1/gateways/{gateway_id}/gaps"),
+    ("GET", "/api/v1/devices/{device_id}"),
+    ("PUT", "/api/v1/devices/{device_id}/gateway"),
+    ("GET", "/api/v1/devices/{device_id}/quarantine"),
+    ("GET", "/api/v1/quarantine"),
     ("GET", "/api/v1/gateway/configs"),
     ("GET", "/healthz"),
     ("GET", "/"),
@@ -31,3 +38,7 @@ def test_openapi_renders(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     ingest = spec["paths"]["/api/v1/ingest"]["post"]
     assert "application/vnd.fleetloop.batch+zlib" in ingest["requestBody"]["content"]
+    gap = spec["paths"]["/api/v1/ingest/gap"]["post"]
+    assert "application/vnd.fleetloop.gap+json" in gap["requestBody"]["content"]
+    result = spec["components"]["schemas"]["IngestResult"]["properties"]
+    assert set(result) == {"stored", "duplicates", "quarantined", "seq"}

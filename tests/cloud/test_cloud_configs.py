@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,26 @@ def test_a_gateway_gets_only_the_configs_of_its_own_devices(client: TestClient, 
 
     assert devices_for(gateway) == ["bike-1", "bike-new"]
     assert devices_for(other) == ["bike-2", "bike-new"]
+
+
+def test_the_largest_valid_config_fits_the_downlink(client: TestClient) -> None:
+    # The longest device id and every setting at its widest: still signed (the limit is
+    # protocol.bounds.MAX_DOWNLINK_BYTES, which every device can receive).
+    device_id = "b" * 64
+    add_device(client, device_id)
+    widest = {name: high for name, (_, high) in config_codec.SETTINGS.items()}
+    status, body = put(client, widest, device_id)
+    assert status == 200, body
+
+
+def test_a_config_larger_than_the_downlink_is_refused(
+    app: FastAPI, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_device(client)
+    monkeypatch.setattr(config_codec, "MAX_ENVELOPE_BYTES", 200)
+    status, body = put(client, {"interval_ms": 500})
+    assert status == 422
+    assert re.search(r"too large \(\d+ > 200\)", body["detail"]), body
+    assert counts(app)["configs"] == 0
+    monkeypatch.undo()
+    assert put(client, {"interval_ms": 500})[1]["version"] == 1  # nothing was used up

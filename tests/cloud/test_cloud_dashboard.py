@@ -62,3 +62,13 @@ def test_dashboard_is_open_in_dev_mode(tmp_path: Path) -> None:
 def test_healthz(client: TestClient) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"ok": True}
+
+
+def test_dashboard_shows_quarantined_counts(client: TestClient, gateway: GatewaySim) -> None:
+    bad = {**rec("bike-1", 2), "t": 2**63}
+    assert gateway.push_raw([rec("bike-1", 1), bad, rec("mirror-1", 1)]).status_code == 200
+    html = client.get("/", headers=ADMIN).text
+    rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
+    assert '<td class="num quarantined">1</td>' in rows["bike-1"]
+    assert '<td class="num">0</td>' in rows["mirror-1"]
+    assert "1 quarantined" in html

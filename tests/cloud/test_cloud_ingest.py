@@ -192,3 +192,22 @@ def test_signature_header_is_base64_checked(app: FastAPI, gateway: GatewaySim) -
     short = base64.b64encode(b"x" * 10).decode()
     assert gateway.post(sealed, **{"X-Fleetloop-Signature": short}).status_code == 400
     assert counts(app) == EMPTY
+
+
+def test_deeply_nested_items_never_fail_the_cloud(app: FastAPI, gateway: GatewaySim) -> None:
+    good = json.dumps(rec("bike-1", 1), sort_keys=True, separators=(",", ":"))
+    for depth in (50, 900, 5000):
+        nested = "[" * depth + "1" + "]" * depth
+        canon = (
+            f'{{"created":1,"gateway":"gw-1","prev":"{gateway.prev}","records":[{good},{nested}],'
+            f'"seq":{gateway.seq + 1},"states":[],"v":1}}'
+        ).encode()
+        sealed = gateway.seal_bytes(canon)
+        r = gateway.post(sealed)
+        assert r.status_code in (200, 400), r.text
+        if r.status_code == 200:  # parsed: the nested item is quarantined, the record stored
+            assert r.json()["quarantined"] == 1
+            gateway.seq, gateway.prev = gateway.seq + 1, sealed.digest
+        else:  # deeper than the JSON parser goes: the batch itself is unreadable
+            assert "nested too deeply" in r.json()["detail"]
+    assert gateway.seq >= 1 and counts(app)["telemetry"] == 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
 
-from cloud.db import Database, DatabaseError
-from cloud.store import DeviceRow, GatewayRow, TelemetryRow
+from cloud.db import SCHEMA_VERSION, Database, DatabaseError
+from cloud.schema import create_v1
+from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, TelemetryRow
 
 
 @pytest.fixture
@@ -70,3 +72,112 @@ def test_configs_after_returns_latest_per_device(db: Database) -> None:
         assert store.configs_after(3, "gw-1") == []
         assert store.max_config_revision() == 3
         assert store.desired_versions() == {"a": 2, "b": 1}
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_database_files_are_private(tmp_path: Path) -> None:
+    database = Database(tmp_path / "home" / "cloud" / "cloud.db")
+    database.open()
+    with database.connection() as store, store.transaction():  # a write makes -wal and -shm
+        store.insert_device(DeviceRow(id="bike-1", product=None, created_ms=0))
+        wal, shm = (Path(f"{database.path}-wal"), Path(f"{database.path}-shm"))
+        assert wal.exists() and shm.exists()
+        assert (_mode(database.path), _mode(wal), _mode(shm)) == (0o600, 0o600, 0o600)
+    assert _mode(database.path.parent) == 0o700
+
+
+def test_files_of_an_older_cloud_are_tightened(tmp_path: Path) -> None:
+    folder = tmp_path / "cloud"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    path = folder / "cloud.db"
+    sqlite3.connect(path).close()
+    path.chmod(0o644)
+    Database(path).open()
+    assert (_mode(path), _mode(folder)) == (0o600, 0o700)
+
+
+def test_a_shared_sticky_directory_is_left_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    database = Database(shared / "cloud.db")
+    database.open()
+    assert _mode(shared) == 0o1777 and _mode(database.path) == 0o600
+
+
+def _version_1_file(path: Path) -> None:
+    """A database as the version-1 cloud left it, with a gateway, a device, a record, a config."""
+    conn = sqlite3.connect(path)
+    create_v1(conn)
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("INSERT INTO gateways VALUES ('gw-1', ?, 'hash', 0, 1, ?, 5)", (b"k" * 32, "d" * 64))
+    conn.execute("INSERT INTO batches VALUES ('gw-1', 1, ?, ?, 0, 5, 1, 1, 0)", ("d" * 64, "0" * 64))
+    conn.execute("INSERT INTO devices VALUES ('bike-1', 'bike', 0, 'gw-1', 7, 1, 1, '{}', NULL)")
+    conn.execute("INSERT INTO telemetry VALUES ('bike-1', 1, 7, '{\"p\":1}', 'gw-1', 1)")
+    conn.execute("INSERT INTO configs (device, version, issued_ms, settings, envelope)"
+                 " VALUES ('bike-1', 1, 0, '{}', 'env')")
+    conn.commit()
+    conn.close()
+
+
+def test_version_1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.db"
+    _version_1_file(path)
+    database = Database(path)
+    database.open()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
+    assert {"quarantined", "gap_status", "gap_reason"} <= columns
+    conn.close()
+    with database.connection() as store:
+        assert store.counts() == {"gateways": 1, "batches": 1, "devices": 1, "telemetry": 1,
+                                  "configs": 1, "quarantine": 0}
+        device = store.get_device("bike-1")
+        assert device is not None and device.gateway == "gw-1"  # now its assigned gateway
+        assert store.gap_counts() == {}
+        with store.transaction():
+            store.insert_quarantine([QuarantineRow("gw-1", 2, "record", "why", "{}", 9, "bike-1", 3)])
+            store.append_batch(BatchRow("gw-1", 2, "e" * 64, "d" * 64, 0, 9, 1, 0, 0,
+                                        gap_status=400, gap_reason="bad"))
+        assert [(g.seq, g.gap_reason) for g in store.gaps("gw-1", 10)] == [(2, "bad")]
+        assert store.quarantine_counts() == {"bike-1": 1}
+    Database(path).open()  # opening again changes nothing
+
+
+def test_a_version_1_database_serves_the_app(tmp_path: Path) -> None:
+    from cloudkit import ADMIN, ADMIN_TOKEN
+    from fastapi.testclient import TestClient
+
+    from cloud.main import create_app
+    from cloud.settings import Settings
+
+    path = tmp_path / "cloud.db"
+    _version_1_file(path)
+    settings = Settings.load(home=tmp_path, db_path=path, admin_token=ADMIN_TOKEN, env={})
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/api/v1/devices/bike-1", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert (r.json()["gateway"], r.json()["records"], r.json()["quarantined"]) == ("gw-1", 1, 0)
+        assert client.get("/api/v1/gateways", headers=ADMIN).json()[0]["gaps"] == 0
+
+
+def test_reannounce_gives_the_latest_config_the_next_revision(db: Database) -> None:
+    with db.connection() as store, store.transaction():
+        store.insert_device(DeviceRow(id="a", product=None, created_ms=0))
+        store.insert_device(DeviceRow(id="b", product=None, created_ms=0))
+        store.insert_config("a", 1, 0, {}, "a1")
+        store.insert_config("a", 2, 0, {}, "a2")
+        store.insert_config("b", 1, 0, {}, "b1")
+        assert store.reannounce_config("a") == 4
+        assert store.reannounce_config("nobody") is None
+        assert store.insert_config("b", 2, 0, {}, "b2") == 5  # inserts continue above it
+    with db.connection() as store:
+        assert [(c.envelope, c.revision) for c in store.configs_after(3, "gw-1")] == [
+            ("a2", 4), ("b2", 5)]
+        latest = store.latest_config("a")
+        assert latest is not None and (latest.version, latest.revision) == (2, 4)
