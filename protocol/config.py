@@ -66,7 +66,7 @@ def body_text(body):
     """Deterministic text of a body (CPython side: the cloud signs this)."""
     check_body(body)
     # CPython only: MicroPython's json.dumps has no sort_keys (the device never signs).
-    return json.dumps(body, separators=(",", ":"), sort_keys=True)  # type: ignore[call-overload,unused-ignore]
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)  # type: ignore[call-overload]
 
 
 def seal(body, sign):
@@ -76,7 +76,7 @@ def seal(body, sign):
     if len(sig) != 64:
         raise ValueError("signature must be 64 bytes")
     envelope = {"v": 1, "body": text, "sig": binascii.b2a_base64(sig).decode().strip()}
-    data = json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()  # type: ignore[call-overload,unused-ignore]
+    data = json.dumps(envelope, separators=(",", ":"), sort_keys=True).encode()  # type: ignore[call-overload]
     if len(data) > MAX_ENVELOPE_BYTES:
         raise ValueError("too large (" + str(len(data)) + " > " + str(MAX_ENVELOPE_BYTES) + ")")
     return data
