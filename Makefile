@@ -42,6 +42,19 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy gateway cloud firmware-tools/fwtool protocol fleetloop
+# device/ (settings in device/mypy.ini): all of it against CPython's typeshed, then what ships in
+# an image (files not marked "# cpython-only", plus protocol.DEVICE_MODULES) against the unix and
+# the ESP32 port's MicroPython stubs as the typeshed (pinned here, installed on first use).
+	$(BIN)/mypy --config-file device/mypy.ini --cache-dir .mypy_cache/device-cpython --always-false MICRO device
+	@files=$$($(BIN)/python -c 'import pathlib, protocol; print(*[p for p in sorted(pathlib.Path("device").rglob("*.py")) if "# cpython-only" not in p.open().readline()], *["protocol/%s.py" % m for m in protocol.DEVICE_MODULES])'); \
+	for port in unix esp32; do \
+		stubs=$(VENV)/micropython-stubs/$$port-1.29.0.post1; \
+		[ -f $$stubs/stdlib/VERSIONS ] || $(BIN)/python -m pip install -q --no-deps --upgrade --target $$stubs \
+			micropython-$$port-stubs==1.29.0.post1 micropython-stdlib-stubs==1.29.0.post2 || exit 1; \
+		echo "mypy device image against micropython-$$port-stubs"; \
+		MYPYPATH=$$stubs $(BIN)/mypy --config-file device/mypy.ini --custom-typeshed-dir $$stubs \
+			--cache-dir .mypy_cache/device-$$port --always-true MICRO $$files || exit 1; \
+	done
 
 clean:
 	rm -rf .fleetloop .pytest_cache
