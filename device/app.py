@@ -5,8 +5,10 @@ from device import agent, buffer, link, mqtt, port
 from device.profiles import load
 
 
-def run(image, ident, conf, records, emit):
-    """Wire and run the agent once. Returns (why it stopped, records produced)."""
+def run(image, ident, conf, records, emit, boot):
+    """Wire and run the agent once. Returns (why it stopped, records produced). boot is
+    (reset cause, resets, watchdog feed) from main.py. A MemoryError or any other exception
+    propagates (main.py turns it into a reset) after a best-effort close."""
     dev = ident["id"]
     buf = buffer.Buffer(image + "/data/buffer", dev)
     buf.open()
@@ -20,20 +22,19 @@ def run(image, ident, conf, records, emit):
         [((t + "ack").encode(), 1), ((t + "config").encode(), 1)], (t + "status").encode())
     app = agent.Agent(dev, load(ident["profile"], dev, buf.last), buf, conf, client, session, emit,
                       records)
+    app.reset_cause, app.resets, app.feed = boot
     port.collect()
     emit({"event": "boot", "id": dev, "impl": port.IMPL, "seq": buf.last, "acked": buf.acked,
           "buffered": buf.buffered, "dropped": buf.dropped, "repaired": buf.repaired,
           "heap_free": port.mem_free()})
     try:
         why = app.run()
-    except MemoryError as e:
-        # A fragmented heap can refuse even a small block. Everything that matters is on
-        # flash, so start over with a fresh heap, as a board's watchdog reset would.
-        why = "memory"
-        port.print_exception(e)
-    try:
-        app.close()
-    except (OSError, MemoryError):
-        pass
+    finally:
+        # Everything that matters is on flash already; after a failure (even a MemoryError: a
+        # fragmented heap can refuse a small block) main.py resets for a fresh heap.
+        try:
+            app.close()
+        except Exception:  # noqa: BLE001 - closing is a courtesy to the broker
+            pass
     emit({"event": "stopped", "why": why, "heap_rest": app.heap_rest, "heap_min": app.heap_min})
     return why, app.produced

@@ -6,17 +6,30 @@
 IMAGE holds identity.json, certs/, keys/config.pub and data/ (the device's durable state).
 Events go to stdout, one JSON object per line, flushed at once.
 
-The agent's code is imported per run and dropped again when a signed config must be verified
-(or after a MemoryError): on a 64 KB MicroPython heap, Ed25519 verification needs ~37 KB that
-only a heap without the agent has. A board would reset; here the loop below plays that role.
+The agent's code is imported per run and dropped again when a signed config must be verified:
+on a 64 KB MicroPython heap, Ed25519 verification needs ~37 KB that only a heap without the
+agent has. A board would reset; here the loop below plays that role.
+
+Every other way a run can end is a reset, as on a board: main() turns a MemoryError or any
+other exception, wherever it happens (agent construction and imports included), into
+port.reset() with the exit code of its cause (_EXIT_*). The unix port has no machine.reset():
+the process exits with that code and the host's device runner (fleetloop/device_runner.py,
+which mirrors these codes) restarts it after a back-off, is its watchdog, and writes the cause
+to data/reset.json, which the next start reports ("start" event, state message).
 """
 
 import json
 import sys
 
 from device import port, settings
+from device.port import const
 
-RESET_EXIT_CODE = 75  # fleetloop's device runner restarts the agent on this code
+# Exit codes of a run that ends in a reset, one per cause (the runner maps them back). const():
+# no heap on MicroPython (CPython, and the test that pins the runner's copies, see globals).
+_EXIT_REQUESTED = const(75)  # its own planned reset: a staged config needs a fresh heap
+_EXIT_MEMORY = const(76)  # a MemoryError anywhere
+_EXIT_CRASH = const(77)  # any other exception
+_WATCHDOG_MS = const(30000)  # a board's hardware watchdog; the host runner's default is the same
 
 
 def emit(event):
@@ -41,6 +54,23 @@ def parse_args(args):
 
 
 def main(args):
+    """Run the device; returns the exit code (where port.reset() returns at all)."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - whatever it was, a board would reset
+        memory = isinstance(e, MemoryError)
+        port.collect()  # the failed run's objects are garbage now
+        try:
+            port.print_exception(e)
+            emit({"event": "reset", "cause": "memory" if memory else "crash", "why": str(e)[:200]})
+        except MemoryError:
+            pass
+        return port.reset(_EXIT_MEMORY if memory else _EXIT_CRASH)
+
+
+def _run(args):
     try:
         image, records, interval = parse_args(args)
         ident = json.loads(port.read_bytes(image + "/identity.json"))
@@ -48,6 +78,14 @@ def main(args):
         print("error: " + str(e), file=sys.stderr)
         return 2
     port.makedirs(image + "/data")
+    from device import start  # boot-time only: unloaded again
+
+    cause, resets = start.cause(image + "/data")
+    emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free()})
+    start.fault(image + "/data")
+    del start
+    port.unload("device.start")
+    feed = port.watchdog(_WATCHDOG_MS)
     conf = settings.Settings(image + "/data", ident["id"],
                              {"interval_ms": interval} if interval else None)
     conf.load()
@@ -66,21 +104,19 @@ def main(args):
                 # Too fragmented to verify: ask for a reset, as a board would. A fresh heap
                 # verifies before the agent loads; the runner (the board's power) restarts us.
                 # On a fresh heap a deferral stays one (no reset loop).
-                emit({"event": "reset", "why": "config needs a fresh heap"})
-                return RESET_EXIT_CODE
+                emit({"event": "reset", "cause": "requested", "why": "config needs a fresh heap"})
+                return port.reset(_EXIT_REQUESTED)
         port.collect()
         port.tls_context(image + "/certs")  # before the agent's code: see port.tls_context
         from device import app
 
-        why, _ = app.run(image, ident, conf, records, emit)
+        why, _ = app.run(image, ident, conf, records, emit, (cause, resets, feed))
         fresh = False
         del app
-        if why not in ("config", "memory"):
+        if why != "config":
             return 0
-        if why == "memory":
-            port.sleep_ms(1000)  # a persistent shortage must not become a busy restart loop
-        # Drop the agent's code so verification (or a fresh start) has the heap: MicroPython
-        # keeps bytecode in RAM. It is imported again afterwards.
+        # Drop the agent's code so verification has the heap: MicroPython keeps bytecode in
+        # RAM. It is imported again afterwards.
         for name in list(sys.modules):
             if name.startswith("device.") and name not in ("device.port", "device.settings",
                                                             "device.main"):
@@ -89,8 +125,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    try:
-        code = main(sys.argv[1:])
-    except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
+    sys.exit(main(sys.argv[1:]))
