@@ -11,8 +11,10 @@ import json
 
 import device
 from device import codec, mqtt, port
+from device.port import const
 
 RESTART_FOR_CONFIG = "config"
+_ALIVE_MS = const(2000)  # an "alive" event at least this often: the host runner's watchdog
 
 
 def _topic(device_id, kind):
@@ -41,7 +43,11 @@ class Agent:
         self.drained_at = -1  # acked seq at the last "drained" event
         self.heap_min = 0  # lowest free heap seen before a collection (~ peak use)
         self.heap_rest = 0  # free heap right after the last collection
+        self.reset_cause = "none"  # why this start happened, and resets so far (main.py)
+        self.resets = 0
+        self.feed = None  # the hardware watchdog's feed, where there is one (port.watchdog)
         client.on_publish = self._on_publish
+        client.on_oversize = self._on_oversize
         session.on_up = self._on_up
         session.on_down = self._on_down
 
@@ -73,10 +79,18 @@ class Agent:
         elif topic == self.t_config:
             self._on_config(bytes(payload))
 
-    def _on_config(self, payload):
+    def _on_oversize(self, topic, size):
+        # Larger than any downlink may be (the cloud signs none that big), whatever its topic:
+        # reported as a rejected config, where the operator looks.
+        self._on_config(None, size)
+
+    def _on_config(self, payload, size=0):
         from device import config  # rare; unloaded again below to keep the heap free
 
-        action, version = config.precheck(self.conf, payload)
+        if payload is None:
+            action, version = config.too_large(self.conf, size, mqtt.MAX_DOWNLINK_BYTES)
+        else:
+            action, version = config.precheck(self.conf, payload)
         rejected = action == config.REJECT
         if action == config.STAGE:
             # Verification needs the heap to itself: staged on flash, main.py verifies it.
@@ -100,6 +114,8 @@ class Agent:
             "config_version": self.conf.version, "config_status": self.conf.status,
             "reason": self.conf.reason[:200], "heap_free": heap, "buffered": self.buf.buffered,
             "dropped": self.buf.dropped, "seq": self.buf.last, "floor": self.buf.floor,
+            "reset_cause": self.reset_cause, "resets": self.resets,
+            "link_error": self.link.last_error[:200], "link_failures": self.link.failures,
         }
         # protocol.state's encode is this dumps after checking the fields; the fields are ours
         # and tests check them with protocol.state.decode, so the device skips the import.
@@ -166,7 +182,7 @@ class Agent:
     def run(self):
         """Loop until a staged config needs verifying (returns RESTART_FOR_CONFIG)."""
         self.next_sample = port.ticks_ms()
-        idle_sync = port.ticks_ms()
+        idle_sync = alive = port.ticks_ms()
         port.collect()
         self.heap_min = self.heap_rest = port.mem_free()
         while self.stop is None:
@@ -189,6 +205,12 @@ class Agent:
             if port.ticks_diff(port.ticks_ms(), idle_sync) > 1000:
                 idle_sync = port.ticks_ms()
                 self.buf.sync()
+            if self.feed:
+                self.feed()
+            if port.ticks_diff(port.ticks_ms(), alive) >= _ALIVE_MS:
+                alive = port.ticks_ms()
+                self.emit({"event": "alive", "seq": self.buf.last, "acked": self.buf.acked,
+                           "up": self.link.up, "heap_free": self.heap_rest})
         return self.stop
 
     def close(self):

@@ -26,6 +26,16 @@ def digest(payload):
     return binascii.hexlify(hashlib.sha256(payload).digest()[:12]).decode()
 
 
+def too_large(conf, size, limit):
+    """A downlink larger than any may be (mqtt.Client.on_oversize): rejected with the reason
+    the operator sees in the state message; IGNORE when that is already the last decision."""
+    reason = "too large (%d > %d)" % (size, limit)
+    if conf.status == "rejected" and conf.reason == reason:
+        return IGNORE, conf.version
+    conf.decide("rejected", reason, conf.seen)
+    return REJECT, conf.version
+
+
 def precheck(conf, payload):
     """Returns (IGNORE|REJECT|STAGE, version or 0). A REJECT is already persisted."""
     seen = digest(payload)

@@ -64,6 +64,28 @@ def write_atomic(path, data):
     replace(path + ".tmp", path)
 
 
+try:
+    from machine import WDT  # a board's; the unix port's machine has neither
+    from machine import reset as _reset
+except ImportError:  # the unix port, CPython
+    WDT = _reset = None
+
+
+def reset(code):
+    """End this run as a board resets: machine.reset() where the port has it (a fresh heap;
+    never returns). Elsewhere returns `code` for the process to exit with: on the host the
+    device runner plays the board, restarts the agent and records the cause (see main.py)."""
+    if _reset:
+        _reset()
+    return code
+
+
+def watchdog(timeout_ms):
+    """Start the hardware watchdog and return its feed(); None where the port has none (the
+    unix port, CPython): there the host runner watches the agent's event lines instead."""
+    return WDT(timeout=timeout_ms).feed if WDT else None
+
+
 def unload(*names):
     """Forget modules so the GC can reclaim their code: MicroPython keeps bytecode in RAM, and
     code needed only now and then (config verification, state encoding) is loaded on use."""
@@ -89,7 +111,10 @@ if MICRO:
     ticks_add = time.ticks_add
     sleep_ms = time.sleep_ms
     mem_free = gc.mem_free
-    print_exception = sys.print_exception  # to stderr
+
+    def print_exception(exc):
+        sys.print_exception(exc, sys.stderr)  # its default is stdout: that carries events only
+
     collect = gc.collect  # no refcounting here: collect at known points
     listdir = os.listdir
     # rename(2) on the unix port and LittleFS: replaces the target atomically (no os.replace).
