@@ -11,9 +11,7 @@ DO UPDATE, no INSERT OR IGNORE); only the DDL, the pragmas and the `?` placehold
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud.errors import CloudError
+from cloud.private import create_private_file
 from cloud.schema import SCHEMA_VERSION, migrate
 from cloud.store import (
     BatchRow,
@@ -31,9 +30,6 @@ from cloud.store import (
     TelemetryRow,
 )
 
-# Telemetry is personal data: the database and its WAL/SHM files are the owner's alone.
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 # The range of a 64-bit INTEGER/BIGINT column: a quarantined item's seq outside it is kept in
 # the item's JSON only.
 _INT64 = (-(2**63), 2**63 - 1)
@@ -82,25 +78,10 @@ class Database:
             self._ready = True
 
     def _create_private(self) -> None:
-        """The directory 0700 and the file 0600 before SQLite opens it: SQLite gives the -wal
-        and -shm files the database file's mode. Files of an older cloud are tightened too.
-        A shared sticky directory (/tmp) is left as it is; only the files are made private."""
-        parent = self.path.parent
         try:
-            parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-            info = parent.stat()
-            if not info.st_mode & stat.S_ISVTX and stat.S_IMODE(info.st_mode) != DIR_MODE:
-                parent.chmod(DIR_MODE)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-            os.close(fd)
-            for path in (self.path, *self._sidecars()):
-                if path.exists() and stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
-                    path.chmod(FILE_MODE)
+            create_private_file(self.path)
         except OSError as exc:
             raise DatabaseError(f"cannot create {self.path}: {exc.strerror}") from exc
-
-    def _sidecars(self) -> tuple[Path, Path]:
-        return (Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
 
     def close(self) -> None:
         """Nothing is pooled; kept so a pooled store can release its connections here."""
