@@ -218,8 +218,14 @@ def heap_round(stack: Stack, trials: list[tuple[str, int]], seconds: float, inte
         _wait(lambda: ((stack.gateway_status() or {}).get("broker", {}).get("restarts", 0)
                        > broker.get("restarts", 0)), 30)
     at(1.0)
-    _wait(lambda: all(settled(d, f'"acked": {records},') or settled(d, f'"acked": {records}}}')
-                      for d in devices), 45 + seconds / 2)
+
+    def drained(d: _Device) -> bool:
+        return settled(d, f'"acked": {records},') or settled(d, f'"acked": {records}}}')
+
+    _wait(lambda: all(drained(d) for d in devices), 45 + seconds / 2)
+    # The gateway acks a record once stored; it reaches the cloud with the next batch upload.
+    _wait(lambda: all(len(stack.telemetry(d.device_id)) >= records
+                      for d in devices if drained(d) and d.proc.alive), 30)
     results = []
     for d in devices:
         seqs = [int(r["seq"]) for r in stack.telemetry(d.device_id)]
@@ -230,6 +236,10 @@ def heap_round(stack: Stack, trials: list[tuple[str, int]], seconds: float, inte
             + f" (lowest free {trial.lowest_free} B)")
         results.append(trial)
     return results
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait(check: Callable[[], bool], timeout: float) -> bool:
@@ -253,6 +263,8 @@ def bench_heap(profiles: tuple[str, ...] = PROFILES, seconds: float = 60.0,
     `top_kb` gets runs_at_kb None.
     """
     trials: list[HeapTrial] = []
+    # SIGTERM stops the bench like Ctrl-C: every process it started is stopped on the way out.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     with tempfile.TemporaryDirectory(prefix="fleetloop-bench-heap-") as tmp:
         stack = Stack(home=home or Path(tmp))
         try:
@@ -278,6 +290,7 @@ def bench_heap(profiles: tuple[str, ...] = PROFILES, seconds: float = 60.0,
                 n += 1
         finally:
             stack.stop()
+            signal.signal(signal.SIGTERM, previous)
     out: dict[str, Any] = {
         "seconds": seconds, "interval_ms": interval_ms, "floor_kb": floor_kb, "top_kb": top_kb,
         "required_kb": HEAP_REQUIRED_KB, "profiles": {}, "trials": [asdict(t) for t in trials],
