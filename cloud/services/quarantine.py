@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud.store import QuarantineRow, Store
-from protocol.batch import Batch, record_problem, state_problem
+from protocol.batch import MAX_REASON_CHARS, Batch, record_problem, state_problem
 from protocol.topics import valid_device_id
 
 RECORD = "record"
@@ -43,9 +43,12 @@ def body_text(item: object) -> str:
         text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):
         text = "<not printable as JSON>"
-    if len(text) > MAX_BODY_CHARS:
-        text = text[: MAX_BODY_CHARS - 3] + "..."
-    return text
+    return _cut(text, MAX_BODY_CHARS)
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 3 characters and '...'."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def hold(
@@ -57,7 +60,7 @@ def hold(
         gateway=gateway_id,
         batch_seq=batch_seq,
         kind=kind,
-        reason=reason,
+        reason=_cut(reason, MAX_REASON_CHARS),
         body=body_text(item),
         received_ms=now_ms,
         device=device if valid_device_id(device) else None,

@@ -151,3 +151,10 @@ def test_any_items_in_a_signed_batch_are_stored_or_quarantined(
         for x in valid:  # every valid record is in the store, whoever sent it first
             assert [row.seq for row in store.telemetry(x["d"], x["s"] - 1, 1)] == [x["s"]]
         assert all(q.reason for q in store.quarantine(None, bad or 1)[:bad])
+
+
+def test_a_huge_reason_is_cut_too(client: TestClient, gateway: GatewaySim) -> None:
+    # protocol.state names the unknown field in its reason: the field name is the sender's
+    assert gateway.push_raw([], [{**state("bike-1"), "x" * 100_000: 1}]).json()["quarantined"] == 1
+    (item,) = quarantine(client, "bike-1")
+    assert item["reason"].startswith("unknown state field xxx") and len(item["reason"]) == 300
