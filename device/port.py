@@ -65,17 +65,18 @@ def write_atomic(path, data):
 
 
 try:
-    from machine import WDT  # a board's; the unix port's machine has neither
-    from machine import reset as _reset
+    # A board's; the unix port's machine has neither (its stubs say so: hence the ignores).
+    from machine import WDT  # type: ignore[attr-defined]
+    from machine import reset as _reset  # type: ignore[attr-defined]
 except ImportError:  # the unix port, CPython
-    WDT = _reset = None
+    WDT = _reset = None  # type: ignore[misc,assignment]
 
 
 def reset(code):
     """End this run as a board resets: machine.reset() where the port has it (a fresh heap;
     never returns). Elsewhere returns `code` for the process to exit with: on the host the
     device runner plays the board, restarts the agent and records the cause (see main.py)."""
-    if _reset:
+    if _reset is not None:
         _reset()
     return code
 
@@ -83,7 +84,7 @@ def reset(code):
 def watchdog(timeout_ms):
     """Start the hardware watchdog and return its feed(); None where the port has none (the
     unix port, CPython): there the host runner watches the agent's event lines instead."""
-    return WDT(timeout=timeout_ms).feed if WDT else None
+    return WDT(timeout=timeout_ms).feed if WDT is not None else None
 
 
 def unload(*names):
@@ -113,7 +114,9 @@ if MICRO:
     mem_free = gc.mem_free
 
     def print_exception(exc):
-        sys.print_exception(exc, sys.stderr)  # its default is stdout: that carries events only
+        # Its default is stdout, which carries events only. (The stubs type sys.stderr as
+        # TextIO, not as the stream print_exception takes.)
+        sys.print_exception(exc, sys.stderr)  # type: ignore[arg-type]
 
     collect = gc.collect  # no refcounting here: collect at known points
     listdir = os.listdir
