@@ -10,7 +10,7 @@ from typing import Any
 
 from cloud.services.gateways import GatewayStatus
 from cloud.services.telemetry import Overview
-from cloud.store import DeviceRow
+from cloud.store import DeviceRow, QuarantineRow
 
 # Headers for the page: nothing may load from elsewhere, nothing may run.
 SECURITY_HEADERS = {
@@ -141,6 +141,20 @@ def gateway_row(status: GatewayStatus) -> str:
     )
 
 
+def quarantine_row(row: QuarantineRow) -> str:
+    seq = "" if row.seq is None else str(row.seq)
+    return (
+        "<tr>"
+        + _cell(escape(format_time(row.received_ms)))
+        + _cell(escape(row.device or "(invalid id)"))
+        + _cell(escape(row.kind))
+        + _cell(escape(seq), "num")
+        + _cell(escape(f"{row.gateway} batch {row.batch_seq}"))
+        + _cell(escape(row.reason))
+        + "</tr>"
+    )
+
+
 def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str:
     devices = overview.devices
     if devices:
@@ -156,6 +170,10 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
         gw_rows = "\n".join(gateway_row(g) for g in overview.gateways)
     else:
         gw_rows = '<tr><td colspan="4" class="empty">No gateways registered.</td></tr>'
+    if overview.latest_quarantined:
+        q_rows = "\n".join(quarantine_row(q) for q in overview.latest_quarantined)
+    else:
+        q_rows = '<tr><td colspan="6" class="empty">Nothing in quarantine.</td></tr>'
     counts = overview.counts
     summary = (
         f"{len(devices)} devices &middot; {len(overview.gateways)} gateways &middot; "
@@ -170,4 +188,5 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
         dev_badge=' &middot; <span class="dev">dev mode: open without token</span>' if dev else "",
         device_rows=rows,
         gateway_rows=gw_rows,
+        quarantine_rows=q_rows,
     )

@@ -6,9 +6,10 @@ from dataclasses import dataclass, replace
 
 from cloud.errors import NotFound
 from cloud.services.gateways import GatewayStatus, statuses
-from cloud.store import DeviceRow, Store, TelemetryRow
+from cloud.store import DeviceRow, QuarantineRow, Store, TelemetryRow
 
 MAX_PAGE = 10000
+LATEST_QUARANTINED = 10
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Overview:
     desired_versions: dict[str, int]
     counts: dict[str, int]
     quarantined: dict[str, int]  # device id -> items in quarantine
+    latest_quarantined: list[QuarantineRow]  # the fleet's newest, newest first
 
 
 def register_device(
@@ -61,4 +63,5 @@ def overview(store: Store) -> Overview:
         desired_versions=store.desired_versions(),
         counts=store.counts(),
         quarantined=store.quarantine_counts(),
+        latest_quarantined=store.quarantine(None, LATEST_QUARANTINED),
     )

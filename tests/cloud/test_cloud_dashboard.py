@@ -41,6 +41,7 @@ def test_dashboard_lists_devices_and_their_values(client: TestClient, gateway: G
 def test_dashboard_empty_fleet(client: TestClient) -> None:
     r = client.get("/", headers=ADMIN)
     assert r.status_code == 200 and "No devices yet." in r.text
+    assert "Nothing in quarantine." in r.text
 
 
 def test_dashboard_needs_admin_token_outside_dev(client: TestClient) -> None:
@@ -72,3 +73,14 @@ def test_dashboard_shows_quarantined_counts(client: TestClient, gateway: Gateway
     assert '<td class="num quarantined">1</td>' in rows["bike-1"]
     assert '<td class="num">0</td>' in rows["mirror-1"]
     assert "1 quarantined" in html
+    (table,) = re.findall(r'<table id="quarantine">(.*?)</table>', html, re.S)
+    assert "bike-1" in table and "t must be an int in 0..2**53-1" in table
+    assert "gw-1 batch 1" in table
+
+
+def test_dashboard_quarantine_is_escaped(client: TestClient, gateway: GatewaySim) -> None:
+    # a state's reason names its unknown field, which the sender chose
+    gateway.push_raw([], [{**state("bike-1"), "<script>": 1}])
+    html = client.get("/", headers=ADMIN).text
+    assert "unknown state field &lt;script&gt;" in html
+    assert "<script" not in html.lower()
