@@ -55,8 +55,10 @@ def device_run(
         help="Sampling period until a config from the cloud says otherwise.")] = None,
     heap: Annotated[str, typer.Option(help="MicroPython heap size.")] = "64K",
 ) -> None:
-    """Provision the device image (keeping its data) and run the agent, rebooting it when it
-    asks for a reset; a kill -9 of this command is a power cut of the device.
+    """Provision the device image (keeping its data) and run the agent as a board would: it is
+    restarted after any failure with a back-off (1 s doubling to 30 s), killed and restarted
+    when it prints nothing for 30 s (the watchdog), and told why at its next start; a kill -9
+    of this command is a power cut of the device.
 
     Example: fleetloop device run --profile bike --id bike-1 --broker localhost:8883
     """
