@@ -204,6 +204,8 @@ def run_device(argv: list[str], env: dict[str, str], cwd: Path, *, data: Path | 
             child = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                      preexec_fn=_power_tied_to_parent())
             shutdown.child = child
+            if shutdown.signum:  # it arrived while the agent was being started
+                child.send_signal(shutdown.signum)
             fired = _pump(child, watchdog_s, sink)
             try:
                 code = child.wait(watchdog_s)
