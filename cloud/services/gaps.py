@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.errors import InvalidRequest
 from cloud.services.ingest import check_chain
+from cloud.services.text import safe_text
 from cloud.store import BatchRow, GatewayRow, Store
 from protocol.batch import BatchError, Gap, open_gap
 
@@ -57,7 +58,7 @@ def record_gap(
             BatchRow(
                 gateway=gateway.id, seq=gap.seq, digest=gap.digest, prev=gap.prev,
                 created_ms=gap.created_ms, received_ms=now_ms, records=gap.records, stored=0,
-                states=gap.states, gap_status=gap.status, gap_reason=gap.reason,
+                states=gap.states, gap_status=gap.status, gap_reason=safe_text(gap.reason),
             )
         )
     return GapResult(gap.seq, replay=False)

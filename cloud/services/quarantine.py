@@ -6,6 +6,7 @@ when it is an int, the gateway and batch it came in, why, and its JSON cut to
 MAX_BODY_CHARS) instead of refusing the batch. Reasons:
 - protocol.batch.record_problem / state_problem: the item breaks the wire contract (a field
   out of protocol.bounds, an unknown field, a bad device id, ...);
+- a string in it is no Unicode text (a lone surrogate), which no database or response takes;
 - its device is assigned to another gateway (cloud.services.assignment).
 Quarantined items are counted in the ingest answer, per device and per batch, and listed by
 the API; nothing in quarantine is ever stored as telemetry.
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloud.services.text import cut, is_text, safe_text
 from cloud.store import QuarantineRow, Store
 from protocol.batch import MAX_REASON_CHARS, Batch, record_problem, state_problem
 from protocol.topics import valid_device_id
@@ -38,17 +40,23 @@ class Sorted:
 
 
 def body_text(item: object) -> str:
-    """The item's JSON, cut to MAX_BODY_CHARS (marked with a trailing '...')."""
+    """The item's JSON (ASCII, so any string in it can be stored), cut to MAX_BODY_CHARS
+    (marked with a trailing '...')."""
     try:
-        text = json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(item, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
         text = "<not printable as JSON>"
-    return _cut(text, MAX_BODY_CHARS)
+    return cut(text, MAX_BODY_CHARS)
 
 
-def _cut(text: str, limit: int) -> str:
-    """`text`, or its first `limit` - 3 characters and '...'."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def problem(kind: str, item: object) -> str | None:
+    """Why the item cannot be stored (protocol.batch's check, then the cloud's), or None."""
+    if kind == RECORD:
+        return record_problem(item)  # a valid record holds no free text: ids and names only
+    reason = state_problem(item)
+    if reason is None and not is_text(json.dumps(item, ensure_ascii=False)):
+        reason = "text fields must be valid Unicode (a lone surrogate cannot be stored)"
+    return reason
 
 
 def hold(
@@ -60,7 +68,7 @@ def hold(
         gateway=gateway_id,
         batch_seq=batch_seq,
         kind=kind,
-        reason=_cut(reason, MAX_REASON_CHARS),
+        reason=cut(safe_text(reason), MAX_REASON_CHARS),
         body=body_text(item),
         received_ms=now_ms,
         device=device if valid_device_id(device) else None,
@@ -80,16 +88,16 @@ def hold_all(
 def sort(batch: Batch, gateway_id: str, now_ms: int) -> Sorted:
     """Check every record and state of the batch on its own."""
     out = Sorted()
-    for kind, items, problem_of, by_device in (
-        (RECORD, batch.records, record_problem, out.records),
-        (STATE, batch.states, state_problem, out.states),
+    for kind, items, by_device in (
+        (RECORD, batch.records, out.records),
+        (STATE, batch.states, out.states),
     ):
         for item in items:
-            problem = problem_of(item)
-            if problem is None:
+            reason = problem(kind, item)
+            if reason is None:
                 by_device.setdefault(item["d"], []).append(item)
             else:
-                out.held.append(hold(item, kind, problem, gateway_id, batch.seq, now_ms))
+                out.held.append(hold(item, kind, reason, gateway_id, batch.seq, now_ms))
     return out
 
 

@@ -158,3 +158,21 @@ def test_a_huge_reason_is_cut_too(client: TestClient, gateway: GatewaySim) -> No
     assert gateway.push_raw([], [{**state("bike-1"), "x" * 100_000: 1}]).json()["quarantined"] == 1
     (item,) = quarantine(client, "bike-1")
     assert item["reason"].startswith("unknown state field xxx") and len(item["reason"]) == 300
+
+
+def test_lone_surrogates_are_kept_escaped(app: FastAPI, client: TestClient, gateway: GatewaySim) -> None:
+    # JSON may carry "\ud800", which is no Unicode text: no database or UTF-8 answer takes it.
+    good = state("bike-1", fw="0.1.0")
+    items = gateway.batch_obj([{"v": 1, "d": "bike-1", "s": 1, "t": 1, "m": "\ud800"}],
+                              [{**good, "\udfff": 1}, state("bike-1", fw="\ud800"), good])
+    canon = json.dumps(items, sort_keys=True, separators=(",", ":")).encode()
+    assert b"\\ud800" in canon
+    r = gateway.post(gateway.seal_bytes(canon))
+    assert r.status_code == 200, r.text
+    assert r.json()["quarantined"] == 3
+    reasons = [i["reason"] for i in reversed(quarantine(client, "bike-1"))]
+    assert reasons[0] == "metrics must be an object"
+    assert "\\udfff" in reasons[1] and "valid Unicode" in reasons[2]
+    assert "\\ud800" in quarantine(client, "bike-1")[0]["body"]
+    assert client.get("/api/v1/devices/bike-1", headers=ADMIN).json()["reported"] == good
+    assert client.get("/", headers=ADMIN).status_code == 200

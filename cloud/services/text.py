@@ -1,0 +1,26 @@
+"""Text that came off the wire, made safe to store and show.
+
+JSON can carry lone surrogates ("\\ud800"), which are no Unicode text: SQLite, PostgreSQL and
+every UTF-8 response would fail on them. They are kept visible as their escape instead.
+"""
+
+from __future__ import annotations
+
+
+def safe_text(text: str) -> str:
+    """`text` with anything UTF-8 cannot encode replaced by its backslash escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def is_text(text: str) -> bool:
+    """True when UTF-8 can encode `text` (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first `limit` - 3 characters and '...'."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
