@@ -114,10 +114,9 @@ class GatewaySim:
         return seal(batch, key or self.key)
 
     def seal_raw(self, obj: Any) -> SealedBatch:
-        """Sign any JSON value as a batch body, bypassing protocol.batch's own checks."""
-        return self.seal_bytes(
-            json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        )
+        """Sign any JSON value as a batch body, bypassing protocol.batch's own checks (ASCII
+        JSON, so strings that are no Unicode text, like lone surrogates, can be sent too)."""
+        return self.seal_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
 
     def seal_bytes(self, canon: bytes) -> SealedBatch:
         """Sign any bytes as a batch body."""

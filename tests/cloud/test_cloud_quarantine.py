@@ -102,6 +102,7 @@ def test_quarantine_listings_need_admin_and_page(
 json_leaf = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(["\ud800", "x\udfff"]),  # in JSON, but no Unicode text
 )
 json_value = st.recursive(
     json_leaf,
@@ -117,10 +118,21 @@ record_like = st.fixed_dictionaries(
 )
 state_like = st.fixed_dictionaries(
     {"v": st.sampled_from([1, 1, 2]), "d": st.sampled_from(["bike-1", "bike-2", "-x"])},
-    optional={"t": ints, "seq": ints, "heap_free": ints, "fw": json_leaf,
+    optional={"t": ints, "seq": ints, "heap_free": ints, "fw": json_leaf, "impl": json_leaf,
               "config_status": st.sampled_from(["none", "applied", "bogus"])},
 )
 _seqs = itertools.count(1)
+
+
+def storable_state(obj: Any) -> bool:
+    """Valid by the protocol, and all its text is Unicode (no lone surrogates)."""
+    if state_problem(obj) is not None:
+        return False
+    try:
+        json.dumps(obj, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @st.composite
@@ -129,10 +141,18 @@ def valid_records(draw: st.DrawFn) -> dict[str, Any]:
     return rec(device, next(_seqs), t=draw(st.integers(0, MAX_SEQ)))
 
 
+@st.composite
+def valid_states(draw: st.DrawFn) -> dict[str, Any]:
+    """States the protocol accepts, some with text that is no Unicode."""
+    text = st.text(max_size=8) | st.sampled_from(["\ud800", "fw-\udfff"])
+    return state(draw(st.sampled_from(["bike-1", "bike-2"])), t=draw(st.integers(0, MAX_SEQ)),
+                 fw=draw(text), config_status=draw(st.sampled_from(["none", "applied"])))
+
+
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(records=st.lists(st.one_of(valid_records(), record_like, json_value), max_size=8),
-       states=st.lists(st.one_of(state_like, json_value), max_size=4))
+       states=st.lists(st.one_of(valid_states(), state_like, json_value), max_size=4))
 def test_any_items_in_a_signed_batch_are_stored_or_quarantined(
     app: FastAPI, gateway: GatewaySim, records: list[Any], states: list[Any]
 ) -> None:
@@ -140,7 +160,7 @@ def test_any_items_in_a_signed_batch_are_stored_or_quarantined(
     r = gateway.push_raw(records, states)
     assert r.status_code == 200, r.text
     valid = [x for x in records if record_problem(x) is None]
-    bad = len(records) - len(valid) + sum(1 for x in states if state_problem(x) is not None)
+    bad = len(records) - len(valid) + sum(1 for x in states if not storable_state(x))
     body = r.json()
     assert body["quarantined"] == bad
     assert body["stored"] + body["duplicates"] == len(valid)
