@@ -164,6 +164,8 @@ def _verified_json(signed: bytes, signature_b64: str, key: Ed25519PublicKey, wha
         return json.loads(signed)
     except ValueError as exc:
         raise BatchError(f"{what} is not JSON") from exc
+    except RecursionError as exc:
+        raise BatchError(f"{what} is nested too deeply") from exc
 
 
 def _is_hex64(value: object) -> bool:
@@ -280,7 +282,8 @@ def _check_gap(obj: object) -> None:
             raise BatchError(f"gap {name} must be an int >= 0")
     if type(obj["status"]) is not int or not 400 <= obj["status"] <= 499:
         raise BatchError("gap status must be a 4xx HTTP status")
-    if not isinstance(obj["reason"], str) or len(obj["reason"]) > MAX_REASON_CHARS:
+    if (not isinstance(obj["reason"], str) or len(obj["reason"]) > MAX_REASON_CHARS
+            or state_problem({"v": 1, "d": obj["gateway"], "reason": obj["reason"]})):
         raise BatchError(f"gap reason must be a string of at most {MAX_REASON_CHARS} chars")
     if type(obj["created"]) is not int or not 0 <= obj["created"] <= MAX_TIME_MS:
         raise BatchError("created must be an int in 0..2**53-1")

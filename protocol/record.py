@@ -101,8 +101,8 @@ def decode(payload):
 
 def check(obj):
     """Validate a parsed record (every field, every bound); ValueError says what is wrong.
-    The size limit applies to the wire bytes: callers holding only the object check
-    `len(compact JSON) <= MAX_RECORD_BYTES` themselves (protocol.batch does)."""
+    MAX_RECORD_BYTES bounds the wire bytes a device sends, so decode() checks it and the
+    first hop (the gateway) refuses larger ones; inside a batch the batch limits bound size."""
     if not isinstance(obj, dict):
         raise ValueError("record must be an object")
     if obj.get("v") != VERSION:

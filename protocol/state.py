@@ -33,6 +33,16 @@ _STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason", "reset_cause"
                "link_error")
 
 
+def _is_utf8(text):
+    # A JSON escape can carry a lone surrogate ("\ud800") that no UTF-8 file, database or
+    # HTTP body can hold: a gateway that accepted one could never seal its batch.
+    try:
+        text.encode()
+    except UnicodeError:
+        return False
+    return True
+
+
 def encode(fields):
     check(fields)
     return json.dumps(fields, separators=(",", ":")).encode()
@@ -54,8 +64,8 @@ def check(obj):
             if type(value) is not int or value < 0 or value > high:
                 raise ValueError("state field " + key + " must be an int in 0.." + str(high))
         elif key in _STR_FIELDS:
-            if not isinstance(value, str) or len(value) > 200:
-                raise ValueError("state field " + key + " must be a short string")
+            if not isinstance(value, str) or len(value) > 200 or not _is_utf8(value):
+                raise ValueError("state field " + key + " must be a short UTF-8 string")
         else:
             raise ValueError("unknown state field " + key)
     status = obj.get("config_status", "none")

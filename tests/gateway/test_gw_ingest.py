@@ -76,13 +76,16 @@ def test_bad_payloads_are_refused_and_counted_while_good_ones_flow(
         bike.send(seq)
     bike.publish("fleet/bike-1/state", b'{"v":1,"d":"bike-1","bogus":1}')
     bike.publish("fleet/bike-1/state", state_codec.encode({"v": 1, "d": "bike-2", "t": 1}))
+    # A lone surrogate is valid JSON but no UTF-8: once stored, it stopped the batcher for good.
+    bike.publish("fleet/bike-1/state", b'{"v":1,"d":"bike-1","fw":"\\ud800"}')
     bike.publish("fleet/bike-1/status", b"maybe")
     seq += 1
     bike.send(seq)
     wait_for(lambda: bike.acked == seq, 10, f"ack {seq}")
     wait_for(lambda: len(cloud.records) == seq, 10, "good records in the cloud")
     st = gw.status()["ingest"]
-    assert st["rejected"] == len(bad) + 3
+    assert gw.status()["worker_restarts"]["batcher"] == 0
+    assert st["rejected"] == len(bad) + 4
     assert st["records"] == seq and st["states"] == 0
     reasons = st["reject_reasons"]
     assert any("record device does not match" in r for r in reasons)
