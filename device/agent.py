@@ -43,9 +43,9 @@ class Agent:
         self.drained_at = -1  # acked seq at the last "drained" event
         self.heap_min = 0  # lowest free heap seen before a collection (~ peak use)
         self.heap_rest = 0  # free heap right after the last collection
-        self.reset_cause = "none"  # why this start happened, and resets so far (main.py)
-        self.resets = 0
-        self.feed = None  # the hardware watchdog's feed, where there is one (port.watchdog)
+        # (reset cause of this start, resets so far, the hardware watchdog's feed or None):
+        # set by app.py from main.py
+        self.boot = ("none", 0, None)
         client.on_publish = self._on_publish
         client.on_oversize = self._on_oversize
         session.on_up = self._on_up
@@ -114,7 +114,7 @@ class Agent:
             "config_version": self.conf.version, "config_status": self.conf.status,
             "reason": self.conf.reason[:200], "heap_free": heap, "buffered": self.buf.buffered,
             "dropped": self.buf.dropped, "seq": self.buf.last, "floor": self.buf.floor,
-            "reset_cause": self.reset_cause, "resets": self.resets,
+            "reset_cause": self.boot[0], "resets": self.boot[1],
             "link_error": self.link.last_error[:200], "link_failures": self.link.failures,
         }
         # protocol.state's encode is this dumps after checking the fields; the fields are ours
@@ -183,6 +183,7 @@ class Agent:
         """Loop until a staged config needs verifying (returns RESTART_FOR_CONFIG)."""
         self.next_sample = port.ticks_ms()
         idle_sync = alive = port.ticks_ms()
+        feed = self.boot[2]
         port.collect()
         self.heap_min = self.heap_rest = port.mem_free()
         while self.stop is None:
@@ -205,10 +206,10 @@ class Agent:
             if port.ticks_diff(port.ticks_ms(), idle_sync) > 1000:
                 idle_sync = port.ticks_ms()
                 self.buf.sync()
-            if self.feed:
-                self.feed()
             if port.ticks_diff(port.ticks_ms(), alive) >= _ALIVE_MS:
                 alive = port.ticks_ms()
+                if feed is not None:
+                    feed()
                 self.emit({"event": "alive", "seq": self.buf.last, "acked": self.buf.acked,
                            "up": self.link.up, "heap_free": self.heap_rest})
         return self.stop

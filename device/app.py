@@ -22,7 +22,7 @@ def run(image, ident, conf, records, emit, boot):
         [((t + "ack").encode(), 1), ((t + "config").encode(), 1)], (t + "status").encode())
     app = agent.Agent(dev, load(ident["profile"], dev, buf.last), buf, conf, client, session, emit,
                       records)
-    app.reset_cause, app.resets, app.feed = boot
+    app.boot = boot
     port.collect()
     emit({"event": "boot", "id": dev, "impl": port.IMPL, "seq": buf.last, "acked": buf.acked,
           "buffered": buf.buffered, "dropped": buf.dropped, "repaired": buf.repaired,

@@ -49,7 +49,6 @@ class Link:
         self.on_up = mqtt._noop
         self.on_down = mqtt._noop
         client.on_connack = self._on_connack
-        client.on_suback = self._on_suback
 
     @property
     def up(self):
@@ -128,13 +127,6 @@ class Link:
         if self.status_topic:
             self.client.publish(self.status_topic, b"online", 1, True)
         self.on_up()
-
-    def _on_suback(self, codes):
-        # Without its subscriptions a device never hears acks or configs: a failed link.
-        for i in range(len(codes)):
-            if codes[i] & 0x80 and i < len(self.subscriptions):
-                raise mqtt.MQTTError("subscription refused: " +
-                                     self.subscriptions[i][0].decode())
 
     def _check_liveness(self):
         now = port.ticks_ms()

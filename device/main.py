@@ -56,7 +56,57 @@ def parse_args(args):
 def main(args):
     """Run the device; returns the exit code (where port.reset() returns at all)."""
     try:
-        return _run(args)
+        try:
+            image, records, interval = parse_args(args)
+            ident = json.loads(port.read_bytes(image + "/identity.json"))
+        except (ValueError, OSError) as e:
+            print("error: " + str(e), file=sys.stderr)
+            return 2
+        port.makedirs(image + "/data")
+        from device import start  # boot-time only: unloaded again
+
+        cause, resets = start.cause(image + "/data")
+        emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free()})
+        start.fault(image + "/data")
+        del start
+        port.unload("device.start")
+        feed = port.watchdog(_WATCHDOG_MS)
+        conf = settings.Settings(image + "/data", ident["id"],
+                                 {"interval_ms": interval} if interval else None)
+        conf.load()
+        fresh = True
+        while True:
+            if port.exists(conf.pending_path) and not conf.deferred:
+                port.tls_context(None)  # verification needs every KB: the context is rebuilt below
+                port.collect()
+                from device import config
+
+                event = config.process_pending(conf, port.read_bytes(image + "/keys/config.pub"))
+                emit(event)
+                del config
+                port.unload("device.config")
+                if event["status"] == "deferred" and not fresh:
+                    # Too fragmented to verify: ask for a reset, as a board would. A fresh heap
+                    # verifies before the agent loads; the runner (the board's power) restarts us.
+                    # On a fresh heap a deferral stays one (no reset loop).
+                    emit({"event": "reset", "cause": "requested", "why": "config needs a fresh heap"})
+                    return port.reset(_EXIT_REQUESTED)
+            port.collect()
+            port.tls_context(image + "/certs")  # before the agent's code: see port.tls_context
+            from device import app
+
+            why, _ = app.run(image, ident, conf, records, emit, (cause, resets, feed))
+            fresh = False
+            del app
+            if why != "config":
+                return 0
+            # Drop the agent's code so verification has the heap: MicroPython keeps bytecode in
+            # RAM. It is imported again afterwards.
+            for name in list(sys.modules):
+                if name.startswith("device.") and name not in ("device.port", "device.settings",
+                                                                "device.main"):
+                    port.unload(name)
+            port.collect()
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - whatever it was, a board would reset
@@ -68,60 +118,6 @@ def main(args):
         except MemoryError:
             pass
         return port.reset(_EXIT_MEMORY if memory else _EXIT_CRASH)
-
-
-def _run(args):
-    try:
-        image, records, interval = parse_args(args)
-        ident = json.loads(port.read_bytes(image + "/identity.json"))
-    except (ValueError, OSError) as e:
-        print("error: " + str(e), file=sys.stderr)
-        return 2
-    port.makedirs(image + "/data")
-    from device import start  # boot-time only: unloaded again
-
-    cause, resets = start.cause(image + "/data")
-    emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free()})
-    start.fault(image + "/data")
-    del start
-    port.unload("device.start")
-    feed = port.watchdog(_WATCHDOG_MS)
-    conf = settings.Settings(image + "/data", ident["id"],
-                             {"interval_ms": interval} if interval else None)
-    conf.load()
-    fresh = True
-    while True:
-        if port.exists(conf.pending_path) and not conf.deferred:
-            port.tls_context(None)  # verification needs every KB: the context is rebuilt below
-            port.collect()
-            from device import config
-
-            event = config.process_pending(conf, port.read_bytes(image + "/keys/config.pub"))
-            emit(event)
-            del config
-            port.unload("device.config")
-            if event["status"] == "deferred" and not fresh:
-                # Too fragmented to verify: ask for a reset, as a board would. A fresh heap
-                # verifies before the agent loads; the runner (the board's power) restarts us.
-                # On a fresh heap a deferral stays one (no reset loop).
-                emit({"event": "reset", "cause": "requested", "why": "config needs a fresh heap"})
-                return port.reset(_EXIT_REQUESTED)
-        port.collect()
-        port.tls_context(image + "/certs")  # before the agent's code: see port.tls_context
-        from device import app
-
-        why, _ = app.run(image, ident, conf, records, emit, (cause, resets, feed))
-        fresh = False
-        del app
-        if why != "config":
-            return 0
-        # Drop the agent's code so verification has the heap: MicroPython keeps bytecode in
-        # RAM. It is imported again afterwards.
-        for name in list(sys.modules):
-            if name.startswith("device.") and name not in ("device.port", "device.settings",
-                                                            "device.main"):
-                port.unload(name)
-        port.collect()
 
 
 if __name__ == "__main__":

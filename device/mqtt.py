@@ -147,8 +147,8 @@ class Client:
       on_publish(topic_mv, payload_mv, qos, retain) - incoming; PUBACKed after it returns
       on_oversize(topic_mv, payload_size) - an incoming PUBLISH whose payload is larger than
         MAX_DOWNLINK_BYTES: not delivered, still PUBACKed
-      on_suback(return_codes_mv) - a SUBACK (0x80 in a code: that subscription was refused)
-    PUBACK and SUBACK are only checked: the application's own ack decides what is delivered.
+    PUBACK is only checked (the application's own ack decides what is delivered); a SUBACK
+    that refuses a subscription raises MQTTError: without it the device hears no acks or configs.
     I/O errors surface as OSError, bad frames as MQTTError; the caller marks the link down.
     """
 
@@ -161,21 +161,19 @@ class Client:
         self.conn = None
         self.rx_len = 0
         self.skip = 0  # bytes of an oversized packet still to discard
-        self.skip_pid = 0  # its packet id, PUBACKed once skipped (or the broker stalls on it)
         self.skipped = 0
         self.pid = 0
         self.last_rx = self.last_tx = port.ticks_ms()  # tick values, set again by attach()
         self.on_connack = _noop
         self.on_publish = _noop
         self.on_oversize = _noop
-        self.on_suback = _noop
         # Stream helpers; tests swap in their fake stream's own.
         self.wait = port.wait
         self.close = port.close
 
     def attach(self, conn):
         self.conn = conn
-        self.rx_len = self.skip = self.skip_pid = 0
+        self.rx_len = self.skip = 0
         self.last_rx = self.last_tx = port.ticks_ms()
 
     def detach(self):
@@ -251,16 +249,18 @@ class Client:
                 n = min(self.skip, end - pos)
                 pos += n
                 self.skip -= n
-                if not self.skip and self.skip_pid:
-                    self.send(puback_packet(self.skip_pid))
-                    self.skip_pid = 0
                 continue
             n, body = decode_len(buf, pos + 1, end)
             if n < 0:
                 break
             if body + n - pos > RX_SIZE:
-                if not self._start_skip(pos, body, n, end):
-                    break  # its topic and packet id are not all here yet
+                # Larger than rx: handled (and PUBACKed) once its topic and packet id are
+                # here, then its bytes are discarded as they arrive.
+                if buf[pos] & 0xF0 != _PUBLISH:
+                    raise MQTTError("oversized control packet")
+                if not self._publish(buf[pos], body, body + n, end):
+                    break
+                self.skip = body + n - pos
                 continue
             if body + n > end:
                 break
@@ -270,32 +270,32 @@ class Client:
             self.rxmv[0:end - pos] = self.rxmv[pos:end]
         self.rx_len = end - pos
 
-    def _start_skip(self, pos, body, n, end):
-        """A PUBLISH larger than rx: once its topic and packet id are in the buffer, report it,
-        then discard its bytes (and PUBACK it once skipped, if QoS 1). False: wait for more."""
-        rx = self.rx
-        first = rx[pos]
-        if first & 0xF0 != _PUBLISH:
-            raise MQTTError("oversized control packet")
+    def _publish(self, first, body, last, avail):
+        """Deliver the PUBLISH at rx[body:last] (or report it as too large) and PUBACK it. Its
+        payload may lie beyond avail, in bytes still to come (skipped). False while its topic
+        and packet id are not all in rx[:avail]."""
+        buf = self.rx
         qos = (first >> 1) & 3
-        if qos > 1:
+        if qos > 1 or last - body < 2:
             raise MQTTError("bad publish")
-        if body + 2 > end:
+        if body + 2 > avail:
             return False
-        topic_end = body + 2 + ((rx[body] << 8) | rx[body + 1])
-        p = topic_end + 2 * qos
-        if p - pos > RX_SIZE:
-            raise MQTTError("topic too long")  # never one we subscribed to
-        if p > body + n:
+        t = body + 2 + ((buf[body] << 8) | buf[body + 1])
+        p = t + 2 * qos
+        if p > last or p - body > RX_SIZE - 5:  # (a topic that long is none of ours)
             raise MQTTError("bad publish")
-        if p > end:
+        if p > avail:
             return False
-        self.skip_pid = (rx[topic_end] << 8) | rx[topic_end + 1] if qos else 0
-        if qos and not self.skip_pid:
+        pid = (buf[t] << 8) | buf[t + 1] if qos else 0
+        if qos and not pid:
             raise MQTTError("publish with packet id 0")
-        self.skipped += 1
-        self.skip = body + n - pos
-        self.on_oversize(self.rxmv[body + 2:topic_end], body + n - p)
+        if last - p > MAX_DOWNLINK_BYTES or last > avail:  # (too large for rx: a long topic)
+            self.skipped += 1
+            self.on_oversize(self.rxmv[body + 2:t], last - p)
+        else:
+            self.on_publish(self.rxmv[body + 2:t], self.rxmv[p:last], qos, first & 1)
+        if qos:
+            self.send(puback_packet(pid))
         return True
 
     def _dispatch(self, first, body, end):
@@ -303,27 +303,13 @@ class Client:
         size = end - body
         buf = self.rx
         if kind == _PUBLISH:
-            qos = (first >> 1) & 3
-            if qos > 1 or size < 2:
-                raise MQTTError("bad publish")
-            topic_end = body + 2 + ((buf[body] << 8) | buf[body + 1])
-            p = topic_end + 2 * qos
-            if p > end:
-                raise MQTTError("bad publish")
-            pid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
-            if qos and not pid:
-                raise MQTTError("publish with packet id 0")
-            if end - p > MAX_DOWNLINK_BYTES:
-                self.skipped += 1
-                self.on_oversize(self.rxmv[body + 2:topic_end], end - p)
-            else:
-                self.on_publish(self.rxmv[body + 2:topic_end], self.rxmv[p:end], qos, first & 1)
-            if qos:
-                self.send(puback_packet(pid))
+            self._publish(first, body, end, end)
         elif kind == _CONNACK and first == _CONNACK and size == 2:
             self.on_connack(buf[body + 1], buf[body] & 1)
         elif first == _SUBACK and size >= 3:
-            self.on_suback(self.rxmv[body + 2:end])
+            for i in range(body + 2, end):
+                if buf[i] & 0x80:  # without it the device never hears acks or configs
+                    raise MQTTError("subscription %d refused" % (i - body - 1))
         elif first == _PUBACK and size == 2 or first == _PINGRESP and size == 0:
             pass  # checked; nothing to do (see the class docstring)
         else:

@@ -201,11 +201,31 @@ def test_payload_over_the_downlink_limit_is_reported_not_delivered(tmp):
     equal(s.take(), b"\x40\x02\x00\x01\x40\x02\x00\x02", "both PUBACKed")
 
 
-def test_suback_return_codes_reach_the_owner(tmp):
+def test_a_refused_subscription_is_an_error(tmp):
     c = mqtt.Client(b"dev")
     s = plug(c, FakeStream())
-    codes = []
-    c.on_suback = lambda rc: codes.append(bytes(rc))
-    s.feed(b"\x90\x04\x00\x01\x01\x80")
+    s.feed(b"\x90\x04\x00\x01\x01\x01")  # both granted
     c.poll(0)
-    equal(codes, [b"\x01\x80"], "return codes")
+    s.feed(b"\x90\x04\x00\x02\x01\x80")  # the second refused
+    try:
+        c.poll(0)
+    except mqtt.MQTTError as e:
+        equal(str(e), "subscription 2 refused", "reason")
+    else:
+        raise AssertionError("a refused subscription went unnoticed")
+
+
+def test_a_packet_too_big_for_rx_is_never_delivered_truncated(tmp):
+    c = mqtt.Client(b"dev")
+    s = plug(c, FakeStream())
+    got = []
+    big = []
+    c.on_publish = lambda t, p, q, r: got.append(bytes(p))
+    c.on_oversize = lambda t, n: big.append(n)
+    topic = b"t" * 300  # a payload within the limit, but the packet exceeds rx
+    body = b"\x01\x2c" + topic + b"\x00\x07" + b"p" * 500
+    s.feed(b"\x32" + _len_bytes(len(body)) + body)
+    for _ in range(3):
+        c.poll(0)
+    equal((got, big), ([], [500]), "reported, not delivered")
+    equal(s.take(), b"\x40\x02\x00\x07", "PUBACKed")
