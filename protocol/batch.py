@@ -284,6 +284,6 @@ def _check_gap(obj: object) -> None:
         raise BatchError("gap status must be a 4xx HTTP status")
     if (not isinstance(obj["reason"], str) or len(obj["reason"]) > MAX_REASON_CHARS
             or state_problem({"v": 1, "d": obj["gateway"], "reason": obj["reason"]})):
-        raise BatchError(f"gap reason must be a string of at most {MAX_REASON_CHARS} chars")
+        raise BatchError(f"gap reason must be UTF-8 text of at most {MAX_REASON_CHARS} chars")
     if type(obj["created"]) is not int or not 0 <= obj["created"] <= MAX_TIME_MS:
         raise BatchError("created must be an int in 0..2**53-1")

@@ -6,7 +6,6 @@ when it is an int, the gateway and batch it came in, why, and its JSON cut to
 MAX_BODY_CHARS) instead of refusing the batch. Reasons:
 - protocol.batch.record_problem / state_problem: the item breaks the wire contract (a field
   out of protocol.bounds, an unknown field, a bad device id, ...);
-- a string in it is no Unicode text (a lone surrogate), which no database or response takes;
 - its device is assigned to another gateway (cloud.services.assignment).
 Quarantined items are counted in the ingest answer, per device and per batch, and listed by
 the API; nothing in quarantine is ever stored as telemetry.
@@ -19,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.services.text import cut, is_text, safe_text
+from cloud.services.text import cut, safe_text
 from cloud.store import QuarantineRow, Store
 from protocol.batch import MAX_REASON_CHARS, Batch, record_problem, state_problem
 from protocol.topics import valid_device_id
@@ -50,13 +49,9 @@ def body_text(item: object) -> str:
 
 
 def problem(kind: str, item: object) -> str | None:
-    """Why the item cannot be stored (protocol.batch's check, then the cloud's), or None."""
-    if kind == RECORD:
-        return record_problem(item)  # a valid record holds no free text: ids and names only
-    reason = state_problem(item)
-    if reason is None and not is_text(json.dumps(item, ensure_ascii=False)):
-        reason = "text fields must be valid Unicode (a lone surrogate cannot be stored)"
-    return reason
+    """Why the item cannot be stored (protocol.batch's check: the same as every hop's), or
+    None. It refuses text no database can hold, such as a lone surrogate in a state."""
+    return record_problem(item) if kind == RECORD else state_problem(item)
 
 
 def hold(

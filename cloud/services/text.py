@@ -12,15 +12,6 @@ def safe_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def is_text(text: str) -> bool:
-    """True when UTF-8 can encode `text` (no lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def cut(text: str, limit: int) -> str:
     """`text`, or its first `limit` - 3 characters and '...'."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
