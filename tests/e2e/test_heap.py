@@ -39,6 +39,8 @@ def test_judge_counts_a_run_only_when_everything_happened() -> None:
     assert judge(LOG + "\nMemoryError: memory allocation failed", 3, [1, 2, 3], True).why == "MemoryError"
     assert "reset" in judge(LOG + '\n{"event": "reset", "why": "x"}', 3, [1, 2, 3], True).why
     assert "exited" in judge(LOG, 3, [1, 2, 3], alive=False).why
+    restarted = '{"event": "start", "resets": 1, "reset_cause": "watchdog"}\n' + LOG
+    assert "restarted" in judge(restarted, 3, [1, 2, 3], True).why
     assert "acked" in judge(LOG, 4, [1, 2, 3, 4], True).why
     assert "cloud holds" in judge(LOG, 3, [1, 3, 3], True).why
     no_reconnect = LOG.replace('"disconnected"', '"noted"')
