@@ -123,17 +123,20 @@ def test_a_heap_too_small_for_the_agent_resets_with_backoff(
     assert at[1] - at[0] >= 0.9 and at[2] - at[1] >= 1.9, f"not backed off: {at}"
 
 
-def test_an_injected_memory_error_resets_and_the_cause_reaches_the_state(
-        home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway,
+@pytest.mark.parametrize(("fault", "code"), [("memory", 76), ("crash", 77)])
+def test_an_injected_failure_resets_and_the_cause_reaches_the_state(
+        fault: str, code: int, home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway,
         boards: list[Board]) -> None:
     image = make_image(home, tmp_path / "img", "bike-1", "bike", broker.port)
     (image / "data").mkdir(exist_ok=True)
-    (image / "data" / "fault").write_text("memory")  # test hook: one MemoryError at start
+    (image / "data" / "fault").write_text(fault)  # test hook: MemoryError / an exception, once
     board = Board(image)
     boards.append(board)
-    state = _state(gateway, d="bike-1", reset_cause="memory")
+    state = _state(gateway, d="bike-1", reset_cause=fault)
     assert state["resets"] == 1
-    assert board.named("restart")[0]["cause"] == "memory"
+    restart = board.named("restart")[0]
+    assert (restart["cause"], restart["exit"]) == (fault, code)
+    assert board.named("reset")[0]["why"] == "injected by a test"
 
 
 def test_a_hung_agent_is_reset_by_the_watchdog_and_a_healthy_one_is_not(
