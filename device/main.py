@@ -18,11 +18,15 @@ which mirrors these codes) restarts it after a back-off, is its watchdog, and wr
 to data/reset.json, which the next start reports ("start" event, state message).
 """
 
-import json
 import sys
 
-from device import port, settings
-from device.port import const
+try:
+    import json
+
+    from device import port, settings
+    from device.port import const
+except MemoryError:  # a heap too small even for these: a memory reset all the same
+    sys.exit(76)  # _EXIT_MEMORY (below; port.reset is not there to call)
 
 # Exit codes of a run that ends in a reset, one per cause (the runner maps them back). const():
 # no heap on MicroPython (CPython, and the test that pins the runner's copies, see globals).

@@ -94,6 +94,8 @@ def test_runner_and_device_agree_on_exit_codes_and_the_watchdog() -> None:
     assert (device_main._EXIT_REQUESTED, device_main._EXIT_MEMORY, device_main._EXIT_CRASH) == (
         device_runner.EXIT_REQUESTED, device_runner.EXIT_MEMORY, device_runner.EXIT_CRASH)
     assert device_main._WATCHDOG_MS == device_runner.WATCHDOG_S * 1000
+    # The one literal copy, for a heap too small to import main's own modules:
+    assert f"sys.exit({device_runner.EXIT_MEMORY})" in (REPO / "device" / "main.py").read_text()
     # A healthy agent says something several times per watchdog period.
     assert device_agent._ALIVE_MS * 3 <= device_runner.WATCHDOG_S * 1000
     assert [device_runner.backoff_s(n) for n in (1, 2, 3, 6, 50)] == [1, 2, 4, 30, 30]
