@@ -41,37 +41,16 @@ def emit(event):
     sys.stdout.flush()
 
 
-def parse_args(args):
-    """(image, records or None, interval_ms or None); ValueError on anything else."""
-    opts = {"--records": None, "--interval-ms": None}  # type: dict[str, int | None]
-    rest = []
-    while args:
-        if args[0] in opts and len(args) > 1:
-            opts[args[0]] = int(args[1])  # ValueError for a non-integer
-            args = args[2:]
-        else:
-            rest.append(args[0])
-            args = args[1:]
-    if len(rest) != 1 or rest[0].startswith("-"):
-        raise ValueError("usage: device.main IMAGE [--records N] [--interval-ms MS]")
-    return rest[0].rstrip("/"), opts["--records"], opts["--interval-ms"]
-
-
 def main(args):
     """Run the device; returns the exit code (where port.reset() returns at all)."""
     try:
+        from device import start  # what a start does once: its code is unloaded again
+
         try:
-            image, records, interval = parse_args(args)
-            ident = json.loads(port.read_bytes(image + "/identity.json"))
+            image, records, interval, ident, cause, resets = start.begin(args, emit)
         except (ValueError, OSError) as e:
             print("error: " + str(e), file=sys.stderr)
             return 2
-        port.makedirs(image + "/data")
-        from device import start  # boot-time only: unloaded again
-
-        cause, resets = start.cause(image + "/data")
-        emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free()})
-        start.fault(image + "/data")
         del start
         port.unload("device.start")
         feed = port.watchdog(_WATCHDOG_MS)

@@ -1,8 +1,10 @@
-"""What a start needs once and then never again (main.py imports it at boot and unloads it).
+"""What a start does once (main.py imports this at boot and unloads it again, so its code does
+not sit next to the agent): read the arguments and the identity, say why this start happened,
+and the tests' fault hook.
 
-data/reset.json = {"cause": ..., "count": ...} says why this start happened: written by the host's
-device runner (fleetloop/device_runner.py), which plays the board (power, watchdog, resets).
-Causes are protocol.state.RESET_CAUSES; "none" when nothing was recorded (a plain first start).
+data/reset.json = {"cause": ..., "count": ...} says why: written by the host's device runner
+(fleetloop/device_runner.py), which plays the board (power, watchdog, resets). Causes are
+protocol.state.RESET_CAUSES; "none" when nothing was recorded (a plain first start).
 """
 
 import json
@@ -10,13 +12,37 @@ import json
 from device import port
 
 
-def cause(data_dir):
-    """(cause, resets so far) of this start."""
+def parse_args(args):
+    """(image, records or None, interval_ms or None); ValueError on anything else."""
+    opts = {"--records": None, "--interval-ms": None}  # type: dict[str, int | None]
+    rest = []
+    while args:
+        if args[0] in opts and len(args) > 1:
+            opts[args[0]] = int(args[1])  # ValueError for a non-integer
+            args = args[2:]
+        else:
+            rest.append(args[0])
+            args = args[1:]
+    if len(rest) != 1 or rest[0].startswith("-"):
+        raise ValueError("usage: device.main IMAGE [--records N] [--interval-ms MS]")
+    return rest[0].rstrip("/"), opts["--records"], opts["--interval-ms"]
+
+
+def begin(args, emit):
+    """(image, records, interval_ms, identity, reset cause, resets so far), after the "start"
+    event; ValueError or OSError for bad arguments or an unreadable image."""
+    image, records, interval = parse_args(args)
+    ident = json.loads(port.read_bytes(image + "/identity.json"))
+    data = image + "/data"
+    port.makedirs(data)
     try:
-        saved = json.loads(port.read_bytes(data_dir + "/reset.json"))
-        return str(saved["cause"]), int(saved["count"])
+        saved = json.loads(port.read_bytes(data + "/reset.json"))
+        cause, resets = str(saved["cause"]), int(saved["count"])
     except (OSError, ValueError, KeyError, TypeError):
-        return "none", 0
+        cause, resets = "none", 0
+    emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free()})
+    fault(data)
+    return image, records, interval, ident, cause, resets
 
 
 def fault(data_dir):
