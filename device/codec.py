@@ -17,6 +17,7 @@ _MAX_METRICS = const(32)
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 _INF = float("inf")
+_MAX_INT = 9007199254740991  # protocol.bounds: seq, t and int metrics (a plain int: not a const)
 
 
 def valid_id(text):
@@ -31,9 +32,10 @@ def valid_id(text):
 
 def _value(v):
     t = type(v)
-    if t is bool or t is int or (t is float and v == v and -_INF < v < _INF):
+    if t is bool or (t is int and -_MAX_INT <= v <= _MAX_INT) or (
+            t is float and v == v and -_INF < v < _INF):
         return json.dumps(v)
-    raise ValueError("metric values must be numbers or booleans")
+    raise ValueError("metric values must be numbers (ints within 2**53) or booleans")
 
 
 def record_prefix(device_id):
@@ -45,8 +47,9 @@ def record_prefix(device_id):
 
 def encode_record(prefix, seq, ts_ms, metrics):
     """Canonical record bytes, identical to protocol.record.encode; ValueError otherwise."""
-    if type(seq) is not int or seq < 1 or type(ts_ms) is not int or ts_ms < 0:
-        raise ValueError("seq must be an int >= 1 and t an int >= 0")
+    if type(seq) is not int or not 0 < seq <= _MAX_INT or type(ts_ms) is not int or \
+            not 0 <= ts_ms <= _MAX_INT:
+        raise ValueError("seq must be an int in 1..2**53-1 and t in 0..2**53-1")
     if type(metrics) is not dict or len(metrics) > _MAX_METRICS:
         raise ValueError("metrics must be an object of at most 32 entries")
     # One list of the exact size, constant separators: nothing is concatenated twice (with

@@ -39,14 +39,20 @@ def test_records_refused_like_protocol(tmp):
     bad_metrics = [
         {"Upper": 1}, {"": 1}, {"a" * 33: 1}, {"x": "1"}, {"x": None}, {"x": [1]},
         {"x": float("inf")}, {"x": float("nan")}, {"x-y": 1},
+        {"x": 2 ** 53}, {"x": -(2 ** 53)}, {"x": 2 ** 63},
         dict(("m" + str(i), i) for i in range(33)),
     ]
     for m in bad_metrics:
         raises(ValueError, codec.encode_record, prefix, 1, 0, m)
         raises(ValueError, record.encode, "bike-1", 1, 0, m)
-    for seq, t in ((0, 0), (True, 0), (1, -1), (1, 1.5)):
+    for seq, t in ((0, 0), (True, 0), (1, -1), (1, 1.5), (2 ** 53, 0), (1, 2 ** 53),
+                   (2 ** 63, 1), (1, 2 ** 64)):
         raises(ValueError, codec.encode_record, prefix, seq, t, {})
         raises(ValueError, record.encode, "bike-1", seq, t, {})
+    # the largest values every hop holds are accepted by both, byte for byte
+    top = 2 ** 53 - 1
+    equal(codec.encode_record(prefix, top, top, {"x": top, "y": -top}),
+          record.encode("bike-1", top, top, {"x": top, "y": -top}), "bounds")
     # names and values at their longest, plus huge seq and t: just over 2048 bytes
     too_big = dict((f"m{i:02d}_" + "a" * 28, -1.2345678901234567e-300) for i in range(32))
     long_id = "x" * 64
