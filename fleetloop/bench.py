@@ -163,7 +163,7 @@ def judge(log: str, records: int, cloud_seqs: list[int], alive: bool,
     lows = [e["heap_min"] for e in events if isinstance(e.get("heap_min"), int) and e["heap_min"] > 0]
     boots = [e["heap_free"] for e in events if e["event"] == "boot"]
     checks = [
-        ("MemoryError" not in log, "MemoryError"),
+        ("MemoryError" not in log, _memory_error(log)),
         ("reset" not in kinds, "reset: " + next((str(e.get("why")) for e in events
                                                  if e["event"] == "reset"), "")),
         (not any(e["event"] == "stopped" and e.get("why") == "memory" for e in events),
@@ -183,6 +183,16 @@ def judge(log: str, records: int, cloud_seqs: list[int], alive: bool,
     return HeapTrial(profile, heap_kb, not why, why, len(cloud_seqs),
                      boots[0] if boots else None, min(lows) if lows else None,
                      bool(applied), reconnected)
+
+
+def _memory_error(log: str) -> str:
+    """'MemoryError' with the first one's message and innermost frame, when the log has them."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("MemoryError"):
+            where = lines[i - 1].strip() if i and lines[i - 1].startswith("  File") else ""
+            return line.strip() + (f" ({where})" if where else "")
+    return "MemoryError"
 
 
 def heap_round(stack: Stack, trials: list[tuple[str, int]], seconds: float, interval_ms: int,

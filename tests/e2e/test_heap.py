@@ -36,7 +36,9 @@ LOG = "\n".join([
 def test_judge_counts_a_run_only_when_everything_happened() -> None:
     ok = judge(LOG, 3, [1, 2, 3], alive=True)
     assert ok.runs and ok.lowest_free == 7000 and ok.boot_free == 20000
-    assert judge(LOG + "\nMemoryError: memory allocation failed", 3, [1, 2, 3], True).why == "MemoryError"
+    oom = '  File "device/codec.py", line 1, in encode_record\nMemoryError: memory allocation failed'
+    assert judge(LOG + "\n" + oom, 3, [1, 2, 3], True).why == (
+        'MemoryError: memory allocation failed (File "device/codec.py", line 1, in encode_record)')
     assert "reset" in judge(LOG + '\n{"event": "reset", "why": "x"}', 3, [1, 2, 3], True).why
     assert "exited" in judge(LOG, 3, [1, 2, 3], alive=False).why
     restarted = '{"event": "start", "resets": 1, "reset_cause": "watchdog"}\n' + LOG
