@@ -19,7 +19,7 @@ import struct
 import sys
 from pathlib import Path
 
-from device.profiles.engine import MAGIC, SENSORS
+from device.profiles.engine import COLUMNS, MAGIC
 
 OUT = Path(__file__).with_name("cmapss_fd001.bin")
 
@@ -32,7 +32,7 @@ def pack(text):
     rows.sort(key=lambda cols: (int(cols[0]), int(cols[1])))
     header = []
     columns = []
-    for col, _name in SENSORS:
+    for col in COLUMNS:
         texts = [cols[col] for cols in rows]
         scale = 10 ** max(len(t.partition(".")[2]) for t in texts)
         ints = [round(float(t) * scale) for t in texts]
@@ -41,13 +41,13 @@ def pack(text):
             raise ValueError(f"column {col} spans more than 16 bits")
         header += [base, scale]
         columns.append([v - base for v in ints])
-    fmt = "<HH%dH" % len(SENSORS)
+    fmt = "<HH%dH" % len(COLUMNS)
     body = b"".join(
         struct.pack(fmt, int(cols[0]), int(cols[1]), *(c[i] for c in columns))
         for i, cols in enumerate(rows)
     )
-    head = struct.pack("<4sHHI", MAGIC, len(SENSORS), struct.calcsize(fmt), len(rows))
-    return head + struct.pack("<" + "iI" * len(SENSORS), *header) + body
+    head = struct.pack("<4sHHI", MAGIC, len(COLUMNS), struct.calcsize(fmt), len(rows))
+    return head + struct.pack("<" + "iI" * len(COLUMNS), *header) + body
 
 
 def build(source, out=OUT):

@@ -22,14 +22,15 @@ DATA = "cmapss_fd001.bin"
 MAGIC = b"CMT1"
 UNITS = 100
 HEAD = 12  # magic, columns, row size, rows; then 8 bytes (base, scale) per column
+ROW = 32  # unit, cycle, 14 value offsets: 16 little-endian uint16
+FORMAT = "<16H"
 # The 14 sensors that change over an FD001 run (the other 7 and the 3 operating settings are
 # constant or noise at FD001's single operating condition, and the usual prognostics
-# literature drops them too): (column in NASA's text file, metric name = lower-cased sensor).
-SENSORS = (
-    (6, "t24"), (7, "t30"), (8, "t50"), (11, "p30"), (12, "nf"), (13, "nc"), (15, "ps30"),
-    (16, "phi"), (17, "nrf"), (18, "nrc"), (19, "bpr"), (21, "htbleed"), (24, "w31"),
-    (25, "w32"),
-)
+# literature drops them too), as metric names (lower-cased sensor names), and their columns in
+# NASA's text file (for build_engine_data.py). Flat tuples of constants: cheap on the heap.
+SENSORS = ("t24", "t30", "t50", "p30", "nf", "nc", "ps30", "phi", "nrf", "nrc", "bpr", "htbleed",
+           "w31", "w32")
+COLUMNS = (6, 7, 8, 11, 12, 13, 15, 16, 17, 18, 19, 21, 24, 25)
 
 
 def data_path():
@@ -50,38 +51,33 @@ class Profile:
     def __init__(self, device_id, position=0):
         f = open(data_path(), "rb")
         self.f = f
-        head = f.read(HEAD)
-        magic, cols, self.size, self.rows = struct.unpack("<4sHHI", head)
-        if magic != MAGIC or cols != len(SENSORS) or self.size != 4 + 2 * cols:
+        magic, cols, size, rows = struct.unpack("<4sHHI", f.read(HEAD))
+        if magic != MAGIC or cols != len(SENSORS) or size != ROW:
             f.close()
             raise ValueError("not an engine trajectory file")
-        scales = struct.unpack("<" + "iI" * cols, f.read(8 * cols))
-        # (MicroPython slices support no step)
-        self.base = tuple(scales[2 * i] for i in range(cols))
-        self.scale = tuple(scales[2 * i + 1] for i in range(cols))
-        self.fmt = "<%dH" % (2 + cols)
-        self.buf = bytearray(self.size)
+        self.cols = struct.unpack("<" + "iI" * cols, f.read(8 * cols))  # base, scale, ...
+        self.buf = bytearray(ROW)
         # The unit's rows: [first, first + count). A provisioned file holds one unit only, and
         # whatever unit that is, it is this device's (the factory chose it by the same rule).
         want = binascii.crc32(device_id.encode()) % UNITS + 1
-        first = self._find(want)
-        if first == self.rows or self._read(first)[0] != want:
+        first = self._find(want, rows)
+        if first == rows or self._read(first)[0] != want:
             first = 0
-        self.unit = self._read(first)[0]
         self.first = first
-        self.count = self._find(self.unit + 1) - first
+        self.count = self._find(self._read(first)[0] + 1, rows) - first
         self.at = position % self.count  # flights already reported, overhauls included
 
     def _read(self, row):
+        """The row's (unit, cycle, 14 value offsets) as a tuple."""
         f = self.f
-        f.seek(HEAD + 8 * len(self.base) + row * self.size)
-        if f.readinto(self.buf) != self.size:
+        f.seek(HEAD + 8 * len(SENSORS) + row * ROW)
+        if f.readinto(self.buf) != ROW:
             raise OSError(5)
-        return struct.unpack(self.fmt, self.buf)
+        return struct.unpack(FORMAT, self.buf)
 
-    def _find(self, unit):
-        """First row whose unit is >= `unit` (rows are sorted by unit), or self.rows."""
-        lo, hi = 0, self.rows
+    def _find(self, unit, rows):
+        """First row whose unit is >= `unit` (rows are sorted by unit), or `rows`."""
+        lo, hi = 0, rows
         while lo < hi:
             mid = (lo + hi) // 2
             if self._read(mid)[0] < unit:
@@ -94,13 +90,12 @@ class Profile:
         row = self._read(self.first + self.at)
         self.at = (self.at + 1) % self.count
         out = {"engine_unit": row[0], "cycle": row[1]}
-        base = self.base
-        scale = self.scale
+        cols = self.cols
         for i in range(len(SENSORS)):
-            out[SENSORS[i][1]] = (base[i] + row[2 + i]) / scale[i]
+            out[SENSORS[i]] = (cols[2 * i] + row[2 + i]) / cols[2 * i + 1]
         return out
 
     def close(self):
         if self.f is not None:
             self.f.close()
-            self.f = None  # type: ignore[assignment]  # closed for good
+            self.f = None

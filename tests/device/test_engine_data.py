@@ -28,7 +28,7 @@ def test_samples_are_nasas_rows_with_their_exact_decimals() -> None:
         for i in range(len(mine) + 2):  # one run to failure, then the overhauled engine
             r = mine[i % len(mine)]
             want = {"engine_unit": unit, "cycle": int(r[1]),
-                    **{name: float(r[col]) for col, name in engine.SENSORS}}
+                    **{name: float(r[col]) for col, name in zip(engine.COLUMNS, engine.SENSORS, strict=True)}}
             assert p.sample() == want
         p.close()
 
