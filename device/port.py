@@ -16,12 +16,6 @@ import sys
 IMPL = sys.implementation.name
 MICRO = IMPL == "micropython"
 
-# Window (log2 bytes) the engine dataset is compressed with. MicroPython's DeflateIO allocates
-# the window on the heap: the gzip default (2**15) costs ~34 KB of a 64 KB heap, 2**10 ~2.7 KB.
-# The decompressor must use a window >= the compressor's, so both sides use this constant.
-GZIP_WBITS = 10
-
-
 def random_below(n):
     """Uniform-ish int in [0, n) from the OS RNG (jitter, not crypto)."""
     b = os.urandom(4)
@@ -103,7 +97,6 @@ if MICRO:
     import socket
     import time
 
-    import deflate
     import tls
     from micropython import const  # noqa: F401 - re-exported: `from device.port import const`
 
@@ -134,10 +127,6 @@ if MICRO:
 
     def file_size(path):
         return os.stat(path)[6]
-
-    def open_gzip(path):
-        """Binary stream of the decompressed file, with readline() and close()."""
-        return deflate.DeflateIO(open(path, "rb"), deflate.GZIP, GZIP_WBITS, True)
 
     def tls_context(certs_dir):
         """Client context for certs_dir, built once (None forgets it). Build it early: the

@@ -1,7 +1,6 @@
 # cpython-only: the CPython half of port.py; not copied into device images.
 """CPython versions of port.py's interpreter-specific names (see port.py for the contract)."""
 
-import gzip
 import os
 import select
 import socket
@@ -11,7 +10,7 @@ import traceback
 
 __all__ = [
     "const", "ticks_ms", "ticks_diff", "ticks_add", "sleep_ms", "mem_free", "collect", "listdir",
-    "replace", "time_ms", "flush_durable", "file_size", "open_gzip", "tls_context",
+    "replace", "time_ms", "flush_durable", "file_size", "tls_context",
     "tls_connect", "wait", "close", "print_exception",
 ]
 
@@ -66,10 +65,6 @@ def flush_durable(f):
 
 def file_size(path):
     return os.stat(path).st_size
-
-
-def open_gzip(path):
-    return gzip.open(path, "rb")
 
 
 def tls_context(certs_dir):

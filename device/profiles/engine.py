@@ -98,4 +98,4 @@ class Profile:
     def close(self):
         if self.f is not None:
             self.f.close()
-            self.f = None
+            self.f = None  # type: ignore[assignment]  # closed for good
