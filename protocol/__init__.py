@@ -6,4 +6,4 @@ into the firmware image next to the agent; the rest (the gateway batch) is CPyth
 
 VERSION = 1
 
-DEVICE_MODULES = ("__init__", "bounds", "topics", "record", "ack", "state", "config", "ed25519", "sha512")
+DEVICE_MODULES = ("__init__", "bounds", "tag", "topics", "record", "ack", "state", "config", "ed25519", "sha512")

@@ -2,9 +2,13 @@
 
 CPython only. Canonical bytes are the UTF-8 JSON of
     {"created":<ms>,"gateway":"gw-1","prev":"<sha256 hex of the previous batch's canonical
-     bytes, or 64 zeros for the first>","records":[<record objects>],"seq":<batch seq >= 1>,
-     "states":[<state objects>],"v":1}
-with keys sorted at every level, no spaces, non-ASCII kept as UTF-8.
+     bytes, or 64 zeros for the first>","records":["<record wire text>",...],
+     "seq":<batch seq >= 1>,"states":["<state wire text>",...],"v":2}
+with keys sorted at every level, no spaces, non-ASCII kept as UTF-8. Version 2 carries each
+record and state as the exact text the device sent, so the cloud verifies the device's tag
+(protocol.tag) over the very bytes the device signed; the gateway can neither alter nor invent
+one unseen. Version 1 batches (records and states as JSON objects, from gateways on older
+software) are still accepted: their items can only be version 1 records and states.
 
 HTTP: POST /api/v1/ingest, body = zlib(canonical), headers
     Content-Type: application/vnd.fleetloop.batch+zlib
@@ -45,7 +49,8 @@ from protocol import state as state_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
 GENESIS = "0" * 64
 CONTENT_TYPE = "application/vnd.fleetloop.batch+zlib"
 GAP_CONTENT_TYPE = "application/vnd.fleetloop.gap+json"
@@ -70,12 +75,13 @@ class Batch:
     seq: int
     prev: str
     created_ms: int
-    records: tuple[Any, ...]  # each checked on its own: see record_problem
+    records: tuple[Any, ...]  # each checked on its own: see parse_record
     states: tuple[Any, ...] = ()
+    version: int = VERSION
 
     def to_obj(self) -> dict[str, Any]:
         return {
-            "v": VERSION,
+            "v": self.version,
             "gateway": self.gateway,
             "seq": self.seq,
             "prev": self.prev,
@@ -146,6 +152,7 @@ def open_sealed(body: bytes, signature_b64: str, key: Ed25519PublicKey) -> tuple
         created_ms=obj["created"],
         records=tuple(obj["records"]),
         states=tuple(obj["states"]),
+        version=obj["v"],
     )
     return batch, digest(canon)
 
@@ -168,6 +175,14 @@ def _verified_json(signed: bytes, signature_b64: str, key: Ed25519PublicKey, wha
         raise BatchError(f"{what} is nested too deeply") from exc
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeError:  # a lone surrogate from a JSON escape
+        return False
+    return True
+
+
 def _is_hex64(value: object) -> bool:
     return (
         isinstance(value, str)
@@ -181,7 +196,7 @@ def _check(obj: object) -> None:
         raise BatchError("batch must be an object")
     if set(obj) != {"v", "gateway", "seq", "prev", "created", "records", "states"}:
         raise BatchError("batch fields are wrong")
-    if obj["v"] != VERSION:
+    if type(obj["v"]) is not int or obj["v"] not in VERSIONS:
         raise BatchError("batch version unsupported")
     if not valid_device_id(obj["gateway"]):
         raise BatchError("invalid gateway id")
@@ -198,19 +213,49 @@ def _check(obj: object) -> None:
         raise BatchError("too many records")
 
 
-def record_problem(rec: object) -> str | None:
+def parse_record(item: object, version: int = VERSION) -> tuple[dict[str, Any], bytes | None]:
+    """(record, the exact bytes the device sent) of one item of a batch of `version`;
+    ValueError says why it is no valid record. Version 1 items carry no wire bytes."""
+    if version >= 2:
+        if not isinstance(item, str):
+            raise ValueError("record must be the device's wire text")
+        wire = item.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+        rec = record_codec.decode(wire)
+        return rec, wire
+    record_codec.check(item)
+    assert isinstance(item, dict)
+    if item["v"] != 1:
+        raise ValueError("a version 1 batch carries version 1 records only")
+    return item, None
+
+
+def parse_state(item: object, version: int = VERSION) -> tuple[dict[str, Any], bytes | None]:
+    """(state, the exact bytes the device sent) of one item; ValueError says what is wrong."""
+    if version >= 2:
+        if not isinstance(item, str):
+            raise ValueError("state must be the device's wire text")
+        wire = item.encode()
+        return state_codec.decode(wire), wire
+    state_codec.check(item)
+    assert isinstance(item, dict)
+    if item["v"] != 1:
+        raise ValueError("a version 1 batch carries version 1 states only")
+    return item, None
+
+
+def record_problem(rec: object, version: int = VERSION) -> str | None:
     """Why one record of a batch cannot be stored, or None when it is a valid record."""
     try:
-        record_codec.check(rec)
+        parse_record(rec, version)
     except ValueError as exc:
         return str(exc)
     return None
 
 
-def state_problem(st: object) -> str | None:
+def state_problem(st: object, version: int = VERSION) -> str | None:
     """Why one state of a batch cannot be stored, or None when it is a valid state."""
     try:
-        state_codec.check(st)
+        parse_state(st, version)
     except ValueError as exc:
         return str(exc)
     return None
@@ -283,7 +328,7 @@ def _check_gap(obj: object) -> None:
     if type(obj["status"]) is not int or not 400 <= obj["status"] <= 499:
         raise BatchError("gap status must be a 4xx HTTP status")
     if (not isinstance(obj["reason"], str) or len(obj["reason"]) > MAX_REASON_CHARS
-            or state_problem({"v": 1, "d": obj["gateway"], "reason": obj["reason"]})):
+            or not _is_utf8(obj["reason"])):
         raise BatchError(f"gap reason must be UTF-8 text of at most {MAX_REASON_CHARS} chars")
     if type(obj["created"]) is not int or not 0 <= obj["created"] <= MAX_TIME_MS:
         raise BatchError("created must be an int in 0..2**53-1")

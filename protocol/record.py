@@ -1,21 +1,31 @@
-"""Telemetry record: one reading of one device, identified by (device, seq).
+"""Telemetry record: one reading of one device, identified by (device, incarnation, seq).
 
-Wire (UTF-8 JSON, keys in this order, metrics sorted by name):
-    {"v":1,"d":"bike-1","s":42,"t":1732345678123,"m":{"cadence":81,"power":212.5}}
-v  format version (1)
+Wire, version 2 (UTF-8 JSON, keys in this order, metrics sorted by name, the tag last):
+    {"v":2,"d":"bike-1","i":1234567,"s":42,"t":1732345678123,"m":{"cadence":81,"power":212.5},
+     "h":"<32 lowercase hex>"}
+v  format version (2)
 d  device id (= certificate CN)
-s  per-device sequence number, 1..2**53-1, strictly increasing, persisted across reboots
+i  incarnation, 1..2**31-1: drawn by the device from its RNG when its buffer is first used (new
+   or wiped) and kept with the buffer, so a wiped device never repeats an identity
+s  sequence number within the incarnation, 1..2**53-1, strictly increasing, persisted
 t  device clock, milliseconds since the Unix epoch, 0..2**53-1
 m  metrics: name -> int | float | bool; names are 1-32 chars of [a-z0-9_]; ints within
    +-(2**53-1) (protocol.bounds), floats finite
+h  the device's tag (protocol.tag) over the record without this member
+
+Version 1 (no i, no h) is still decoded, as incarnation 0, for devices on older firmware; the
+cloud stores it only for a device that has no record key registered.
 """
 
 import json
 
+from protocol import tag as tag_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)
+MAX_INCARNATION = 2147483647  # 2**31 - 1
 MAX_RECORD_BYTES = 2048
 MAX_METRICS = 32
 MAX_NAME_LEN = 32
@@ -67,28 +77,58 @@ def _check_seq_t(seq, ts):
         raise ValueError("t must be an int in 0..2**53-1")
 
 
-def encode(device, seq, ts_ms, metrics):
-    """Canonical bytes of one record; raises ValueError for anything the decoder would refuse."""
-    if not valid_device_id(device):
-        raise ValueError("invalid device id")
-    _check_seq_t(seq, ts_ms)
-    check_metrics(metrics)
-    names = sorted(metrics)
-    parts = []
-    for name in names:
-        parts.append(json.dumps(name) + ":" + json.dumps(metrics[name]))
-    text = (
-        '{"v":1,"d":' + json.dumps(device) + ',"s":' + str(seq) + ',"t":' + str(ts_ms)
-        + ',"m":{' + ",".join(parts) + "}}"
-    )
-    data = text.encode()
+def encode(device, incarnation, seq, ts_ms, metrics, mac):
+    """Canonical tagged bytes of one v2 record (`mac`: a protocol.tag.Hmac under the device's
+    record key); raises ValueError for anything the decoder would refuse."""
+    signed = signed_bytes(device, incarnation, seq, ts_ms, metrics)
+    data = tag_codec.append(mac, signed)
     if len(data) > MAX_RECORD_BYTES:
         raise ValueError("record too large")
     return data
 
 
+def signed_bytes(device, incarnation, seq, ts_ms, metrics):
+    """The canonical v2 record without its tag: what the tag covers."""
+    if not valid_device_id(device):
+        raise ValueError("invalid device id")
+    _check_incarnation(incarnation)
+    _check_seq_t(seq, ts_ms)
+    check_metrics(metrics)
+    parts = []
+    for name in sorted(metrics):
+        parts.append(json.dumps(name) + ":" + json.dumps(metrics[name]))
+    return (
+        '{"v":2,"d":' + json.dumps(device) + ',"i":' + str(incarnation) + ',"s":' + str(seq)
+        + ',"t":' + str(ts_ms) + ',"m":{' + ",".join(parts) + "}}"
+    ).encode()
+
+
+def encode_v1(device, seq, ts_ms, metrics):
+    """A version 1 record (untagged), as older firmware sends it."""
+    if not valid_device_id(device):
+        raise ValueError("invalid device id")
+    _check_seq_t(seq, ts_ms)
+    check_metrics(metrics)
+    parts = []
+    for name in sorted(metrics):
+        parts.append(json.dumps(name) + ":" + json.dumps(metrics[name]))
+    data = (
+        '{"v":1,"d":' + json.dumps(device) + ',"s":' + str(seq) + ',"t":' + str(ts_ms)
+        + ',"m":{' + ",".join(parts) + "}}"
+    ).encode()
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError("record too large")
+    return data
+
+
+def _check_incarnation(value):
+    if not _is_int(value) or value < 1 or value > MAX_INCARNATION:
+        raise ValueError("incarnation must be an int in 1..2**31-1")
+
+
 def decode(payload):
-    """Parse and validate one record; returns a dict with keys v, d, s, t, m."""
+    """Parse and validate one record (v1 or v2); returns its dict. The tag's format is
+    checked, not the tag itself: only the device and the cloud hold the key."""
     if len(payload) > MAX_RECORD_BYTES:
         raise ValueError("record too large")
     try:
@@ -96,7 +136,13 @@ def decode(payload):
     except Exception:
         raise ValueError("record is not JSON")
     check(obj)
+    if obj["v"] == 2:
+        tag_codec.split(payload)  # ValueError: the tag is not the last member, or malformed
     return obj
+
+
+_V1_FIELDS = ("v", "d", "s", "t", "m")
+_V2_FIELDS = ("v", "d", "i", "s", "t", "m", "h")
 
 
 def check(obj):
@@ -105,12 +151,24 @@ def check(obj):
     first hop (the gateway) refuses larger ones; inside a batch the batch limits bound size."""
     if not isinstance(obj, dict):
         raise ValueError("record must be an object")
-    if obj.get("v") != VERSION:
+    version = obj.get("v")
+    if type(version) is not int or version not in VERSIONS:
         raise ValueError("record version unsupported")
+    fields = _V2_FIELDS if version == 2 else _V1_FIELDS
     for key in obj:
-        if key not in ("v", "d", "s", "t", "m"):
+        if key not in fields:
             raise ValueError("unknown record field")
     if not valid_device_id(obj.get("d")):
         raise ValueError("invalid device id")
+    if version == 2:
+        _check_incarnation(obj.get("i"))
+        h = obj.get("h")
+        if not isinstance(h, str) or len(h) != tag_codec.TAG_HEX:
+            raise ValueError("tag must be 32 lowercase hex characters")
     _check_seq_t(obj.get("s"), obj.get("t"))
     check_metrics(obj.get("m"))
+
+
+def incarnation(obj):
+    """The incarnation of a checked record (0 for version 1)."""
+    return obj.get("i", 0)

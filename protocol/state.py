@@ -1,9 +1,12 @@
 """Device -> gateway reported state, sent on connect and after every config decision.
 
-Wire (JSON object, published QoS 1 on fleet/<id>/state):
-    {"v":1,"d":"bike-1","t":1732345678123,"impl":"micropython","fw":"0.1.0","profile":"bike",
-     "config_version":3,"config_status":"applied","reason":"","heap_free":40211,
-     "buffered":0,"dropped":0,"seq":120,"floor":121}
+Wire, version 2 (JSON object, published QoS 1 on fleet/<id>/state; any key order, the
+device's tag last - protocol.tag):
+    {"v":2,"d":"bike-1","i":1234567,"t":1732345678123,"impl":"micropython","fw":"0.1.0",
+     "profile":"bike","config_version":3,"config_status":"applied","reason":"",
+     "heap_free":40211,"buffered":0,"dropped":0,"seq":120,"floor":121,"h":"<32 hex>"}
+`i` is the incarnation the seqs, the floor and the dropped count belong to (protocol.record).
+Version 1 (no i, no h) is still decoded for devices on older firmware.
 config_status is one of: "none" (nothing applied yet), "applied", "rejected"; `reason` says why
 a config was rejected (empty otherwise). `floor` is the lowest seq the device still holds or
 will send: every seq below it is either acked or gone for good (dropped when the buffer was
@@ -17,6 +20,7 @@ or subscription) and `link_failures` how often. Unknown extra fields are refused
 
 import json
 
+from protocol import tag as tag_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
@@ -43,20 +47,37 @@ def _is_utf8(text):
     return True
 
 
-def encode(fields):
-    check(fields)
-    return json.dumps(fields, separators=(",", ":")).encode()
+def encode(fields, mac=None):
+    """Bytes of a state; a v2 state (`mac`: the device's protocol.tag.Hmac) gets its tag."""
+    signed = dict(fields)
+    signed.pop("h", None)
+    if signed.get("v") == 2:
+        if mac is None:
+            raise ValueError("a version 2 state needs the device's key")
+        data = tag_codec.append(mac, json.dumps(signed, separators=(",", ":")).encode())
+        check(json.loads(data))
+        return data
+    check(signed)
+    return json.dumps(signed, separators=(",", ":")).encode()
 
 
 def check(obj):
     if not isinstance(obj, dict):
         raise ValueError("state must be an object")
-    if obj.get("v") != 1:
+    version = obj.get("v")
+    if type(version) is not int or version not in (1, 2):
         raise ValueError("state version unsupported")
     if not valid_device_id(obj.get("d")):
         raise ValueError("invalid device id")
+    if version == 2:
+        inc = obj.get("i")
+        if type(inc) is not int or inc < 1 or inc > 2147483647:
+            raise ValueError("state incarnation must be an int in 1..2**31-1")
+        h = obj.get("h")
+        if not isinstance(h, str) or len(h) != tag_codec.TAG_HEX:
+            raise ValueError("tag must be 32 lowercase hex characters")
     for key in obj:
-        if key in ("v", "d"):
+        if key in ("v", "d") or (version == 2 and key in ("i", "h")):
             continue
         value = obj[key]
         if key in _INT_FIELDS:
@@ -83,4 +104,6 @@ def decode(payload):
     except Exception:
         raise ValueError("state is not JSON")
     check(obj)
+    if obj["v"] == 2:
+        tag_codec.split(payload)  # the tag must be the last member, well formed
     return obj

@@ -4,7 +4,7 @@ import binascii
 import json
 import sys
 
-from protocol import ack, config, record
+from protocol import ack, config, record, state, tag
 
 
 def load(directory, name):
@@ -12,14 +12,37 @@ def load(directory, name):
         return json.load(f)
 
 
+def check_hmac(v):
+    for case in v["rfc4231"]:
+        mac = tag.Hmac(binascii.unhexlify(case["key"]))
+        got = binascii.hexlify(mac.digest(binascii.unhexlify(case["data"]))).decode()
+        if got[:len(case["hmac"])] != case["hmac"]:
+            raise AssertionError("HMAC-SHA256 differs: " + case["name"])
+
+
 def check_records(v):
+    mac = tag.Hmac(binascii.a2b_base64(v["record_key"]))
+    other = tag.Hmac(b"\x01" * 32)
     for case in v["valid"]:
-        wire = record.encode(case["device"], case["seq"], case["t"], case["metrics"])
+        wire = record.encode(case["device"], case["incarnation"], case["seq"], case["t"],
+                             case["metrics"], mac)
         if wire.decode() != case["wire"]:
             raise AssertionError("record bytes differ: " + wire.decode())
         got = record.decode(case["wire"].encode())
-        if got["s"] != case["seq"] or got["d"] != case["device"]:
+        if got["s"] != case["seq"] or got["d"] != case["device"] or got["i"] != case["incarnation"]:
             raise AssertionError("record decode differs")
+        signed, _ = tag.split(wire)
+        if signed.decode() != case["signed"]:
+            raise AssertionError("signed bytes differ")
+        if not tag.verify(mac, wire) or tag.verify(other, wire):
+            raise AssertionError("tag verification is wrong")
+        altered = wire.replace(b'"s":', b'"s":1')  # another seq, the same tag
+        if tag.verify(mac, altered):
+            raise AssertionError("an altered record verifies")
+    for case in v["valid_v1"]:
+        got = record.decode(case["wire"].encode())
+        if got["s"] != case["seq"] or record.incarnation(got) != 0:
+            raise AssertionError("v1 record decode differs")
     for case in v["invalid"]:
         try:
             record.decode(case["wire"].encode())
@@ -28,11 +51,19 @@ def check_records(v):
         raise AssertionError("record accepted: " + case["why"])
 
 
+def check_states(v):
+    mac = tag.Hmac(binascii.a2b_base64(v["record_key"]))
+    for case in v["valid"]:
+        got = state.decode(case["wire"].encode())
+        if got["i"] != case["fields"]["i"] or not tag.verify(mac, case["wire"].encode()):
+            raise AssertionError("state differs or its tag does not verify")
+
+
 def check_acks(v):
     for case in v["valid"]:
-        if ack.encode(case["seq"]).decode() != case["wire"]:
+        if ack.encode(case["seq"], case["incarnation"]).decode() != case["wire"]:
             raise AssertionError("ack bytes differ")
-        if ack.decode(case["wire"].encode()) != case["seq"]:
+        if ack.decode(case["wire"].encode()) != (case["incarnation"], case["seq"]):
             raise AssertionError("ack decode differs")
     for case in v["invalid"]:
         try:
@@ -59,7 +90,9 @@ def check_configs(v):
 
 
 def main(directory):
+    check_hmac(load(directory, "hmac.json"))
     check_records(load(directory, "records.json"))
+    check_states(load(directory, "states.json"))
     check_acks(load(directory, "acks.json"))
     check_configs(load(directory, "configs.json"))
     print("vectors ok on " + sys.implementation.name)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import ack, config, record, state, topics
+from protocol import ack, config, record, state, tag, topics
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,20}\Z")
 names = st.from_regex(r"\A[a-z0-9_]{1,12}\Z")
@@ -17,14 +17,28 @@ values = st.one_of(st.integers(-(2**40), 2**40), st.booleans(),
                    st.floats(allow_nan=False, allow_infinity=False, width=64))
 
 
-@given(ids, st.integers(1, 2**53 - 1), st.integers(0, 2**53 - 1),
+MAC = tag.Hmac(bytes(range(32)))
+
+
+@given(ids, st.integers(1, 2**31 - 1), st.integers(1, 2**53 - 1), st.integers(0, 2**53 - 1),
        st.dictionaries(names, values, max_size=8))
-def test_record_round_trip(device: str, seq: int, ts: int, metrics: dict) -> None:
-    wire = record.encode(device, seq, ts, metrics)
+def test_record_round_trip(device: str, inc: int, seq: int, ts: int, metrics: dict) -> None:
+    wire = record.encode(device, inc, seq, ts, metrics, MAC)
     got = record.decode(wire)
-    assert (got["d"], got["s"], got["t"], got["m"]) == (device, seq, ts, metrics)
-    # Canonical: encoding the decoded record again gives the same bytes.
-    assert record.encode(got["d"], got["s"], got["t"], got["m"]) == wire
+    assert (got["d"], got["i"], got["s"], got["t"], got["m"]) == (device, inc, seq, ts, metrics)
+    # Canonical: encoding the decoded record again gives the same bytes, tag included.
+    assert record.encode(got["d"], got["i"], got["s"], got["t"], got["m"], MAC) == wire
+    assert tag.verify(MAC, wire)
+
+
+@given(st.binary(min_size=1, max_size=60))
+def test_a_tag_covers_every_byte(change: bytes) -> None:
+    wire = record.encode("bike-1", 7, 1, 2, {"x": 1}, MAC)
+    signed, _ = tag.split(wire)
+    for at in (0, len(signed) // 2, len(signed) - 2):
+        altered = signed[:at] + change + signed[at + 1:]
+        if altered != signed:
+            assert not tag.verify(MAC, altered[:-1] + wire[len(signed) - 1:])
 
 
 @given(st.binary(max_size=300))

@@ -29,7 +29,9 @@ def test_device_codecs_agree_with_vectors(interpreter: str) -> None:
     if interpreter == "cpython":
         cmd = [sys.executable, script, str(VECTORS)]
     else:
-        cmd = [str(MICROPYTHON), "-X", "heapsize=64K", script, str(VECTORS)]
+        # Source files compile on the heap: this checks agreement, the heap budget is
+        # measured on compiled images (tests/e2e/test_heap.py, fleetloop bench heap).
+        cmd = [str(MICROPYTHON), "-X", "heapsize=256K", script, str(VECTORS)]
     env = dict(os.environ, MICROPYPATH=str(ROOT), PYTHONPATH=str(ROOT))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -57,7 +59,7 @@ def test_batch_with_a_flipped_byte_is_refused() -> None:
     v = _load("batches.json")
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(v["public_key"]))
     link = v["chain"][0]
-    tampered = link["canonical"].replace('"reps":12', '"reps":13').encode()
+    tampered = link["canonical"].replace('\\"reps\\":12', '\\"reps\\":13').encode()
     assert tampered != link["canonical"].encode()
     with pytest.raises(batch.BatchError, match="bad signature"):
         batch.open_sealed(zlib.compress(tampered), link["signature"], key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 from pathlib import Path
 
@@ -16,10 +17,33 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from protocol import ack, batch, config, record
+from protocol import ack, batch, config, record, state, tag
 
 HERE = Path(__file__).parent
 TEST_SEED = bytes(range(32))
+# The record key of every device in these vectors (a test key: it tags nothing else).
+TEST_RECORD_KEY = bytes(range(32, 64))
+TEST_INCARNATION = 1234567
+
+# RFC 4231 section 4 (HMAC-SHA-256): name, key, data, expected HMAC (test case 5 truncates to
+# 128 bits, as protocol.tag does). hmac_vectors() checks each with Python's hmac module.
+RFC4231 = (
+    ("test case 1", b"\x0b" * 20, b"Hi There",
+     "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+    ("test case 2", b"Jefe", b"what do ya want for nothing?",
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    ("test case 3", b"\xaa" * 20, b"\xdd" * 50,
+     "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"),
+    ("test case 4", bytes(range(1, 26)), b"\xcd" * 50,
+     "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"),
+    ("test case 5", b"\x0c" * 20, b"Test With Truncation", "a3b6167473100ee06e0c796c2955552b"),
+    ("test case 6", b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+    ("test case 7", b"\xaa" * 131,
+     b"This is a test using a larger than block-size key and a larger than block-size data."
+     b" The key needs to be hashed before being used by the HMAC algorithm.",
+     "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"),
+)
 
 
 # RFC 8032 section 7.1 (Ed25519): name, SECRET KEY, PUBLIC KEY, MESSAGE, SIGNATURE, as printed
@@ -113,15 +137,29 @@ def public_raw(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def record_mac() -> tag.Hmac:
+    return tag.Hmac(TEST_RECORD_KEY)
+
+
 def records() -> dict:
     good = [
         ("bike-1", 1, 1732345678123, {"cadence": 81, "power": 212.5, "heart_rate": 142}),
         ("mirror-7", 42, 0, {"session_active": True, "reps": 12}),
         ("engine-1", 3, 1732345678999, {}),
     ]
+    mac = record_mac()
+    valid = record.encode("bike-1", TEST_INCARNATION, 1, 0, {"x": 1}, mac)
     bad = [
         ("not JSON", b"{nope"),
-        ("version 2", b'{"v":2,"d":"bike-1","s":1,"t":0,"m":{}}'),
+        ("version 3", b'{"v":3,"d":"bike-1","s":1,"t":0,"m":{}}'),
+        ("version 2 without incarnation or tag", b'{"v":2,"d":"bike-1","s":1,"t":0,"m":{}}'),
+        ("version 2 without tag", valid[:valid.rindex(b',"h"')] + b"}"),
+        ("short tag", valid[:-4] + b'"}'),
+        ("upper-case tag", valid[:-6] + b'ABCD"}'),
+        ("tag not last", valid.replace(b'"i":1234567,', b"").replace(b'"}', b'","i":1234567}')),
+        ("incarnation 0", valid.replace(b'"i":1234567', b'"i":0')),
+        ("seq beyond 2**53-1", b'{"v":1,"d":"bike-1","s":9007199254740992,"t":0,"m":{}}'),
+        ("t beyond 2**63", b'{"v":1,"d":"bike-1","s":1,"t":9223372036854775808,"m":{}}'),
         ("seq 0", b'{"v":1,"d":"bike-1","s":0,"t":0,"m":{}}'),
         ("bool seq", b'{"v":1,"d":"bike-1","s":true,"t":0,"m":{}}'),
         ("wildcard id", b'{"v":1,"d":"bike+1","s":1,"t":0,"m":{}}'),
@@ -132,19 +170,56 @@ def records() -> dict:
         ("negative time", b'{"v":1,"d":"bike-1","s":1,"t":-5,"m":{}}'),
         ("array", b"[1,2]"),
     ]
+    for why, wire in bad:  # each must really be refused, or it is no vector
+        try:
+            record.decode(wire)
+        except ValueError:
+            continue
+        raise SystemExit(f"invalid record vector {why!r} is accepted")
     return {
+        "record_key": base64.b64encode(TEST_RECORD_KEY).decode(),
         "valid": [
-            {"device": d, "seq": s, "t": t, "metrics": m, "wire": record.encode(d, s, t, m).decode()}
+            {"device": d, "incarnation": TEST_INCARNATION, "seq": s, "t": t, "metrics": m,
+             "signed": record.signed_bytes(d, TEST_INCARNATION, s, t, m).decode(),
+             "wire": record.encode(d, TEST_INCARNATION, s, t, m, mac).decode()}
+            for d, s, t, m in good
+        ],
+        "valid_v1": [
+            {"device": d, "seq": s, "t": t, "metrics": m, "wire": record.encode_v1(d, s, t, m).decode()}
             for d, s, t, m in good
         ],
         "invalid": [{"why": why, "wire": wire.decode()} for why, wire in bad],
     }
 
 
+def states() -> dict:
+    fields = {"v": 2, "d": "bike-1", "i": TEST_INCARNATION, "t": 1732345678200,
+              "impl": "micropython", "config_version": 3, "config_status": "applied",
+              "reason": "", "heap_free": 40211, "buffered": 0, "dropped": 0, "seq": 1, "floor": 2}
+    wire = state.encode(fields, record_mac())
+    return {"record_key": base64.b64encode(TEST_RECORD_KEY).decode(),
+            "valid": [{"fields": fields, "wire": wire.decode()}]}
+
+
+def hmac_vectors() -> dict:
+    out = []
+    for name, key, data, want in RFC4231:
+        got = hmac.new(key, data, hashlib.sha256).hexdigest()[:len(want)]
+        if got != want:
+            raise SystemExit(f"RFC 4231 {name}: transcription differs from hmac")
+        out.append({"name": name, "key": key.hex(), "data": data.hex(), "hmac": want})
+    return {"rfc4231": out}
+
+
 def acks() -> dict:
     return {
-        "valid": [{"seq": n, "wire": ack.encode(n).decode()} for n in (0, 1, 123456789)],
+        "valid": [{"incarnation": i, "seq": n, "wire": ack.encode(n, i).decode()}
+                  for i, n in ((0, 0), (0, 1), (TEST_INCARNATION, 0), (TEST_INCARNATION, 123456789),
+                               (2**31 - 1, 2**53 - 1))],
         "invalid": [
+            {"why": "incarnation 0 in version 2", "wire": '{"v":2,"i":0,"seq":1}'},
+            {"why": "version 2 without incarnation", "wire": '{"v":2,"seq":1}'},
+            {"why": "seq beyond 2**53-1", "wire": '{"v":1,"seq":9007199254740992}'},
             {"why": "negative", "wire": '{"v":1,"seq":-1}'},
             {"why": "string", "wire": '{"v":1,"seq":"3"}'},
             {"why": "no version", "wire": '{"seq":3}'},
@@ -179,11 +254,9 @@ def configs(key: Ed25519PrivateKey) -> dict:
 
 
 def batches(key: Ed25519PrivateKey) -> dict:
-    recs = [json.loads(v["wire"]) for v in records()["valid"]]
-    state = {"v": 1, "d": "bike-1", "t": 1732345678200, "impl": "micropython", "config_version": 3,
-             "config_status": "applied", "reason": "", "heap_free": 40211, "buffered": 0,
-             "dropped": 0, "seq": 1}
-    first = batch.Batch("gw-1", 1, batch.GENESIS, 1732345679000, tuple(recs[:2]), (state,))
+    recs = [v["wire"] for v in records()["valid"]]  # as the devices sent them
+    st = states()["valid"][0]["wire"]
+    first = batch.Batch("gw-1", 1, batch.GENESIS, 1732345679000, tuple(recs[:2]), (st,))
     c1 = batch.canonical(first)
     second = batch.Batch("gw-1", 2, batch.digest(c1), 1732345680000, tuple(recs[2:]), ())
     out = []
@@ -258,6 +331,8 @@ def main() -> None:
     files = {
         "records.json": records(),
         "acks.json": acks(),
+        "states.json": states(),
+        "hmac.json": hmac_vectors(),
         "configs.json": configs(key),
         "batches.json": batches(key),
         "ed25519.json": ed25519_vectors(),
