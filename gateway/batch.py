@@ -6,7 +6,6 @@ point leaves either the records in the inbox or the batch in the spool, never ne
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -87,8 +86,10 @@ class Batcher:
             seq=head.seq + 1,
             prev=head.digest,
             created_ms=self._clock_ms(),
-            records=tuple(json.loads(p) for _, p in rows),
-            states=tuple(json.loads(p) for _, p in state_rows),
+            # The devices' exact bytes (checked as UTF-8 JSON at ingest): the cloud verifies
+            # each device's tag over them (protocol.batch version 2).
+            records=tuple(bytes(p).decode() for _, p in rows),
+            states=tuple(bytes(p).decode() for _, p in state_rows),
         )
         sealed = batch_codec.seal(batch, self._key)
         with self._store.transaction():

@@ -37,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.errors import GatewayError, StoreError
 from gateway.ratelog import RateLimitedLog
 from gateway.seqs import SeqTracker
-from gateway.store import InboxRecord, InboxState, Store, TrackerChange
+from gateway.store import InboxRecord, InboxState, Store, Stream, TrackerChange
 from protocol import ack as ack_codec
 from protocol import record as record_codec
 from protocol import state as state_codec
@@ -86,9 +86,9 @@ class _Group:
 
     records: list[InboxRecord]
     states: list[InboxState]
-    working: dict[str, tuple[SeqTracker, SeqTracker]]  # device -> (before, after)
-    stored: Counter[str]
-    ack_devices: set[str]
+    working: dict[Stream, tuple[SeqTracker, SeqTracker]]  # stream -> (before, after)
+    stored: Counter[Stream]
+    ack_streams: set[Stream]
     status: dict[str, str]
     duplicates: int = 0
     rejected: int = 0
@@ -124,7 +124,7 @@ class Ingest:
         self._clock_ms = clock_ms
         self._queue: queue.Queue[Inbound] = queue.Queue()
         self._client: mqtt.Client | None = None
-        self._trackers: dict[str, SeqTracker] = {}
+        self._trackers: dict[Stream, SeqTracker] = {}
         self._lock = threading.Lock()  # guards the fields below (read by the status thread)
         self._state = LinkState.DOWN
         self._generation = 0
@@ -256,8 +256,8 @@ class Ingest:
             except Exception as exc:  # one message must never stop the others
                 log.exception("unexpected error handling a message on %r", m.topic[:200])
                 self._refuse(m, group, f"internal error: {type(exc).__name__}")
-        changes = [TrackerChange(dev, before, after, group.stored[dev], now)
-                   for dev, (before, after) in group.working.items()]
+        changes = [TrackerChange(stream, before, after, group.stored[stream], now)
+                   for stream, (before, after) in group.working.items()]
         delay = 0.05
         while True:
             try:
@@ -299,20 +299,22 @@ class Ingest:
             raise Rejected(f"bad topic: {exc}") from None
         if kind == topics.TELEMETRY:
             rec = _decode_own(record_codec.decode, m.payload, device, "record")
-            pair = self._working(group, device)
-            group.ack_devices.add(device)
+            stream = (device, record_codec.incarnation(rec))
+            pair = self._working(group, stream)
+            group.ack_streams.add(stream)
             if pair[1].accept(rec["s"]):
                 group.records.append(InboxRecord(device, rec["s"], m.payload, now))
-                group.stored[device] += 1
+                group.stored[stream] += 1
             else:
                 group.duplicates += 1
         elif kind == topics.STATE:
             st = _decode_own(state_codec.decode, m.payload, device, "state")
             group.states.append(InboxState(device, m.payload, now))
+            stream = (device, st.get("i", 0))
+            pair = self._working(group, stream)
             if "floor" in st:
-                pair = self._working(group, device)
                 pair[1].claim_floor(st["floor"])
-                group.ack_devices.add(device)
+            group.ack_streams.add(stream)  # every state is answered: the device learns its ack
         elif kind == topics.STATUS:
             if m.payload in (b"online", b"offline"):
                 group.status[device] = m.payload.decode()
@@ -323,11 +325,11 @@ class Ingest:
         else:
             raise Rejected(f"{kind} is a downlink topic")
 
-    def _working(self, group: _Group, device: str) -> tuple[SeqTracker, SeqTracker]:
-        pair = group.working.get(device)
+    def _working(self, group: _Group, stream: Stream) -> tuple[SeqTracker, SeqTracker]:
+        pair = group.working.get(stream)
         if pair is None:
-            before = self._trackers.get(device) or SeqTracker()
-            pair = group.working[device] = (before, before.copy())
+            before = self._trackers.get(stream) or SeqTracker()
+            pair = group.working[stream] = (before, before.copy())
         return pair
 
     def _acknowledge(self, messages: list[Inbound], group: _Group, generation: int) -> None:
@@ -337,9 +339,10 @@ class Ingest:
         for m in messages:
             if m.qos > 0 and m.generation == generation:
                 client.ack(m.mid, m.qos)
-        for dev in group.ack_devices:
-            acked = self._trackers[dev].acked if dev in self._trackers else 0
-            client.publish(topics.topic(dev, topics.ACK), ack_codec.encode(acked), qos=1)
+        for dev, inc in group.ack_streams:
+            tracker = self._trackers.get((dev, inc))
+            client.publish(topics.topic(dev, topics.ACK),
+                           ack_codec.encode(tracker.acked if tracker else 0, inc), qos=1)
 
     # -- for the downlink and the status endpoint -----------------------------------------
     def publish(self, topic: str, payload: bytes, retain: bool, timeout_s: float = 10.0) -> bool:
@@ -354,8 +357,8 @@ class Ingest:
             return False
         return info.is_published()
 
-    def acked(self, device: str) -> int:
-        tracker = self._trackers.get(device)
+    def acked(self, device: str, incarnation: int = 0) -> int:
+        tracker = self._trackers.get((device, incarnation))
         return tracker.acked if tracker else 0
 
     def status(self) -> dict[str, Any]:
@@ -377,5 +380,5 @@ class Ingest:
         """(online device ids, every device id seen on a status or telemetry topic)."""
         with self._lock:
             online = sorted(d for d, up in self._online.items() if up)
-            seen = set(self._online) | set(self._trackers)
+            seen = set(self._online) | {dev for dev, _ in self._trackers}
         return online, seen

@@ -3,9 +3,9 @@
 Tables
     inbox    accepted telemetry records waiting to be batched (raw payload bytes)
     states   accepted device states waiting to be batched
-    devices  per device: acked = highest contiguous seq stored (the seq registry) and the
-             floor it last claimed (gateway.seqs)
-    ahead    (device, seq) stored above a gap in that device's seqs
+    streams  per (device, incarnation): acked = highest contiguous seq stored (the seq
+             registry) and the floor it last claimed (gateway.seqs)
+    ahead_seqs  (device, incarnation, seq) stored above a gap in that stream's seqs
     spool    sealed batches waiting for the cloud's 2xx (seq, digest, body, signature); kind
              'gap' stands in the chain for a dead-lettered batch (protocol.batch.Gap)
     dead_letters  batches the cloud refused for a batch-level reason, kept whole with the
@@ -35,7 +35,7 @@ from gateway.errors import StoreError
 from gateway.seqs import SeqTracker
 from protocol.batch import GENESIS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KIND_BATCH = "batch"
 KIND_GAP = "gap"
 
@@ -53,17 +53,20 @@ CREATE TABLE IF NOT EXISTS states (
     payload BLOB NOT NULL,
     received_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS devices (
-    device TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS streams (
+    device TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
     acked INTEGER NOT NULL,
     records INTEGER NOT NULL DEFAULT 0,
     last_seen_ms INTEGER NOT NULL DEFAULT 0,
-    floor INTEGER NOT NULL DEFAULT 0
+    floor INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device, incarnation)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ahead (
+CREATE TABLE IF NOT EXISTS ahead_seqs (
     device TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
     seq INTEGER NOT NULL,
-    PRIMARY KEY (device, seq)
+    PRIMARY KEY (device, incarnation, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY,
@@ -106,6 +109,17 @@ ALTER TABLE devices ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE spool ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch';
 ALTER TABLE spool ADD COLUMN prev TEXT NOT NULL DEFAULT '';
 """
+# Version 2 -> 3: the registry is per (device, incarnation); what older devices sent is
+# incarnation 0 (protocol.record version 1).
+_MIGRATE_FROM_2 = """
+INSERT INTO streams (device, incarnation, acked, records, last_seen_ms, floor)
+    SELECT device, 0, acked, records, last_seen_ms, floor FROM devices;
+INSERT INTO ahead_seqs (device, incarnation, seq) SELECT device, 0, seq FROM ahead;
+DROP TABLE devices;
+DROP TABLE ahead;
+"""
+
+Stream = tuple[str, int]  # (device, incarnation): the unit a seq registry and an ack cover
 
 
 @dataclass(frozen=True)
@@ -125,9 +139,9 @@ class InboxState:
 
 @dataclass(frozen=True)
 class TrackerChange:
-    """What one ingest commit changes for one device."""
+    """What one ingest commit changes for one stream (device, incarnation)."""
 
-    device: str
+    stream: Stream
     before: SeqTracker
     after: SeqTracker
     stored: int
@@ -208,14 +222,15 @@ class Store:
         db = self._db()
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, SCHEMA_VERSION):
+            if version not in (0, 1, 2, SCHEMA_VERSION):
                 raise StoreError(f"{self._path} has schema version {version}, "
                                  f"this gateway knows {SCHEMA_VERSION}")
-            if version == 1:
-                db.executescript(_MIGRATE_FROM_1)
-            db.executescript(_SCHEMA)
-            db.execute("INSERT OR IGNORE INTO chain (id, seq, digest) VALUES (1, 0, ?)", (GENESIS,))
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # One transaction: a crash mid-migration leaves the old version, never half of both.
+            script = "BEGIN IMMEDIATE;" + (_MIGRATE_FROM_1 if version == 1 else "") + _SCHEMA
+            script += _MIGRATE_FROM_2 if version in (1, 2) else ""
+            script += (f"INSERT OR IGNORE INTO chain (id, seq, digest) VALUES (1, 0, '{GENESIS}');"
+                       f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            db.executescript(script)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self._path}: {exc}") from exc
 
@@ -251,7 +266,7 @@ class Store:
                 batches, records = db.execute(
                     "SELECT count(*), coalesce(sum(records), 0) FROM spool").fetchone()
                 seq, dig = db.execute("SELECT seq, digest FROM chain WHERE id = 1").fetchone()
-                devices = db.execute("SELECT count(*) FROM devices").fetchone()[0]
+                devices = db.execute("SELECT count(DISTINCT device) FROM streams").fetchone()[0]
                 dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
                 latest = tuple(self._dead_letters(db, 5))
                 db.execute("COMMIT")
@@ -282,24 +297,26 @@ class Store:
             db.execute("COMMIT")
 
     # -- seq registry + inbox (ingest) ------------------------------------------------------
-    def load_trackers(self) -> dict[str, SeqTracker]:
+    def load_trackers(self) -> dict[Stream, SeqTracker]:
         db = self._db()
-        ahead: dict[str, set[int]] = {}
-        for dev, seq in db.execute("SELECT device, seq FROM ahead"):
-            ahead.setdefault(dev, set()).add(seq)
-        return {dev: SeqTracker.restored(acked, ahead.pop(dev, set()), floor)
-                for dev, acked, floor in db.execute("SELECT device, acked, floor FROM devices")}
+        ahead: dict[Stream, set[int]] = {}
+        for dev, inc, seq in db.execute("SELECT device, incarnation, seq FROM ahead_seqs"):
+            ahead.setdefault((dev, inc), set()).add(seq)
+        return {(dev, inc): SeqTracker.restored(acked, ahead.pop((dev, inc), set()), floor)
+                for dev, inc, acked, floor in db.execute(
+                    "SELECT device, incarnation, acked, floor FROM streams")}
 
     def commit_ingest(self, records: list[InboxRecord], states: list[InboxState],
                       changes: Iterable[TrackerChange]) -> None:
         """Store accepted records and states and the registry changes in one durable commit."""
         upserts = []
-        ahead_add: list[tuple[str, int]] = []
-        ahead_del: list[tuple[str, int]] = []
+        ahead_add: list[tuple[str, int, int]] = []
+        ahead_del: list[tuple[str, int, int]] = []
         for ch in changes:
-            upserts.append((ch.device, ch.after.acked, ch.stored, ch.seen_ms, ch.after.floor))
-            ahead_add.extend((ch.device, s) for s in ch.after.ahead - ch.before.ahead)
-            ahead_del.extend((ch.device, s) for s in ch.before.ahead - ch.after.ahead)
+            dev, inc = ch.stream
+            upserts.append((dev, inc, ch.after.acked, ch.stored, ch.seen_ms, ch.after.floor))
+            ahead_add.extend((dev, inc, s) for s in ch.after.ahead - ch.before.ahead)
+            ahead_del.extend((dev, inc, s) for s in ch.before.ahead - ch.after.ahead)
         with self.transaction() as db:
             if records:
                 db.executemany(
@@ -311,23 +328,27 @@ class Store:
                     [(s.device, s.payload, s.received_ms) for s in states])
             if upserts:
                 db.executemany(
-                    "INSERT INTO devices (device, acked, records, last_seen_ms, floor)"
-                    " VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (device) DO UPDATE SET acked = excluded.acked,"
+                    "INSERT INTO streams (device, incarnation, acked, records, last_seen_ms, floor)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (device, incarnation) DO UPDATE SET acked = excluded.acked,"
                     " records = records + excluded.records, last_seen_ms = excluded.last_seen_ms,"
                     " floor = excluded.floor",
                     upserts)
             if ahead_del:
-                db.executemany("DELETE FROM ahead WHERE device = ? AND seq = ?", ahead_del)
+                db.executemany("DELETE FROM ahead_seqs WHERE device = ? AND incarnation = ?"
+                               " AND seq = ?", ahead_del)
             if ahead_add:
-                db.executemany("INSERT INTO ahead (device, seq) VALUES (?, ?)", ahead_add)
+                db.executemany("INSERT INTO ahead_seqs (device, incarnation, seq) VALUES (?, ?, ?)",
+                               ahead_add)
 
-    def acked(self, device: str) -> int:
-        row = self._db().execute("SELECT acked FROM devices WHERE device = ?", (device,)).fetchone()
+    def acked(self, device: str, incarnation: int = 0) -> int:
+        row = self._db().execute("SELECT acked FROM streams WHERE device = ? AND incarnation = ?",
+                                 (device, incarnation)).fetchone()
         return int(row[0]) if row else 0
 
     def known_devices(self) -> list[str]:
-        return [r[0] for r in self._db().execute("SELECT device FROM devices ORDER BY device")]
+        return [r[0] for r in self._db().execute(
+            "SELECT DISTINCT device FROM streams ORDER BY device")]
 
     def inbox_count(self) -> int:
         return int(self._db().execute("SELECT count(*) FROM inbox").fetchone()[0])

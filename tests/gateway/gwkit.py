@@ -7,6 +7,7 @@ protocol.batch.open_sealed and the chain), a whole gateway in-process or as a ch
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ from gateway.store import InboxRecord, Store, TrackerChange
 from protocol import ack as ack_codec
 from protocol import batch as batch_codec
 from protocol import record as record_codec
+from protocol import tag
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "gw-1"
@@ -54,6 +56,24 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condi
 
 # -- keys and homes ------------------------------------------------------------------------------
 
+INCARNATION = 1
+
+
+def record_key(home: Path, device: str) -> bytes:
+    """The device's record key from the home's factory keys (a fixed test key if there is none:
+    the gateway never checks tags, only the cloud does)."""
+    path = home / "keys" / "devices" / device / "record.key"
+    if path.exists():
+        return path.read_bytes()
+    return hashlib.sha256(b"fleetloop test record key " + device.encode()).digest()
+
+
+def signed_record(home: Path, device: str, seq: int, t: int, metrics: dict[str, Any],
+                  incarnation: int = INCARNATION) -> bytes:
+    return record_codec.encode(device, incarnation, seq, t, metrics,
+                               tag.Hmac(record_key(home, device)))
+
+
 def spool_records(home: Path, device: str, count: int, batch_size: int = 10) -> Store:
     """A gateway store whose spool holds `count` records of `device` (seq 1..count), sealed in
     batches of `batch_size` with the gateway's real batch key, as the ingest + batcher leave it."""
@@ -63,8 +83,8 @@ def spool_records(home: Path, device: str, count: int, batch_size: int = 10) -> 
     rows = []
     for s in range(1, count + 1):
         after.accept(s)
-        rows.append(InboxRecord(device, s, record_codec.encode(device, s, s, {"n": s}), 0))
-    store.commit_ingest(rows, [], [TrackerChange(device, before, after, count, 0)])
+        rows.append(InboxRecord(device, s, signed_record(home, device, s, s, {"n": s}), 0))
+    store.commit_ingest(rows, [], [TrackerChange((device, INCARNATION), before, after, count, 0)])
     Batcher(store, GATEWAY, GatewayKeys.under(home, GATEWAY).load_batch_key(), batch_size,
             1.0).flush()
     return store
@@ -82,7 +102,9 @@ class Device:
 
     device_id: str
     client: mqtt.Client
-    acks: list[int] = field(default_factory=list)
+    mac: tag.Hmac
+    incarnation: int = INCARNATION
+    acks: list[int] = field(default_factory=list)  # acks of its own incarnation
     configs: list[bytes] = field(default_factory=list)
     connected: threading.Event = field(default_factory=threading.Event)
     received: list[tuple[str, bytes]] = field(default_factory=list)
@@ -92,8 +114,8 @@ class Device:
         return max(self.acks, default=-1)
 
     def record(self, seq: int, **metrics: Any) -> bytes:
-        return record_codec.encode(self.device_id, seq, 1732345678000 + seq,
-                                   metrics or {"power": 200 + seq % 50})
+        return record_codec.encode(self.device_id, self.incarnation, seq, 1732345678000 + seq,
+                                   metrics or {"power": 200 + seq % 50}, self.mac)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -115,7 +137,7 @@ def connect_device(home: Path, device_id: str, port: int, subscribe: list[str] |
                    keyfile=str(keys / "devices" / ident / "key.pem"),
                    cert_reqs=ssl.CERT_REQUIRED)
     client.max_inflight_messages_set(100)
-    dev = Device(device_id, client)
+    dev = Device(device_id, client, tag.Hmac(record_key(home, device_id)))
     topics = subscribe if subscribe is not None else [f"fleet/{device_id}/ack",
                                                       f"fleet/{device_id}/config"]
 
@@ -129,7 +151,9 @@ def connect_device(home: Path, device_id: str, port: int, subscribe: list[str] |
         dev.received.append((msg.topic, msg.payload))
         if msg.topic.endswith("/ack"):
             try:
-                dev.acks.append(ack_codec.decode(msg.payload))
+                inc, seq = ack_codec.decode(msg.payload)
+                if inc == dev.incarnation:
+                    dev.acks.append(seq)
             except ValueError:
                 pass
         elif msg.topic.endswith("/config"):
@@ -252,14 +276,15 @@ class FakeCloud:
                 self.refusals.append(f"batch {b.seq} refused (forced)")
                 return 422, {"detail": f"batch {b.seq} refused (forced)"}
             stored = 0
-            for rec in b.records:
+            for item in b.records:
+                rec, _ = batch_codec.parse_record(item, b.version)
                 key = (rec["d"], rec["s"])
                 if key in self.records:
                     self.duplicate_records += 1
                 else:
                     self.records[key] = rec
                     stored += 1
-            self.states.extend(b.states)
+            self.states.extend(batch_codec.parse_state(st, b.version)[0] for st in b.states)
             self.batches.append(b)
             self.head = (b.seq, dig)
             return 200, {"stored": stored, "duplicates": len(b.records) - stored, "seq": b.seq}

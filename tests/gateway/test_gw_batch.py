@@ -23,8 +23,8 @@ def _put(store: Store, device: str, seqs: range, tracker: SeqTracker | None = No
     rows = []
     for s in seqs:
         assert after.accept(s)
-        rows.append(InboxRecord(device, s, record_codec.encode(device, s, s, {"n": s}), 0))
-    store.commit_ingest(rows, [], [TrackerChange(device, before, after, len(rows), 0)])
+        rows.append(InboxRecord(device, s, record_codec.encode_v1(device, s, s, {"n": s}), 0))
+    store.commit_ingest(rows, [], [TrackerChange((device, 0), before, after, len(rows), 0)])
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_batches_chain_and_verify(store: Store) -> None:
         assert spooled is not None and spooled.seq == seq
         batch, dig = batch_codec.open_sealed(spooled.body, spooled.signature, key.public_key())
         assert batch.prev == prev and dig == spooled.digest and batch.seq == seq
-        seen += [r["s"] for r in batch.records]
+        seen += [json.loads(r)["s"] for r in batch.records]  # the devices' bytes
         prev = dig
         store.delete_batch(seq)
     assert seen == list(range(1, 251))
@@ -92,9 +92,10 @@ def test_batcher_reproduces_the_shared_batch_vectors(store: Store) -> None:
     clock = iter([chain[0]["created"], chain[1]["created"]])
     batcher = Batcher(store, "gw-1", key, 100, 1.0, clock_ms=lambda: next(clock))
     for obj in chain:
-        rows = [InboxRecord(r["d"], r["s"], record_codec.encode(r["d"], r["s"], r["t"], r["m"]), 0)
-                for r in obj["records"]]
-        states = [InboxState(s["d"], json.dumps(s).encode(), 0) for s in obj["states"]]
+        # the devices' exact bytes, as ingest stores them
+        rows = [InboxRecord(json.loads(w)["d"], json.loads(w)["s"], w.encode(), 0)
+                for w in obj["records"]]
+        states = [InboxState(json.loads(w)["d"], w.encode(), 0) for w in obj["states"]]
         store.commit_ingest(rows, states, [])
         batcher.seal_next()
     for vector in vectors["chain"]:

@@ -20,6 +20,7 @@ from gwkit import (
     RunningGateway,
     free_port,
     gateway_settings,
+    record_key,
     spool_records,
     wait_for,
 )
@@ -65,9 +66,10 @@ class RealCloud:
                           json={"id": GATEWAY, "public_key": base64.b64encode(pub).decode()})
             assert resp.status_code == 201, resp.text
             (home / "gateways" / GATEWAY / "token").write_text(resp.json()["token"])
-            for dev in ("bike-1", "bike-2"):
-                assert c.post("/api/v1/devices",
-                              json={"id": dev, "product": "bike"}).status_code in (200, 201)
+            for dev in ("bike-1", "bike-2"):  # enrolled with their record keys, as the factory does
+                key = base64.b64encode(record_key(home, dev)).decode()
+                assert c.post("/api/v1/devices", json={"id": dev, "product": "bike",
+                                                       "record_key": key}).status_code in (200, 201)
 
     def seqs(self, device: str) -> list[int]:
         with self.admin() as c:

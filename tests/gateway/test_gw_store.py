@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.seqs import SeqTracker
-from gateway.store import InboxRecord, InboxState, Store, TrackerChange
+from gateway.store import InboxRecord, InboxState, Store, Stream, TrackerChange
 from protocol import record as record_codec
 
 
@@ -33,17 +33,19 @@ def test_tracker_stores_each_seq_once_and_acks_the_contiguous_prefix(seqs: list[
     assert tracker.ahead == {s for s in set(seqs) if s > tracker.acked}
 
 
-def _commit(store: Store, trackers: dict[str, SeqTracker], device: str, seqs: list[int]) -> int:
-    """What ingest does for one group: returns how many were new."""
-    before = trackers.get(device, SeqTracker())
+def _commit(store: Store, trackers: dict[Stream, SeqTracker], device: str,
+            seqs: list[int]) -> int:
+    """What ingest does for one group (version 1 records: incarnation 0): returns how many
+    were new."""
+    before = trackers.get((device, 0), SeqTracker())
     after = before.copy()
     rows = []
     for s in seqs:
         if after.accept(s):
-            payload = record_codec.encode(device, s, 1000 + s, {"x": s})
+            payload = record_codec.encode_v1(device, s, 1000 + s, {"x": s})
             rows.append(InboxRecord(device, s, payload, 0))
-    store.commit_ingest(rows, [], [TrackerChange(device, before, after, len(rows), 0)])
-    trackers[device] = after
+    store.commit_ingest(rows, [], [TrackerChange((device, 0), before, after, len(rows), 0)])
+    trackers[(device, 0)] = after
     return len(rows)
 
 
@@ -54,7 +56,7 @@ def test_store_dedupes_any_order_and_survives_reopen(groups: list[tuple[str, lis
         path = Path(tmp) / "gateway.db"
         store = Store(path)
         store.open()
-        trackers: dict[str, SeqTracker] = {}
+        trackers: dict[Stream, SeqTracker] = {}
         seen: dict[str, set[int]] = {}
         for i, (device, seqs) in enumerate(groups):
             _commit(store, trackers, device, seqs)
@@ -68,7 +70,7 @@ def test_store_dedupes_any_order_and_survives_reopen(groups: list[tuple[str, lis
             assert sorted(store.inbox_seqs(device)) == sorted(seqs)
             assert len(store.inbox_seqs(device)) == len(seqs)
             assert store.acked(device) == _contiguous(seqs)
-            assert store.load_trackers()[device].ahead == {
+            assert store.load_trackers()[(device, 0)].ahead == {
                 s for s in seqs if s > _contiguous(seqs)}
         store.close()
 
@@ -76,7 +78,7 @@ def test_store_dedupes_any_order_and_survives_reopen(groups: list[tuple[str, lis
 def test_duplicates_are_not_stored_again(tmp_path: Path) -> None:
     store = Store(tmp_path / "g.db")
     store.open()
-    trackers: dict[str, SeqTracker] = {}
+    trackers: dict[Stream, SeqTracker] = {}
     assert _commit(store, trackers, "bike-1", [1, 2, 3]) == 3
     assert _commit(store, trackers, "bike-1", [3, 2, 1, 5]) == 1
     assert store.acked("bike-1") == 3
@@ -146,10 +148,10 @@ def test_a_claimed_floor_survives_a_restart(tmp_path: Path) -> None:
     after = before.copy()
     after.accept(1)
     after.claim_floor(10)
-    store.commit_ingest([], [], [TrackerChange("bike-1", before, after, 1, 0)])
+    store.commit_ingest([], [], [TrackerChange(("bike-1", 7), before, after, 1, 0)])
     store.close()
     store.open()
-    restored = store.load_trackers()["bike-1"]
+    restored = store.load_trackers()[("bike-1", 7)]
     assert (restored.acked, restored.floor) == (1, 10)
     restored.accept(12)  # the records above the gap arrive after the restart
     assert restored.acked == 9 and restored.ahead == {12}
