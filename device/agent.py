@@ -3,8 +3,14 @@ apply acks and configs, report state. No sockets here (link.py), no wire details
 
 Delivery: records leave the buffer as QoS 1 PUBLISHes, at most `max_inflight` beyond the last
 application ack. The broker's PUBACK proves nothing about storage, so only the gateway's ack
-(fleet/<id>/ack) frees records; without progress for `ack_timeout_ms`, and after every
-reconnect, everything unacked is sent again from the oldest (the gateway dedupes by seq).
+(fleet/<id>/ack) frees records, and only an ack of the buffer's own incarnation (protocol.ack
+v2: an ack of an older life of a wiped device is ignored); without progress for
+`ack_timeout_ms`, and after every reconnect, everything unacked is sent again from the oldest
+(the gateway dedupes by (device, incarnation, seq)). A new or wiped device samples at once,
+from seq 1 of a new incarnation: it never waits for the gateway.
+
+Records and states are tagged with the device's record key (protocol.tag; the Hmac object,
+built once per start, is the buffer's `mac`).
 """
 
 import json
@@ -64,15 +70,16 @@ class Agent:
     def _on_publish(self, topic, payload, qos, retain):
         if topic == self.t_ack:
             try:
-                seq = codec.decode_ack(bytes(payload))
+                inc, seq = codec.decode_ack(bytes(payload))
             except ValueError as e:
                 self.emit({"event": "bad_ack", "reason": str(e)})
                 return
-            if self.buf.fresh:
-                self.buf.rebase(seq)
-                self.sent = seq
-                self.emit({"event": "rebased", "seq": seq})
-            elif self.buf.ack(seq):
+            if inc != self.buf.incarnation:
+                # Another life of this id (before a wipe), or a version 1 ack: not about these
+                # records.
+                self.emit({"event": "bad_ack", "reason": "incarnation " + str(inc)})
+                return
+            if self.buf.ack(seq):
                 self.progress_at = port.ticks_ms()
                 if self.sent < self.buf.acked:
                     self.sent = self.buf.acked
@@ -108,21 +115,25 @@ class Agent:
     def publish_state(self):
         port.collect()
         heap = port.mem_free()
+        buf = self.buf
         fields = {
-            "v": 1, "d": self.device_id, "t": port.time_ms(), "impl": port.IMPL,
+            "v": 2, "d": self.device_id, "i": buf.incarnation, "t": port.time_ms(),
+            "impl": port.IMPL,
             "fw": device.__version__, "profile": self.profile.name,
             "config_version": self.conf.version, "config_status": self.conf.status,
-            "reason": self.conf.reason[:200], "heap_free": heap, "buffered": self.buf.buffered,
-            "dropped": self.buf.dropped, "seq": self.buf.last, "floor": self.buf.floor,
+            "reason": self.conf.reason[:200], "heap_free": heap, "buffered": buf.buffered,
+            "dropped": buf.dropped, "seq": buf.last, "floor": buf.floor,
             "reset_cause": self.boot[0], "resets": self.boot[1],
             "link_error": self.link.last_error[:200], "link_failures": self.link.failures,
         }
-        # protocol.state's encode is this dumps after checking the fields; the fields are ours
-        # and tests check them with protocol.state.decode, so the device skips the import.
-        payload = json.dumps(fields, separators=(",", ":")).encode()
+        # protocol.state's encode is this dumps and tag after checking the fields; the fields
+        # are ours and tests check them with protocol.state.decode, so the device skips the
+        # import. The tag is last whatever order the interpreter's dict keeps.
+        payload = codec.tagged(buf.mac, json.dumps(fields, separators=(",", ":")).encode())
+        del fields
         self.client.publish(self.t_state, payload, 1)
         self.emit({"event": "state", "heap_free": heap, "heap_min": self.heap_min,
-                   "buffered": fields["buffered"], "seq": fields["seq"]})
+                   "buffered": buf.buffered, "seq": buf.last})
 
     def _pump(self):
         """Publish unacked records while the window has room."""
@@ -145,8 +156,6 @@ class Agent:
             return
         if self.to_produce is not None and self.buf.last >= self.to_produce:
             return
-        if self.buf.fresh:
-            return  # a never-used buffer samples once the gateway said where its seqs stand
         try:
             self.buf.put(port.time_ms(), self.profile.sample())
         except ValueError as e:  # a profile bug must not stop the device

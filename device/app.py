@@ -3,6 +3,7 @@ the agent stops. Imported by main.py per run and unloaded afterwards (see main.p
 
 from device import agent, buffer, link, mqtt, port
 from device.profiles import load
+from protocol import tag
 
 
 def run(image, ident, conf, records, emit, boot):
@@ -10,7 +11,10 @@ def run(image, ident, conf, records, emit, boot):
     (reset cause, resets, watchdog feed) from main.py. A MemoryError or any other exception
     propagates (main.py turns it into a reset) after a best-effort close."""
     dev = ident["id"]
-    buf = buffer.Buffer(image + "/data/buffer", dev)
+    # The record key (provisioned into the image, 0600): one Hmac for this start, which tags
+    # every record and state. start.py has checked that the key is there.
+    buf = buffer.Buffer(image + "/data/buffer", dev,
+                        tag.Hmac(port.read_bytes(image + "/keys/record.key")))
     buf.open()
     client = mqtt.Client(dev.encode())
     host = ident["broker_host"]
@@ -24,7 +28,8 @@ def run(image, ident, conf, records, emit, boot):
                       records)
     app.boot = boot
     port.collect()
-    emit({"event": "boot", "id": dev, "impl": port.IMPL, "seq": buf.last, "acked": buf.acked,
+    emit({"event": "boot", "id": dev, "impl": port.IMPL, "i": buf.incarnation, "seq": buf.last,
+          "acked": buf.acked,
           "buffered": buf.buffered, "dropped": buf.dropped, "repaired": buf.repaired,
           "heap_free": port.mem_free()})
     try:

@@ -2,9 +2,19 @@
 
 Layout under `root` (e.g. IMAGE/data/buffer/):
   seg-0000000001.log   append-only segment, named by its first seq; one line per record:
-                       b"<crc32 hex8> <record json>\n" (the record json is the exact wire payload)
-  meta.json            {"acked": N, "dropped": M}, replaced atomically (tmp + rename)
+                       b"<crc32 hex8> <record json>\n" (the record json is the exact wire payload,
+                       tagged: protocol.record version 2)
+  meta.json            {"i": INCARNATION, "acked": N, "dropped": M}, replaced atomically
+                       (tmp + rename)
 Seqs inside a segment are contiguous, so a record's seq is first_seq + line index.
+
+Incarnation: a buffer used for the first time (a new device, or one whose flash was wiped) draws
+its incarnation from the RNG (1..2**31-1) and writes it to meta.json before its first record;
+the identity of a record is (device, incarnation, seq), so a wiped device starts again at seq 1
+without ever repeating an identity the gateway or the cloud already hold. Every later open
+keeps it. A buffer left by firmware of protocol version 1 (records, no incarnation) starts a
+new incarnation too: its untagged records can no longer be delivered (the cloud refuses
+untagged records of a device with a record key) and are counted as dropped.
 
 Power loss can only tear the tail of the newest segment (nothing else is ever written in
 place): open() keeps the longest valid prefix of that segment. The next seq is
@@ -38,16 +48,29 @@ def _line_ok(line, seq):
     payload = line[9:n - 1]
     if binascii.crc32(payload) != crc:
         return False
-    # Cheap seq check without parsing JSON: the canonical record starts {"v":1,"d":"..","s":N,
+    # Cheap seq check without parsing JSON: the canonical record starts
+    # {"v":2,"d":"..","i":I,"s":N, (a device id holds no comma or quote)
     at = payload.find(b',"s":')
     end = payload.find(b",", at + 5)
     return at > 0 and end > at and payload[at + 5:end] == str(seq).encode()
 
 
+def _count_lines(path):
+    n = 0
+    with open(path, "rb") as f:
+        while f.readline():
+            n += 1
+    return n
+
+
 class Buffer:
-    def __init__(self, root, device_id, seg_records=100, max_segments=20):
+    def __init__(self, root, device_id, mac, seg_records=100, max_segments=20):
+        """`mac`: the device's protocol.tag.Hmac (its record key), which tags every record."""
         self.root = root
-        self.prefix = codec.record_prefix(device_id)
+        self.device_id = device_id
+        self.mac = mac
+        self.prefix = ""  # set by open(), once the incarnation is known
+        self.incarnation = 0  # set by open()
         self.seg_records = seg_records
         self.max_segments = max_segments
         self.segs = []  # first seq of each segment on flash, ascending
@@ -56,20 +79,19 @@ class Buffer:
         self.last = 0  # highest seq on flash (or acked, after its segment was deleted)
         self.tail_count = 0  # records in the newest segment
         self.repaired = 0  # lines cut from a torn tail at open()
-        self.fresh = False  # set by open(): no record ever written or acked here
         self._saved_acked = 0
         self._f = None
 
     # -- lifecycle
     def open(self):
         port.makedirs(self.root)
-        no_meta = False
         try:
             meta = json.loads(port.read_bytes(self._path(META)))
             self.acked = int(meta.get("acked", 0))
             self.dropped = int(meta.get("dropped", 0))
+            self.incarnation = int(meta.get("i", 0))
         except (OSError, ValueError):
-            no_meta = True  # first boot; a torn meta.json cannot exist (atomic replace)
+            pass  # first boot; a torn meta.json cannot exist (atomic replace)
         self._saved_acked = self.acked
         segs = []
         for name in port.listdir(self.root):
@@ -82,11 +104,11 @@ class Buffer:
                     pass
         segs.sort()
         self.segs = segs
-        # Never used (a new device, or one whose flash was wiped): its seqs must not restart
-        # below what the gateway already holds for this id, so it waits for a first ack.
-        self.fresh = no_meta and not segs
+        if not 0 < self.incarnation <= 2147483647:
+            self._new_incarnation()
+        self.prefix = codec.record_prefix(self.device_id, self.incarnation)
         self.last = self.acked
-        if segs:
+        if self.segs:
             self._recover_tail()
         self._delete_acked()
 
@@ -147,7 +169,7 @@ class Buffer:
         """Encode, append and flush one record; returns its seq. Raises ValueError for metrics
         the record format refuses (nothing is written then)."""
         seq = self.last + 1
-        payload = codec.encode_record(self.prefix, seq, ts_ms, metrics)
+        payload = codec.encode_record(self.prefix, seq, ts_ms, metrics, self.mac)
         f = self._f
         if f is None or self.tail_count >= self.seg_records:
             f = self._roll(seq)
@@ -216,11 +238,19 @@ class Buffer:
                     seq += 1
             i += 1
 
-    def rebase(self, seq):
-        """First ack of a fresh buffer: the gateway holds this id's records up to `seq` (from
-        before a wipe, or 0 for a new device); continue after them."""
-        self.acked = self.last = seq
-        self.fresh = False
+    def _new_incarnation(self):
+        """A buffer without an incarnation: new, wiped, or left by version 1 firmware. Draw
+        one, forget whatever records are there (version 1: never deliverable now), and make it
+        durable before the first record of the new incarnation can be written."""
+        lost = 0
+        for first in self.segs:
+            n = _count_lines(self._path(_name(first)))
+            lost += max(0, first + n - 1 - max(self.acked, first - 1))  # unacked lines only
+            port.remove(self._path(_name(first)))
+        self.segs = []
+        self.dropped += lost
+        self.acked = 0
+        self.incarnation = port.random_below(2147483647) + 1  # 1..2**31-1
         self._save_meta()
 
     def ack(self, seq):
@@ -251,7 +281,7 @@ class Buffer:
             self._save_meta()
 
     def _save_meta(self):
-        data = json.dumps({"acked": self.acked, "dropped": self.dropped})
+        data = '{"i":%d,"acked":%d,"dropped":%d}' % (self.incarnation, self.acked, self.dropped)
         port.write_atomic(self._path(META), data.encode())
         self._saved_acked = self.acked
 

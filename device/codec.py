@@ -1,11 +1,13 @@
-"""The device's own encoders for the two messages on its hot path: telemetry record and ack.
+"""The device's own codecs for the messages on its hot path: the tagged v2 record and state,
+and the v2 ack.
 
-protocol.record / protocol.ack define these formats; this module produces byte-identical
-output (tests/device checks it against protocol and tests/vectors on both interpreters) in a
-fraction of the heap: importing protocol.record + topics + ack costs ~6 KB of the 64 KB a
-small device has. Rarely used codecs (state, config) are imported from protocol on demand.
-Validation matches protocol.record.encode: a record the gateway would refuse is never
-buffered, because an unacceptable record would block the ack stream behind it forever.
+protocol.record / protocol.ack / protocol.state define these formats; this module produces
+byte-identical output (tests/device checks it against protocol and tests/vectors on both
+interpreters) in a fraction of the heap: importing protocol.record + topics + ack costs ~6 KB
+of the 64 KB a small device has. The tag itself is protocol.tag's (its Hmac object is built
+once per start from the image's record key: app.py). Validation matches
+protocol.record.encode: a record the gateway would refuse is never buffered, because an
+unacceptable record would block the ack stream behind it forever.
 """
 
 import json
@@ -18,6 +20,7 @@ _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 _INF = float("inf")
 _MAX_INT = 9007199254740991  # protocol.bounds: seq, t and int metrics (a plain int: not a const)
+_MAX_INCARNATION = 2147483647  # protocol.record.MAX_INCARNATION
 
 
 def valid_id(text):
@@ -38,15 +41,24 @@ def _value(v):
     raise ValueError("metric values must be numbers (ints within 2**53) or booleans")
 
 
-def record_prefix(device_id):
-    """The constant head of every record of this device, computed once."""
+def record_prefix(device_id, incarnation):
+    """The constant head of every record of this device in this incarnation, computed once."""
     if not valid_id(device_id):
         raise ValueError("invalid device id")
-    return '{"v":1,"d":"' + device_id + '","s":'
+    if type(incarnation) is not int or not 0 < incarnation <= _MAX_INCARNATION:
+        raise ValueError("incarnation must be an int in 1..2**31-1")
+    return '{"v":2,"d":"' + device_id + '","i":' + str(incarnation) + ',"s":'
 
 
-def encode_record(prefix, seq, ts_ms, metrics):
-    """Canonical record bytes, identical to protocol.record.encode; ValueError otherwise."""
+def tagged(mac, signed):
+    """protocol.tag.append: `signed` (a JSON object's bytes) with the tag of `mac` (a
+    protocol.tag.Hmac) as its last member. One join: no intermediate copies."""
+    return b"".join((signed[:-1], b',"h":"', mac.tag(signed), b'"}'))
+
+
+def encode_record(prefix, seq, ts_ms, metrics, mac):
+    """Canonical tagged record bytes, identical to protocol.record.encode; ValueError
+    otherwise."""
     if type(seq) is not int or not 0 < seq <= _MAX_INT or type(ts_ms) is not int or \
             not 0 <= ts_ms <= _MAX_INT:
         raise ValueError("seq must be an int in 1..2**53-1 and t in 0..2**53-1")
@@ -74,23 +86,32 @@ def encode_record(prefix, seq, ts_ms, metrics):
         parts[i + 3] = _value(metrics[name])
         i += 4
     parts[i] = "}}"
-    data = "".join(parts).encode()
+    data = tagged(mac, "".join(parts).encode())
     if len(data) > _MAX_RECORD_BYTES:
         raise ValueError("record too large")
     return data
 
 
 def decode_ack(payload):
-    """protocol.ack.decode: {"v":1,"seq":N} -> N; ValueError for anything else."""
+    """protocol.ack.decode: (incarnation, seq); incarnation 0 for a version 1 ack (a device
+    of this firmware never applies one). ValueError for anything else."""
     if len(payload) > 128:
         raise ValueError("ack too large")
     try:
         obj = json.loads(payload)
     except ValueError:
         raise ValueError("ack is not JSON")
-    if type(obj) is not dict or obj.get("v") != 1:
+    if type(obj) is not dict:
         raise ValueError("ack version unsupported")
+    v = obj.get("v")
     seq = obj.get("seq")
-    if type(seq) is not int or seq < 0:
-        raise ValueError("ack seq must be an int >= 0")
-    return seq
+    if type(v) is not int or v not in (1, 2):
+        raise ValueError("ack version unsupported")
+    if type(seq) is not int or not 0 <= seq <= _MAX_INT:
+        raise ValueError("ack seq must be an int in 0..2**53-1")
+    if v == 1:
+        return 0, seq
+    inc = obj.get("i")
+    if type(inc) is not int or not 0 < inc <= _MAX_INCARNATION:
+        raise ValueError("ack incarnation must be an int in 1..2**31-1")
+    return inc, seq

@@ -30,9 +30,17 @@ def parse_args(args):
 
 def begin(args, emit):
     """(image, records, interval_ms, identity, reset cause, resets so far), after the "start"
-    event; ValueError or OSError for bad arguments or an unreadable image."""
+    event; ValueError or OSError for bad arguments or an unreadable image (one without its
+    record key included: the device would tag nothing the cloud accepts)."""
     image, records, interval = parse_args(args)
     ident = json.loads(port.read_bytes(image + "/identity.json"))
+    try:
+        size = len(port.read_bytes(image + "/keys/record.key"))
+    except OSError:
+        size = 0
+    if size != 32:
+        raise ValueError("no 32-byte record key in " + image + "/keys/record.key: provision the "
+                         "image again (fleetloop fw keygen, then fleetloop fw provision)")
     data = image + "/data"
     port.makedirs(data)
     try:

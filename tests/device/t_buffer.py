@@ -5,10 +5,13 @@ import os
 from fakes import check, equal
 
 from device import buffer
+from protocol import record, tag
+
+MAC = tag.Hmac(b"\x07" * 32)
 
 
 def _open(tmp, seg=5, segs=4):
-    b = buffer.Buffer(tmp + "/buf", "bike-1", seg, segs)
+    b = buffer.Buffer(tmp + "/buf", "bike-1", MAC, seg, segs)
     b.open()
     return b
 
@@ -27,7 +30,11 @@ def test_put_returns_increasing_seqs_and_unacked_yields_wire_records(tmp):
     got = list(b.unacked(0, 100))
     equal([s for s, _ in got], list(range(1, 13)), "all unacked, oldest first")
     first = json.loads(got[0][1])
-    equal((first["s"], first["d"], first["m"]["n"]), (1, "bike-1", 0), "payload is the record")
+    equal((first["s"], first["d"], first["m"]["n"], first["i"]), (1, "bike-1", 0, b.incarnation),
+          "payload is the record")
+    for _, wire in got:
+        record.decode(wire)
+        check(tag.verify(MAC, wire), "every record is tagged with the device's key")
     equal([s for s, _ in b.unacked(7, 3)], [8, 9, 10], "after + limit")
     equal(b.buffered, 12, "buffered")
     equal(_segments(tmp), ["seg-0000000001.log", "seg-0000000006.log", "seg-0000000011.log"],
@@ -75,7 +82,7 @@ def test_torn_tail_is_cut_at_open(tmp):
     b = _open(tmp)
     _fill(b, 8)
     b._f.close()
-    _append(tmp, "seg-0000000006.log", b'1234abcd {"v":1,"d":"bike-1","s":9,"t":1,"m":{')
+    _append(tmp, "seg-0000000006.log", b'1234abcd {"v":2,"d":"bike-1","i":5,"s":9,"t":1,"m":{')
     b = _open(tmp)
     equal((b.last, b.repaired), (8, 1), "torn line dropped")
     equal(b.put(5, {"x": 1}), 9, "seq 9 reused: it never left the device")
@@ -143,20 +150,44 @@ def test_stale_tmp_files_are_removed(tmp):
     check("meta.json.tmp" not in os.listdir(tmp + "/buf"), "tmp removed")
 
 
-def test_a_never_used_buffer_waits_for_the_gateway_then_continues_after_it(tmp):
+def test_a_new_buffer_draws_an_incarnation_keeps_it_and_samples_from_seq_1(tmp):
     b = _open(tmp)
-    check(b.fresh, "a new buffer is fresh")
-    b.rebase(40)  # the gateway already holds this id's records up to 40 (a wiped device)
-    check(not b.fresh, "fresh only until the first ack")
-    equal(_fill(b, 2), [41, 42], "seqs continue after the gateway's")
+    inc = b.incarnation
+    check(0 < inc <= 2 ** 31 - 1, "incarnation in 1..2**31-1: " + str(inc))
+    meta = json.loads(open(tmp + "/buf/meta.json").read())
+    equal(meta["i"], inc, "persisted before the first record")
+    equal(_fill(b, 2), [1, 2], "a new device samples at once, from seq 1")
+    b.ack(2)
     b.close()
     again = _open(tmp)
-    check(not again.fresh, "a rebased buffer stays rebased after a reboot")
-    equal(_fill(again, 1), [43], "and keeps counting")
+    equal(again.incarnation, inc, "kept across reboots")
+    equal(_fill(again, 1), [3], "and seqs continue")
+    equal(json.loads(list(again.unacked(0, 1))[0][1])["i"], inc, "records carry it")
 
 
-def test_a_buffer_with_records_is_not_fresh_even_before_any_ack(tmp):
+def test_a_wiped_buffer_is_a_new_incarnation(tmp):
     b = _open(tmp)
     _fill(b, 3)
     b.close()
-    check(not _open(tmp).fresh, "records on flash: seqs are known")
+    first = b.incarnation
+    for name in os.listdir(tmp + "/buf"):
+        os.remove(tmp + "/buf/" + name)
+    wiped = _open(tmp)
+    check(wiped.incarnation != first, "a new incarnation (1 in 2**31 to collide)")
+    equal(_fill(wiped, 1), [1], "seq 1 again: (device, incarnation, seq) is new")
+
+
+def test_a_version_1_buffer_starts_a_new_incarnation_counting_its_records_dropped(tmp):
+    os.mkdir(tmp + "/buf")
+    with open(tmp + "/buf/meta.json", "w") as f:
+        f.write('{"acked": 2, "dropped": 1}')
+    import binascii
+
+    with open(tmp + "/buf/seg-0000000001.log", "wb") as f:
+        for seq in range(1, 6):
+            line = b'{"v":1,"d":"bike-1","s":%d,"t":1,"m":{}}' % seq
+            f.write(b"%08x " % binascii.crc32(line) + line + b"\n")
+    b = _open(tmp)
+    check(b.incarnation > 0, "incarnation drawn")
+    equal((b.dropped, b.buffered, b.acked, b.segs), (4, 0, 0, []), "3 unacked v1 records dropped")
+    equal(_fill(b, 1), [1], "the new incarnation starts at 1")

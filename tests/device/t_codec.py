@@ -1,14 +1,17 @@
 # device.codec must produce exactly protocol's bytes: checked against protocol itself and the
 # shared vectors in tests/vectors (copied into DATA by the pytest side).
+import binascii
 import json
 
-from fakes import equal, raises
+from fakes import check, equal, raises
 
 from device import codec
 from device.profiles import load
-from protocol import ack, record, state, topics
+from protocol import ack, record, state, tag, topics
 
 DATA = None
+INC = 7654321
+MAC = tag.Hmac(b"\x42" * 32)
 
 
 def _vectors(name):
@@ -17,25 +20,44 @@ def _vectors(name):
 
 
 def test_records_match_the_shared_vectors(tmp):
-    for case in _vectors("records.json")["valid"]:
-        got = codec.encode_record(codec.record_prefix(case["device"]), case["seq"], case["t"],
-                                  case["metrics"])
+    v = _vectors("records.json")
+    mac = tag.Hmac(binascii.a2b_base64(v["record_key"]))
+    for case in v["valid"]:
+        got = codec.encode_record(codec.record_prefix(case["device"], case["incarnation"]),
+                                  case["seq"], case["t"], case["metrics"], mac)
         equal(got.decode(), case["wire"], "vector")
+        check(tag.verify(mac, got), "the tag verifies under the vectors' key")
+        check(not tag.verify(MAC, got), "and under no other key")
 
 
 def test_records_match_protocol_for_every_profile(tmp):
     for name in ("bike", "mirror", "engine"):
         p = load(name, "dev-" + name)
-        prefix = codec.record_prefix("dev-" + name)
+        prefix = codec.record_prefix("dev-" + name, INC)
         for seq in range(1, 40):
             m = p.sample()
-            want = record.encode("dev-" + name, seq, 1732345678123 + seq, m)
-            equal(codec.encode_record(prefix, seq, 1732345678123 + seq, m), want, name)
-            record.decode(want)
+            want = record.encode("dev-" + name, INC, seq, 1732345678123 + seq, m, MAC)
+            equal(codec.encode_record(prefix, seq, 1732345678123 + seq, m, MAC), want, name)
+            equal(record.decode(want)["i"], INC, "incarnation")
+
+
+def test_incarnations_checked_like_protocol(tmp):
+    for inc in (0, -1, 2 ** 31, True, "1", 1.0):
+        raises(ValueError, codec.record_prefix, "bike-1", inc)
+        raises(ValueError, record.encode, "bike-1", inc, 1, 0, {}, MAC)
+    for inc in (1, 2 ** 31 - 1):
+        equal(codec.encode_record(codec.record_prefix("bike-1", inc), 1, 0, {}, MAC),
+              record.encode("bike-1", inc, 1, 0, {}, MAC), "incarnation " + str(inc))
+
+
+def test_tagged_is_protocol_tag_append(tmp):
+    for signed in (b'{"v":2}', b'{"a":{"b":1}}'):
+        equal(codec.tagged(MAC, signed), tag.append(MAC, signed), "append")
+        equal(tag.split(codec.tagged(MAC, signed))[0], signed, "split")
 
 
 def test_records_refused_like_protocol(tmp):
-    prefix = codec.record_prefix("bike-1")
+    prefix = codec.record_prefix("bike-1", INC)
     bad_metrics = [
         {"Upper": 1}, {"": 1}, {"a" * 33: 1}, {"x": "1"}, {"x": None}, {"x": [1]},
         {"x": float("inf")}, {"x": float("nan")}, {"x-y": 1},
@@ -43,44 +65,65 @@ def test_records_refused_like_protocol(tmp):
         dict(("m" + str(i), i) for i in range(33)),
     ]
     for m in bad_metrics:
-        raises(ValueError, codec.encode_record, prefix, 1, 0, m)
-        raises(ValueError, record.encode, "bike-1", 1, 0, m)
+        raises(ValueError, codec.encode_record, prefix, 1, 0, m, MAC)
+        raises(ValueError, record.encode, "bike-1", INC, 1, 0, m, MAC)
     for seq, t in ((0, 0), (True, 0), (1, -1), (1, 1.5), (2 ** 53, 0), (1, 2 ** 53),
                    (2 ** 63, 1), (1, 2 ** 64)):
-        raises(ValueError, codec.encode_record, prefix, seq, t, {})
-        raises(ValueError, record.encode, "bike-1", seq, t, {})
+        raises(ValueError, codec.encode_record, prefix, seq, t, {}, MAC)
+        raises(ValueError, record.encode, "bike-1", INC, seq, t, {}, MAC)
     # the largest values every hop holds are accepted by both, byte for byte
     top = 2 ** 53 - 1
-    equal(codec.encode_record(prefix, top, top, {"x": top, "y": -top}),
-          record.encode("bike-1", top, top, {"x": top, "y": -top}), "bounds")
-    # names and values at their longest, plus huge seq and t: just over 2048 bytes
+    equal(codec.encode_record(prefix, top, top, {"x": top, "y": -top}, MAC),
+          record.encode("bike-1", INC, top, top, {"x": top, "y": -top}, MAC), "bounds")
+    # names and values at their longest: over 2048 bytes with the tag
     too_big = dict((f"m{i:02d}_" + "a" * 28, -1.2345678901234567e-300) for i in range(32))
     long_id = "x" * 64
-    raises(ValueError, codec.encode_record, codec.record_prefix(long_id), 10 ** 25, 10 ** 25,
-           too_big)
-    raises(ValueError, record.encode, long_id, 10 ** 25, 10 ** 25, too_big)
+    raises(ValueError, codec.encode_record, codec.record_prefix(long_id, INC), 10 ** 15,
+           10 ** 15, too_big, MAC)
+    raises(ValueError, record.encode, long_id, INC, 10 ** 15, 10 ** 15, too_big, MAC)
 
 def test_device_ids_checked_like_protocol(tmp):
     for text in ("bike-1", "A_9", "x" * 64, "", "-x", "_x", "a/b", "a+b", "a#", "x" * 65, "é"):
         equal(codec.valid_id(text), topics.valid_device_id(text), text)
-    raises(ValueError, codec.record_prefix, "a/b")
+    raises(ValueError, codec.record_prefix, "a/b", INC)
 
 
 def test_acks_match_the_shared_vectors_and_protocol(tmp):
     v = _vectors("acks.json")
     for case in v["valid"]:
-        equal(codec.decode_ack(case["wire"].encode()), case["seq"], "valid ack")
+        equal(codec.decode_ack(case["wire"].encode()), (case["incarnation"], case["seq"]),
+              "valid ack")
     for case in v["invalid"]:
         raises(ValueError, codec.decode_ack, case["wire"].encode())
-    for n in (0, 1, 7, 123456789):
-        equal(codec.decode_ack(ack.encode(n)), n, "round trip")
-    for bad in (b'{"v":1,"seq":true}', b'{"v":1,"seq":1.0}', b"[]", b"x" * 200, b""):
+    for n in (0, 1, 7, 123456789, 2 ** 53 - 1):
+        for inc in (0, 1, INC, 2 ** 31 - 1):
+            equal(codec.decode_ack(ack.encode(n, inc)), (inc, n), "round trip")
+    for bad in (b'{"v":1,"seq":true}', b'{"v":1,"seq":1.0}', b"[]", b"x" * 200, b"",
+                b'{"v":2,"i":true,"seq":1}', b'{"v":2,"i":2147483648,"seq":1}',
+                b'{"v":2,"i":"1","seq":1}', b'{"v":true,"seq":1}', b'{"v":3,"i":1,"seq":1}'):
         raises(ValueError, codec.decode_ack, bad)
+        raises(ValueError, ack.decode, bad)
 
 
 def test_state_fields_pass_protocol_state(tmp):
-    fields = {"v": 1, "d": "bike-1", "t": 1, "impl": "micropython", "fw": "0.1.0",
+    v = _vectors("states.json")
+    mac = tag.Hmac(binascii.a2b_base64(v["record_key"]))
+    for case in v["valid"]:
+        # the device's way (dumps + tag) gives a state protocol accepts and whose tag verifies
+        wire = codec.tagged(mac, json.dumps(case["fields"], separators=(",", ":")).encode())
+        equal(state.decode(wire)["i"], case["fields"]["i"], "state accepted")
+        check(tag.verify(mac, wire), "state tag verifies")
+        check(tag.verify(mac, case["wire"].encode()), "vector verifies")
+    fields = {"v": 2, "d": "bike-1", "i": INC, "t": 1, "impl": "micropython", "fw": "0.1.0",
               "profile": "bike", "config_version": 0, "config_status": "none", "reason": "",
-              "heap_free": 1, "buffered": 0, "dropped": 0, "seq": 0}
-    wire = json.dumps(fields, separators=(",", ":")).encode()
+              "heap_free": 1, "buffered": 0, "dropped": 0, "seq": 0, "floor": 1,
+              "reset_cause": "none", "resets": 0, "link_error": "", "link_failures": 0}
+    wire = codec.tagged(MAC, json.dumps(fields, separators=(",", ":")).encode())
     equal(state.decode(wire)["d"], "bike-1", "state accepted")
+    # protocol.state.encode makes the same object (key order is the interpreter's dict's)
+    ours = state.encode(fields, MAC)
+    check(tag.verify(MAC, ours), "protocol's state tag verifies")
+    a, b = json.loads(ours), json.loads(wire)
+    a.pop("h")
+    b.pop("h")
+    equal(a, b, "the same state")
