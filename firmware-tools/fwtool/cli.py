@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -22,7 +23,8 @@ DEFAULT_GATEWAYS = ["gw-1"]
 DEFAULT_DEVICES = ["bike-1", "mirror-1", "engine-1"]
 
 app = typer.Typer(
-    help="Factory tools: generate the fleet's keys and provision device images.\n\n"
+    help="Factory tools: generate the fleet's keys, provision device images and enrol devices "
+    "with the cloud.\n\n"
     "Example: fleetloop fw keygen --device bike-1",
     no_args_is_help=True,
     add_completion=False,
@@ -72,7 +74,7 @@ def keygen(
 ) -> None:
     """Generate the fleet's keys and certificates under HOME/keys.
 
-    Writes the device CA, the broker certificate, an MQTT client certificate and an Ed25519 batch key per gateway, a client certificate per device, and the Ed25519 release and config keys. Existing files are kept and reused unless --force.
+    Writes the device CA, the broker certificate, an MQTT client certificate and an Ed25519 batch key per gateway, a client certificate and a random 32-byte record key per device, and the Ed25519 release and config keys. Existing files are kept and reused unless --force.
 
     Example: fleetloop fw keygen --home ./.fleetloop --gateway gw-1 --device bike-1 --device mirror-1
     """
@@ -107,6 +109,33 @@ def provision(
     root = home if home is not None else _default_home()
     image = provisioning.provision(root, device_id, profile, host, port, out)
     typer.echo(f"provisioned {device_id} ({profile}) in {image}")
+
+
+@app.command()
+@_clean_errors
+def enrol(
+    device_id: Annotated[str, typer.Option("--id", help="Device id, e.g. bike-1")],
+    product: Annotated[str, typer.Option(
+        "--product", help=f"Product: {', '.join(provisioning.PROFILES)}")],
+    cloud: Annotated[str, typer.Option("--cloud", help="Cloud base URL, e.g. http://127.0.0.1:8000")],
+    home: HomeOpt = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding the cloud's admin token (default: $FLEETLOOP_ADMIN_TOKEN)",
+        show_default=False)] = None,
+) -> None:
+    """Register a device and its record key (from keygen) with the cloud.
+
+    The cloud then accepts only records and states tagged with that key from this device. Enrolling again with the same key is harmless; if the cloud holds a different key for the id it answers 409 and nothing changes (exit 1).
+
+    Example: fleetloop fw enrol --home ./.fleetloop --id bike-1 --product bike --cloud http://127.0.0.1:8000 --token-file ./.fleetloop/cloud/admin-token
+    """
+    from . import enrol as enrolment
+
+    root = home if home is not None else _default_home()
+    token = enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
+    status = enrolment.enrol(root, device_id, product, cloud, token)
+    typer.echo(f"enrolled {device_id} ({product}) with {cloud}"
+               + ("" if status == 201 else " (already enrolled with this key)"))
 
 
 def main() -> None:  # pragma: no cover - `python -m fwtool.cli`

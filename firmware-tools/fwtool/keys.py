@@ -1,15 +1,20 @@
-"""Key material of a fleet: the device CA, TLS certificates and Ed25519 signing keys.
+"""Key material of a fleet: the device CA, TLS certificates, Ed25519 signing keys and each
+device's record key.
 
 ``generate`` writes the ``keys/`` layout of FLEETLOOP_HOME (see docs/factory.md). It is idempotent:
 files that exist are kept and reused (a new device certificate is signed by the existing CA);
 nothing is overwritten unless ``force=True``. Private keys are PEM PKCS8, unencrypted, mode 0600;
 device keys are also written as DER for MicroPython's ``tls`` (SEC1 form, see ``DEVICE_KEY_DER``).
+A device's record key (``devices/<id>/record.key``, 32 raw bytes, 0600) comes straight from the
+OS's random source and is derived from nothing: it tags the device's records (protocol.tag) and
+only the factory, the device's image and the cloud (after ``fleetloop fw enrol``) hold it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from protocol import topics
+from protocol import tag, topics
 
 from .errors import FwToolError, InvalidIdError, UsageError
 from .fsutil import PRIVATE_FILE, PUBLIC_FILE, ensure_dir, write_file
@@ -126,6 +131,18 @@ class KeyLayout:
     def device_cert_pem(self, device_id: str) -> Path:
         return self.device_dir(device_id) / "cert.pem"
 
+    def device_record_key(self, device_id: str) -> Path:
+        return self.device_dir(device_id) / "record.key"
+
+
+def read_record_key(path: Path) -> bytes:
+    """The 32 raw bytes of a device's record key; FwToolError if the file is anything else."""
+    data = Path(path).read_bytes()
+    if len(data) != tag.KEY_BYTES:
+        raise FwToolError(f"{path}: expected a {tag.KEY_BYTES}-byte record key, got {len(data)} "
+                          "bytes; rerun keygen with --force")
+    return data
+
 
 def check_id(value: str, kind: str = "device") -> str:
     """Return ``value`` if it is a valid device/gateway id, else raise InvalidIdError."""
@@ -225,6 +242,7 @@ class _Writer:
                               partial(_client_cert, key, dev, signer))
             self._der_copy(lay.device_cert_der(dev), cert)
             self._der_key(lay.device_key_der(dev), key)
+            self._record_key(lay.device_record_key(dev))
         return self.written
 
     def _needed(self, path: Path) -> bool:
@@ -256,6 +274,12 @@ class _Writer:
                 raise FwToolError(f"{pub_path} does not match {key_path.name}; rerun keygen with --force")
             return
         self._write(pub_path, raw, PUBLIC_FILE)
+
+    def _record_key(self, path: Path) -> None:
+        if self._needed(path):
+            self._write(path, secrets.token_bytes(tag.KEY_BYTES), PRIVATE_FILE)
+        else:
+            read_record_key(path)  # a damaged key is reported, never silently replaced
 
     def _cert(
         self,

@@ -5,7 +5,8 @@
     <out>/lib/device/...      the repo's device package as .mpy (no tests, no CPython-only files)
     <out>/lib/protocol/...    protocol.DEVICE_MODULES as .mpy
     <out>/certs/              ca/cert/key in DER (MicroPython tls) and PEM (CPython ssl)
-    <out>/keys/               config.pub, release.pub (raw 32-byte Ed25519)
+    <out>/keys/               config.pub, release.pub (raw 32-byte Ed25519); record.key (the
+                              device's 32-byte record key, 0600: it tags its records)
     <out>/identity.json       id, profile, broker_host, broker_port, fw
     <out>/data/               the device's own state: created once, never touched again
 
@@ -174,6 +175,7 @@ def _key_sources(lay: KeyLayout, device_id: str) -> dict[str, Path]:
         "certs/key.der": lay.device_key_der(device_id),
         "certs/key.pem": lay.device_key_pem(device_id),
         "keys/config.pub": lay.config_pub, "keys/release.pub": lay.release_pub,
+        "keys/record.key": lay.device_record_key(device_id),
     }
     missing = [str(p) for p in sources.values() if not p.is_file()]
     if missing:
@@ -231,5 +233,5 @@ def _copy_keys(sources: dict[str, Path], staging: Path) -> None:
     ensure_dir(staging / "certs", PRIVATE_DIR)
     ensure_dir(staging / "keys", 0o755)
     for rel, src in sources.items():
-        private = rel.startswith("certs/key.")
+        private = rel.startswith("certs/key.") or rel == "keys/record.key"
         write_file(staging / rel, src.read_bytes(), PRIVATE_FILE if private else PUBLIC_FILE)

@@ -19,7 +19,9 @@ ca.key.pem ca.crt.pem ca.crt.der broker.key.pem broker.crt.pem
 release.key.pem release.pub config.key.pem config.pub
 gateways/gw-1/mqtt.key.pem gateways/gw-1/mqtt.crt.pem gateways/gw-1/batch.key.pem gateways/gw-1/batch.pub
 devices/bike-1/key.der devices/bike-1/key.pem devices/bike-1/cert.der devices/bike-1/cert.pem
+devices/bike-1/record.key
 devices/mirror-1/key.der devices/mirror-1/key.pem devices/mirror-1/cert.der devices/mirror-1/cert.pem
+devices/mirror-1/record.key
 """.split()
 
 
@@ -48,7 +50,7 @@ def test_private_files_0600_dirs_0700(keyed_home: Path) -> None:
         mode = stat.S_IMODE(p.stat().st_mode)
         if p.is_dir():
             assert mode == 0o700, p
-        elif ".key." in p.name or p.name in ("key.der", "key.pem"):
+        elif ".key." in p.name or p.name in ("key.der", "key.pem", "record.key"):
             assert mode == 0o600, p
         else:
             assert mode == 0o644, p
@@ -72,7 +74,8 @@ def test_new_device_is_signed_by_the_existing_ca(tmp_path: Path) -> None:
     written = generate(tmp_path, ["gw-1"], ["bike-1", "engine-1"])
     lay = KeyLayout.of_home(tmp_path)
     assert set(written) == {lay.device_key_pem("engine-1"), lay.device_key_der("engine-1"),
-                            lay.device_cert_pem("engine-1"), lay.device_cert_der("engine-1")}
+                            lay.device_cert_pem("engine-1"), lay.device_cert_der("engine-1"),
+                            lay.device_record_key("engine-1")}
     after = _snapshot(tmp_path / "keys")
     assert {k: v for k, v in after.items() if k in before} == before
     _cert(lay.device_cert_pem("engine-1")).verify_directly_issued_by(_cert(lay.ca_cert_pem))
@@ -202,3 +205,29 @@ def test_an_id_cannot_be_both_a_gateway_and_a_device(tmp_path: Path) -> None:
     generate(tmp_path, ["gw-1"], ["bike-1"])
     with pytest.raises(UsageError, match="bike-1"):
         generate(tmp_path, ["bike-1"], [])
+
+
+def test_record_keys_are_random_32_bytes_per_device_and_kept(tmp_path: Path) -> None:
+    generate(tmp_path, ["gw-1"], ["bike-1", "mirror-1"])
+    lay = KeyLayout.of_home(tmp_path)
+    a, b = lay.device_record_key("bike-1"), lay.device_record_key("mirror-1")
+    assert len(a.read_bytes()) == len(b.read_bytes()) == 32
+    assert a.read_bytes() != b.read_bytes()
+    assert stat.S_IMODE(a.stat().st_mode) == 0o600
+    # Derived from nothing: another home with the same ids gets other keys.
+    generate(tmp_path / "other", ["gw-1"], ["bike-1"])
+    assert KeyLayout.of_home(tmp_path / "other").device_record_key("bike-1").read_bytes() != a.read_bytes()
+    kept = a.read_bytes()
+    generate(tmp_path, ["gw-1"], ["bike-1"])
+    assert a.read_bytes() == kept  # never overwritten without force
+    generate(tmp_path, ["gw-1"], ["bike-1"], force=True)
+    assert a.read_bytes() != kept and len(a.read_bytes()) == 32
+
+
+def test_a_damaged_record_key_is_refused_not_replaced(tmp_path: Path) -> None:
+    generate(tmp_path, ["gw-1"], ["bike-1"])
+    path = KeyLayout.of_home(tmp_path).device_record_key("bike-1")
+    path.write_bytes(b"short")
+    with pytest.raises(FwToolError, match="32-byte record key"):
+        generate(tmp_path, ["gw-1"], ["bike-1"])
+    assert path.read_bytes() == b"short"

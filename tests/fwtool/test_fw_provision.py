@@ -65,7 +65,7 @@ def test_image_layout(home: Path, fake_device: Path) -> None:
     assert (out / "boot.mpy").read_bytes().startswith(b"M")  # an .mpy, not a source
     assert _files(out / "certs") == sorted(
         ["ca.der", "ca.pem", "cert.der", "cert.pem", "key.der", "key.pem"])
-    assert _files(out / "keys") == ["config.pub", "release.pub"]
+    assert _files(out / "keys") == ["config.pub", "record.key", "release.pub"]
     assert (out / "data").is_dir() and not any((out / "data").iterdir())
     identity = json.loads((out / "identity.json").read_text())
     assert identity == {"id": "bike-1", "profile": "bike", "broker_host": "localhost",
@@ -78,6 +78,8 @@ def test_image_layout(home: Path, fake_device: Path) -> None:
     assert (out / "keys/release.pub").read_bytes() == lay.release_pub.read_bytes()
     for name in ("key.der", "key.pem"):
         assert stat.S_IMODE((out / "certs" / name).stat().st_mode) == 0o600
+    assert (out / "keys/record.key").read_bytes() == lay.device_record_key("bike-1").read_bytes()
+    assert stat.S_IMODE((out / "keys/record.key").stat().st_mode) == 0o600
     assert not list(out.glob(".staging*"))
 
 
