@@ -162,6 +162,14 @@ class Stack:
         self.devices[device_id] = proc
         return proc
 
+    def with_gateway(self, gateway_id: str) -> Stack:
+        """Another gateway of the same fleet: same home, cloud and process supervisor, its own
+        broker and status ports. Start it with register_gateway() and start_gateway()."""
+        other = Stack(home=self.home, supervisor=self.supervisor, gateway_id=gateway_id,
+                      admin_token=self.admin_token, dev=self.dev, cloud_port=self.cloud_port)
+        other.cloud = self.cloud
+        return other
+
     def start_path(self, device_ids: list[str]) -> None:
         """Keys, cloud, gateway registered and running: everything a device needs to deliver."""
         self.keygen(device_ids)
