@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import ssl
 import subprocess
 import time
@@ -21,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from fleetloop.device_runner import micropython_binary
 from fleetloop.stack import Stack, wait_records
-from protocol import batch, record
+from protocol import batch, record, tag
 
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
@@ -50,14 +49,22 @@ def publish_as(stack: Stack, device_id: str, topic: str, payload: bytes) -> None
         client.loop_stop()
 
 
+def signed(stack: Stack, device_id: str, seq: int, power: int) -> bytes:
+    """A v2 record tagged with `device_id`'s record key (from the factory's keys)."""
+    key = (stack.home / "keys" / "devices" / device_id / "record.key").read_bytes()
+    return record.encode(device_id, 1, seq, 1, {"power": power}, tag.Hmac(key))
+
+
 def test_a_device_cannot_publish_for_another_device(stack: Stack) -> None:
     stack.start_path(["bike-1", "bike-2"])
+    stack.register_device("bike-1", "bike")
+    stack.register_device("bike-2", "bike")
     # Its own record, as a control that the path works.
-    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", record.encode("bike-1", 1, 1, {"power": 3}))
+    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", signed(stack, "bike-1", 1, 3))
     # On bike-2's topic: the broker's ACL drops it (it still PUBACKs under MQTT 3.1.1).
-    publish_as(stack, "bike-1", "fleet/bike-2/telemetry", record.encode("bike-2", 1, 1, {"power": 1}))
+    publish_as(stack, "bike-1", "fleet/bike-2/telemetry", signed(stack, "bike-2", 1, 1))
     # On its own topic but claiming to be bike-2: the gateway refuses it.
-    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", record.encode("bike-2", 2, 1, {"power": 2}))
+    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", signed(stack, "bike-2", 2, 2))
     records = wait_records(stack, "bike-1", 1)
     assert [r["m"]["power"] for r in records] == [3]
     stack.wait_until(lambda: stack.gateway_status()["ingest"]["rejected"] >= 1, timeout=10,
@@ -119,7 +126,8 @@ def test_batches_with_an_unknown_key_or_a_broken_chain_store_nothing(stack: Stac
     stack.keygen(["bike-1"])
     stack.start_cloud()
     stack.register_gateway()
-    rec = json.loads(record.encode("bike-9", 1, 1, {"power": 1}))
+    # An unsigned version 1 record of a device with no record key: stored once accepted.
+    rec = record.encode_v1("bike-9", 1, 1, {"power": 1}).decode()
     forged = batch.seal(batch.Batch("gw-1", 1, batch.GENESIS, 1, (rec,)), Ed25519PrivateKey.generate())
     resp = _post(stack, forged)
     assert resp.status_code in (400, 401, 403) and "signature" in resp.text
@@ -137,6 +145,7 @@ def test_batches_with_an_unknown_key_or_a_broken_chain_store_nothing(stack: Stac
     assert len(stack.telemetry("bike-9")) == 1
     # The compressed body is what is signed over once inflated: flipping it breaks the signature.
     tampered = batch.SealedBatch(good.gateway, 2, good.digest,
-                                 zlib.compress(zlib.decompress(good.body).replace(b'"power":1', b'"power":7')),
+                                 zlib.compress(zlib.decompress(good.body).replace(b'\\"power\\":1',
+                                                                                b'\\"power\\":7')),
                                  good.signature)
     assert _post(stack, tampered).status_code == 400
