@@ -155,6 +155,8 @@ def _device(row: tuple[Any, ...] | None) -> DeviceRow | None:
         records=row[6],
         last_metrics=json.loads(row[7]),
         reported=None if row[8] is None else json.loads(row[8]),
+        incarnation=row[9],
+        conflicts=row[10],
     )
 
 
@@ -173,8 +175,10 @@ def _config(row: tuple[Any, ...] | None) -> ConfigRow | None:
 
 _GATEWAY_COLS = "id, public_key, created_ms, last_seq, last_digest, last_batch_ms"
 _DEVICE_COLS = (
-    "id, product, created_ms, gateway, last_seen_ms, last_seq, records, last_metrics, reported"
+    "id, product, created_ms, gateway, last_seen_ms, last_seq, records, last_metrics, reported,"
+    " incarnation, conflicts"
 )
+_TELEMETRY_COLS = "device, incarnation, seq, t, m, gateway, batch_seq"
 _CONFIG_COLS = "revision, device, version, issued_ms, settings, envelope"
 _BATCH_COLS = (
     "gateway, seq, digest, prev, created_ms, received_ms, records, stored, states, quarantined,"
@@ -282,7 +286,7 @@ class SqliteStore:
 
     def insert_device(self, row: DeviceRow) -> bool:
         cur = self._conn.execute(
-            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO NOTHING",
             self._device_params(row),
         )
@@ -290,11 +294,12 @@ class SqliteStore:
 
     def save_device(self, row: DeviceRow) -> None:
         self._conn.execute(
-            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET product = excluded.product,"
             " gateway = excluded.gateway, last_seen_ms = excluded.last_seen_ms,"
             " last_seq = excluded.last_seq, records = excluded.records,"
-            " last_metrics = excluded.last_metrics, reported = excluded.reported",
+            " last_metrics = excluded.last_metrics, reported = excluded.reported,"
+            " incarnation = excluded.incarnation, conflicts = excluded.conflicts",
             self._device_params(row),
         )
 
@@ -303,30 +308,71 @@ class SqliteStore:
         return (
             row.id, row.product, row.created_ms, row.gateway, row.last_seen_ms, row.last_seq,
             row.records, _dumps(row.last_metrics),
-            None if row.reported is None else _dumps(row.reported),
+            None if row.reported is None else _dumps(row.reported), row.incarnation,
+            row.conflicts,
         )
 
     def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int:
         if not rows:
             return 0
         cur = self._conn.executemany(
-            "INSERT INTO telemetry (device, seq, t, m, gateway, batch_seq)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, seq) DO NOTHING",
-            [(r.device, r.seq, r.t, _dumps(r.m), r.gateway, r.batch_seq) for r in rows],
+            f"INSERT INTO telemetry ({_TELEMETRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device, incarnation, seq) DO NOTHING",
+            [(r.device, r.incarnation, r.seq, r.t, _dumps(r.m), r.gateway, r.batch_seq)
+             for r in rows],
         )
         return cur.rowcount
 
-    def telemetry(self, device_id: str, after_seq: int, limit: int) -> list[TelemetryRow]:
-        rows = self._conn.execute(
-            "SELECT device, seq, t, m, gateway, batch_seq FROM telemetry"
-            " WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (device_id, after_seq, limit),
+    def telemetry(
+        self, device_id: str, incarnation: int, after_seq: int, limit: int
+    ) -> list[TelemetryRow]:
+        return self._telemetry_rows(
+            f"SELECT {_TELEMETRY_COLS} FROM telemetry"
+            " WHERE device = ? AND incarnation = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (device_id, incarnation, after_seq, limit),
         )
+
+    def telemetry_between(
+        self, device_id: str, incarnation: int, low: int, high: int
+    ) -> list[TelemetryRow]:
+        return self._telemetry_rows(
+            f"SELECT {_TELEMETRY_COLS} FROM telemetry"
+            " WHERE device = ? AND incarnation = ? AND seq BETWEEN ? AND ?",
+            (device_id, incarnation, low, high),
+        )
+
+    def _telemetry_rows(self, sql: str, params: Sequence[Any]) -> list[TelemetryRow]:
         return [
-            TelemetryRow(device=r[0], seq=r[1], t=r[2], m=json.loads(r[3]), gateway=r[4],
-                         batch_seq=r[5])
-            for r in rows
+            TelemetryRow(device=r[0], incarnation=r[1], seq=r[2], t=r[3], m=json.loads(r[4]),
+                         gateway=r[5], batch_seq=r[6])
+            for r in self._conn.execute(sql, params)
         ]
+
+    def incarnations(self, device_id: str) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT incarnation FROM incarnations WHERE device = ? ORDER BY ordinal", (device_id,)
+        )
+        return [int(r[0]) for r in rows]
+
+    def add_incarnation(self, device_id: str, incarnation: int, now_ms: int) -> None:
+        self._conn.execute(
+            "INSERT INTO incarnations (device, incarnation, ordinal, first_ms)"
+            " SELECT ?, ?, COALESCE(MAX(ordinal), 0) + 1, ? FROM incarnations WHERE device = ?",
+            (device_id, incarnation, now_ms, device_id),
+        )
+
+    def record_key(self, device_id: str) -> bytes | None:
+        row = self._one("SELECT record_key FROM record_keys WHERE device = ?", (device_id,))
+        return None if row is None else bytes(row[0])
+
+    def set_record_key(self, device_id: str, key: bytes, now_ms: int) -> None:
+        self._conn.execute(
+            "INSERT INTO record_keys (device, record_key, created_ms) VALUES (?, ?, ?)",
+            (device_id, key, now_ms),
+        )
+
+    def record_key_devices(self) -> set[str]:
+        return {str(r[0]) for r in self._conn.execute("SELECT device FROM record_keys")}
 
     def counts(self) -> dict[str, int]:
         out = {}

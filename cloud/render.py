@@ -99,6 +99,12 @@ def _firmware(device: DeviceRow) -> str:
     return escape(" ".join(str(x) for x in (fw, impl) if x is not None))
 
 
+def _quarantined(count: int, conflicts: int) -> str:
+    if not conflicts:
+        return str(count)
+    return f"{count}<br><small>{conflicts} conflict{'' if conflicts == 1 else 's'}</small>"
+
+
 def device_row(device: DeviceRow, desired: int | None, now_ms: int, quarantined: int = 0) -> str:
     seen = format_time(device.last_seen_ms)
     age = format_age(device.last_seen_ms, now_ms)
@@ -111,7 +117,8 @@ def device_row(device: DeviceRow, desired: int | None, now_ms: int, quarantined:
               "stale" if stale else ""),
         _cell(str(device.last_seq), "num"),
         _cell(str(device.records), "num"),
-        _cell(str(quarantined), "num quarantined" if quarantined else "num"),
+        _cell(_quarantined(quarantined, device.conflicts),
+              "num quarantined" if quarantined else "num"),
         _cell(_metrics(device.last_metrics)),
         _cell(_config(device, desired)),
         _cell(_firmware(device)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS gateways (
@@ -91,8 +91,51 @@ _V2 = [
     "CREATE INDEX IF NOT EXISTS batches_gaps ON batches (gateway, gap_status)",
 ]
 
+# Version 3: protocol version 2. A record's identity is (device, incarnation, seq): telemetry
+# gets an incarnation column in its primary key (rows of version 2 are version 1 records:
+# incarnation 0). SQLite cannot change a primary key in place, so the table is copied (the
+# same statements work in PostgreSQL). `incarnations` numbers each device's incarnations in the
+# order they first delivered a record (the order its telemetry pages in: incarnations are
+# random numbers); `record_keys` holds each device's record key, apart from the device row so
+# no device listing can carry it; `devices` learns its current incarnation and how many
+# conflicts (an identity stored before arriving with other content) it had.
+_V3 = [
+    """CREATE TABLE telemetry_v3 (
+        device      TEXT NOT NULL REFERENCES devices (id),
+        incarnation INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        t           INTEGER NOT NULL,
+        m           TEXT NOT NULL,
+        gateway     TEXT NOT NULL,
+        batch_seq   INTEGER NOT NULL,
+        PRIMARY KEY (device, incarnation, seq)
+    )""",
+    "INSERT INTO telemetry_v3 (device, incarnation, seq, t, m, gateway, batch_seq)"
+    " SELECT device, 0, seq, t, m, gateway, batch_seq FROM telemetry",
+    "DROP TABLE telemetry",
+    "ALTER TABLE telemetry_v3 RENAME TO telemetry",
+    """CREATE TABLE IF NOT EXISTS incarnations (
+        device      TEXT NOT NULL REFERENCES devices (id),
+        incarnation INTEGER NOT NULL,
+        ordinal     INTEGER NOT NULL,
+        first_ms    INTEGER NOT NULL,
+        PRIMARY KEY (device, incarnation),
+        UNIQUE (device, ordinal)
+    )""",
+    "INSERT INTO incarnations (device, incarnation, ordinal, first_ms)"
+    " SELECT id, 0, 1, created_ms FROM devices"
+    " WHERE id IN (SELECT DISTINCT device FROM telemetry)",
+    """CREATE TABLE IF NOT EXISTS record_keys (
+        device     TEXT PRIMARY KEY REFERENCES devices (id),
+        record_key BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    )""",
+    "ALTER TABLE devices ADD COLUMN incarnation INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE devices ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0",
+]
+
 # version -> statements that bring version - 1 up to it
-MIGRATIONS: dict[int, list[str]] = {2: _V2}
+MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3}
 
 
 def create_v1(conn: sqlite3.Connection) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from protocol.tag import KEY_BYTES as RECORD_KEY_BYTES
 from protocol.topics import valid_device_id
 
 
@@ -25,6 +26,16 @@ def _public_key(value: str) -> str:
         raise ValueError("must be base64") from exc
     if len(raw) != 32:
         raise ValueError("must be a raw 32-byte Ed25519 public key, base64-encoded")
+    return value
+
+
+def _record_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be base64") from exc
+    if len(raw) != RECORD_KEY_BYTES:
+        raise ValueError(f"must be exactly {RECORD_KEY_BYTES} bytes, base64-encoded")
     return value
 
 
@@ -54,6 +65,17 @@ class GatewayRegistered(BaseModel):
 class DeviceCreate(_In):
     id: Id = Field(examples=["bike-1"])
     product: Id = Field(examples=["bike"])
+    record_key: Annotated[str, AfterValidator(_record_key)] | None = Field(
+        default=None,
+        repr=False,
+        description="the device's secret 32-byte record key (protocol.tag), base64; stored,"
+        " never shown again. Once it is registered only records and states tagged with it"
+        " are accepted from the device",
+        examples=["ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="],
+    )
+
+    def record_key_bytes(self) -> bytes | None:
+        return None if self.record_key is None else base64.b64decode(self.record_key)
 
 
 class DevicePublic(BaseModel):
@@ -63,9 +85,19 @@ class DevicePublic(BaseModel):
         description="the assigned gateway: the first to deliver its data, or set by an operator"
     )
     last_seen_ms: int | None = Field(description="newest device timestamp received")
-    last_seq: int
+    incarnation: int = Field(
+        description="its latest incarnation that delivered records (0: untagged version 1)"
+    )
+    last_seq: int = Field(description="the newest seq of that incarnation")
     records: int
     quarantined: int = Field(description="its records and states held in quarantine")
+    conflicts: int = Field(
+        description="records that arrived with an identity already stored but other content"
+        " (quarantined, also counted in `quarantined`)"
+    )
+    record_key_registered: bool = Field(
+        description="a record key is enrolled: only tagged records and states are accepted"
+    )
     last_metrics: dict[str, Any]
     reported: dict[str, Any] | None = Field(description="latest state message of the device")
 
@@ -107,6 +139,7 @@ class GatewayPublic(BaseModel):
 
 
 class TelemetryRecord(BaseModel):
+    incarnation: int = Field(description="0 for untagged version 1 records")
     seq: int
     t: int
     m: dict[str, Any]
@@ -156,7 +189,10 @@ class GatewayConfigs(BaseModel):
 
 class IngestResult(BaseModel):
     stored: int = Field(description="records stored now")
-    duplicates: int = Field(description="records whose (device, seq) was stored before")
+    duplicates: int = Field(
+        description="records whose identity (device, incarnation, seq) was stored before"
+        " with the same content"
+    )
     quarantined: int = Field(description="records and states held in quarantine, not stored")
     seq: int
 

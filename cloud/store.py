@@ -12,7 +12,10 @@ Rules the services rely on:
   and re-announcements (one global lock, e.g. pg_advisory_xact_lock) so no lower revision
   commits later.
 - A device's `gateway` is the gateway it is assigned to: set by the first gateway that
-  delivers data for it, changed only by an operator.
+  delivers data the cloud accepts as the device's, changed only by an operator.
+- A record's identity is (device, incarnation, seq); version 1 records are incarnation 0.
+- A device's record key is written by `set_record_key` and read by `record_key` only: no row
+  type carries it, so no listing can show it.
 """
 
 from __future__ import annotations
@@ -75,10 +78,12 @@ class DeviceRow:
     created_ms: int
     gateway: str | None = None  # the assigned gateway: the first to deliver, or an operator's
     last_seen_ms: int | None = None  # newest device timestamp received (device clock)
-    last_seq: int = 0
+    last_seq: int = 0  # of its current incarnation
     records: int = 0
     last_metrics: dict[str, Any] = field(default_factory=dict)
     reported: dict[str, Any] | None = None  # latest protocol.state object
+    incarnation: int = 0  # the latest incarnation that delivered a record (0: version 1)
+    conflicts: int = 0  # identities that arrived again with other content (quarantined)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class TelemetryRow:
     m: dict[str, Any]
     gateway: str
     batch_seq: int
+    incarnation: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,10 +143,39 @@ class Store(Protocol):
         ...
 
     def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int:
-        """Insert rows whose (device, seq) is new; returns how many were inserted."""
+        """Insert rows whose (device, incarnation, seq) is new; returns how many were
+        inserted."""
         ...
 
-    def telemetry(self, device_id: str, after_seq: int, limit: int) -> list[TelemetryRow]: ...
+    def telemetry(
+        self, device_id: str, incarnation: int, after_seq: int, limit: int
+    ) -> list[TelemetryRow]:
+        """The incarnation's records with seq > after_seq, in seq order."""
+        ...
+
+    def telemetry_between(
+        self, device_id: str, incarnation: int, low: int, high: int
+    ) -> list[TelemetryRow]:
+        """The incarnation's records with low <= seq <= high."""
+        ...
+
+    def incarnations(self, device_id: str) -> list[int]:
+        """The device's incarnations that have records, in the order they first arrived."""
+        ...
+
+    def add_incarnation(self, device_id: str, incarnation: int, now_ms: int) -> None:
+        """Append an incarnation to the device's list (it must not be there yet)."""
+        ...
+
+    def record_key(self, device_id: str) -> bytes | None: ...
+    def set_record_key(self, device_id: str, key: bytes, now_ms: int) -> None:
+        """Store the device's record key (the device must exist and have none)."""
+        ...
+
+    def record_key_devices(self) -> set[str]:
+        """The ids of the devices that have a record key."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """Row counts: gateways, batches, devices, telemetry, configs, quarantine."""
         ...

@@ -186,11 +186,11 @@ class Stack:
 
     def telemetry(self, device_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        after = 0
+        after: dict[str, int] = {}  # the last record's (incarnation, seq): the cloud's cursor
         with self.admin() as client:
             while True:
                 resp = client.get(f"/api/v1/devices/{device_id}/telemetry",
-                                  params={"after_seq": after, "limit": 5000})
+                                  params={**after, "limit": 5000})
                 if resp.status_code == 404:
                     return out
                 resp.raise_for_status()
@@ -198,7 +198,8 @@ class Stack:
                 if not page:
                     return out
                 out.extend(page)
-                after = page[-1]["seq"]
+                after = {"after_incarnation": page[-1]["incarnation"],
+                         "after_seq": page[-1]["seq"]}
 
     # -- waiting ------------------------------------------------------------------------------
     def wait_http(self, url: str, proc: Process, timeout: float = 30.0) -> None:

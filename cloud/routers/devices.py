@@ -18,41 +18,56 @@ from cloud.schemas import (
 from cloud.services import assignment
 from cloud.services import quarantine as quarantine_service
 from cloud.services import telemetry as service
-from cloud.store import DeviceRow
+from cloud.store import DeviceRow, Store
+from protocol.record import MAX_INCARNATION
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_admin)])
 
 
-def public(row: DeviceRow, quarantined: int) -> DevicePublic:
+def public(row: DeviceRow, quarantined: int, keyed: bool) -> DevicePublic:
     return DevicePublic(
         id=row.id, product=row.product, gateway=row.gateway, last_seen_ms=row.last_seen_ms,
-        last_seq=row.last_seq, records=row.records, quarantined=quarantined,
+        incarnation=row.incarnation, last_seq=row.last_seq, records=row.records,
+        quarantined=quarantined, conflicts=row.conflicts, record_key_registered=keyed,
         last_metrics=row.last_metrics, reported=row.reported,
     )
+
+
+def public_one(store: Store, row: DeviceRow) -> DevicePublic:
+    return public(row, store.quarantine_count(row.id), store.record_key(row.id) is not None)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DevicePublic)
 def create_device(
     body: DeviceCreate, store: DbDep, now_ms: NowDep, response: Response
 ) -> DevicePublic:
-    """Register a device with its product. 201 when new; 200 when it existed (product updated)."""
-    device, created = service.register_device(store, body.id, body.product, now_ms)
+    """Register a device with its product and, optionally, its record key (base64 of the 32
+    bytes the factory made; stored, never returned). 201 when new; 200 when it existed
+    (product updated; its key enrolled if it had none, or the same key again); 409 a different
+    key for a device that has one (key rotation is not supported yet); 422 a key that is not
+    base64 of exactly 32 bytes."""
+    device, created = service.register_device(
+        store, body.id, body.product, now_ms, body.record_key_bytes()
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
-    return public(device, store.quarantine_count(device.id))
+    return public_one(store, device)
 
 
 @router.get("", response_model=list[DevicePublic])
 def list_devices(store: DbDep) -> list[DevicePublic]:
-    """Every device with its gateway, last values, latest reported state and quarantine count."""
+    """Every device with its gateway, last values, latest reported state, quarantine and
+    conflict counts."""
     counts = store.quarantine_counts()
-    return [public(row, counts.get(row.id, 0)) for row in store.list_devices()]
+    keyed = store.record_key_devices()
+    return [public(row, counts.get(row.id, 0), row.id in keyed) for row in store.list_devices()]
 
 
 @router.get("/{device_id}", response_model=DevicePublic)
 def get_device(device: DeviceOr404, store: DbDep) -> DevicePublic:
-    """One device with its gateway, last values, latest reported state and quarantine count."""
-    return public(device, store.quarantine_count(device.id))
+    """One device with its gateway, last values, latest reported state, quarantine and
+    conflict counts."""
+    return public_one(store, device)
 
 
 @router.put("/{device_id}/gateway", response_model=DevicePublic)
@@ -64,7 +79,7 @@ def put_gateway(device: DeviceOr404, body: DeviceGatewayPut, store: DbDep) -> De
     404 unknown device; 422 a gateway that is not registered.
     """
     moved = assignment.assign(store, device.id, body.gateway)
-    return public(moved, store.quarantine_count(moved.id))
+    return public_one(store, moved)
 
 
 @router.get("/{device_id}/quarantine", response_model=list[QuarantinePublic])
@@ -77,11 +92,19 @@ def get_quarantine(device: DeviceOr404, store: DbDep, limit: Limit = 100) -> lis
 def get_telemetry(
     device: DeviceOr404,
     store: DbDep,
+    after_incarnation: Annotated[int | None, Query(ge=0, le=MAX_INCARNATION)] = None,
     after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 1000,
 ) -> TelemetryPage:
-    """Records with seq > after_seq, oldest first; page on with the last seq returned."""
-    rows = service.page(store, device.id, after_seq, limit)
+    """The device's records, oldest first: by the arrival of their incarnation (a wiped
+    device starts a new one at seq 1), then by seq. Page on with the last record's
+    `incarnation` and `seq` as after_incarnation and after_seq. A device with one incarnation
+    can be paged with after_seq alone; for one with several, after_seq without
+    after_incarnation is 400 (it names no single record), as is an incarnation the device
+    has no records of."""
+    rows = service.page(store, device.id, after_incarnation, after_seq, limit)
     return TelemetryPage(
-        device=device.id, records=[TelemetryRecord(seq=r.seq, t=r.t, m=r.m) for r in rows]
+        device=device.id,
+        records=[TelemetryRecord(incarnation=r.incarnation, seq=r.seq, t=r.t, m=r.m)
+                 for r in rows],
     )

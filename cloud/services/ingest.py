@@ -2,12 +2,17 @@
 
 Outcomes (the router maps the errors to HTTP statuses):
 - the next batch of the chain (seq == last + 1, prev == last digest): accepted. Each record and
-  state is then judged on its own: a valid one whose device is assigned to this gateway (or to
-  none yet: it is then assigned to this one) is stored, a record whose (device, seq) exists
-  counts as a duplicate; any other one is quarantined with its reason (cloud.services.
-  quarantine). One bad record never refuses the batch, so it never blocks the records of
-  other devices behind the same gateway. A device first seen in this batch is created and
-  assigned to this gateway even when all its items were quarantined;
+  state is then judged on its own, as an item of the batch's version (protocol.batch): a
+  valid one that is the device's own (cloud.services.tags: its tag verifies under the
+  device's record key, or it is an untagged version 1 item of a device without a key) and
+  whose device is assigned to this gateway (or to none yet: it is then assigned to this one)
+  is stored; a record whose identity (device, incarnation, seq) exists with the same content
+  counts as a duplicate, with other content as a conflict (cloud.services.identity); any
+  other one is quarantined with its reason (cloud.services.quarantine). One bad record never
+  refuses the batch, so it never blocks the records of other devices behind the same
+  gateway. A device first seen in this batch is created even when all its items were
+  quarantined (so its quarantine shows), but only an item accepted as the device's own
+  assigns it to a gateway: a gateway cannot claim a device with records it made up;
 - a batch already stored (seq <= last, same digest): a replay, answered like a success with
   nothing stored, so a gateway that lost our answer can safely send again;
 - anything else (gap, wrong prev, a different batch under an old seq): Conflict;
@@ -25,10 +30,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.errors import Conflict, InvalidRequest
+from cloud.services import identity, tags
 from cloud.services import quarantine as quarantine_service
-from cloud.services.quarantine import Sorted
+from cloud.services.quarantine import RECORD, Item, Sorted
 from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store, TelemetryRow
 from protocol.batch import Batch, BatchError, open_sealed
+from protocol.record import incarnation as incarnation_of
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,11 @@ def _store_contents(
     """Store the valid items of devices this gateway serves; quarantine the rest.
     Returns (records stored, the quarantined items)."""
     held = list(items.held)
+
+    def hold(item: Item, reason: str) -> None:
+        held.append(quarantine_service.hold(item.raw, item.kind, reason, gateway_id, batch_seq,
+                                            now_ms, wire=item.wire is not None))
+
     stored = 0
     for device_id in sorted(set(items.records) | set(items.states)):
         recs = items.records.get(device_id, [])
@@ -113,46 +125,85 @@ def _store_contents(
         device = store.get_device(device_id)
         if device is not None and device.gateway not in (None, gateway_id):
             reason = f"device {device_id} is assigned to gateway {device.gateway}"
-            held += quarantine_service.hold_all(recs, states, reason, gateway_id, batch_seq, now_ms)
+            for item in (*recs, *states):
+                hold(item, reason)
             continue
+        verifier = tags.Verifier(device_id, None if device is None else store.record_key(device_id))
+        own: list[Item] = []
+        for item in (*recs, *states):
+            problem = verifier.problem(item.kind, item.obj, item.wire)
+            if problem is None:
+                own.append(item)
+            else:
+                hold(item, problem)
+        if not own:
+            continue  # nothing of the device's own: it is not assigned on this batch's word
         if device is None:
             device = DeviceRow(id=device_id, product=None, created_ms=now_ms, gateway=gateway_id)
             store.insert_device(device)
-        inserted = store.insert_telemetry(
-            [TelemetryRow(device_id, r["s"], r["t"], r["m"], gateway_id, batch_seq) for r in recs]
-        )
+        judged = identity.judge(store, device_id, [i for i in own if i.kind == RECORD])
+        for item, reason in judged.conflicts:
+            hold(item, reason)
+        order = _incarnations(store, device_id, judged.new, now_ms)
+        inserted = store.insert_telemetry([
+            TelemetryRow(device_id, i.obj["s"], i.obj["t"], i.obj["m"], gateway_id, batch_seq,
+                         incarnation=incarnation_of(i.obj))
+            for i in judged.new
+        ])
         stored += inserted
-        device = _with_states(_with_records(device, recs, inserted), states)
-        store.save_device(replace(device, gateway=gateway_id))
-    _create_devices(store, {row.device for row in held if row.device}, gateway_id, now_ms)
+        device = _with_records(device, [i.obj for i in judged.new], inserted, order)
+        device = _with_states(device, [i.obj for i in own if i.kind != RECORD])
+        store.save_device(replace(device, gateway=gateway_id,
+                                  conflicts=device.conflicts + len(judged.conflicts)))
+    _create_devices(store, {row.device for row in held if row.device}, now_ms)
     store.insert_quarantine(held)
     return stored, held
 
 
-def _create_devices(store: Store, device_ids: set[str], gateway_id: str, now_ms: int) -> None:
-    """A device whose items were all quarantined still exists from now on (assigned to this
-    gateway, which delivered for it first), so its quarantine shows on its page and the
-    dashboard."""
+def _incarnations(
+    store: Store, device_id: str, new: list[Item], now_ms: int
+) -> dict[int, int]:
+    """incarnation -> its place in the order the device's incarnations first arrived,
+    registering those of `new` that are not known yet (in batch order)."""
+    known = store.incarnations(device_id)
+    for item in new:
+        incarnation = incarnation_of(item.obj)
+        if incarnation not in known:
+            store.add_incarnation(device_id, incarnation, now_ms)
+            known.append(incarnation)
+    return {incarnation: n for n, incarnation in enumerate(known)}
+
+
+def _create_devices(store: Store, device_ids: set[str], now_ms: int) -> None:
+    """A device whose items were all quarantined still exists from now on, so its quarantine
+    shows on its page and the dashboard; it is assigned to no gateway until one delivers
+    something that is the device's own."""
     for device_id in sorted(device_ids):
         if store.get_device(device_id) is None:
-            store.insert_device(
-                DeviceRow(id=device_id, product=None, created_ms=now_ms, gateway=gateway_id)
-            )
+            store.insert_device(DeviceRow(id=device_id, product=None, created_ms=now_ms))
 
 
-def _with_records(device: DeviceRow, recs: list[dict[str, Any]], inserted: int) -> DeviceRow:
-    """Count new rows; merge metrics of records newer than the device's last seq, in order."""
+def _with_records(
+    device: DeviceRow, recs: list[dict[str, Any]], inserted: int, order: dict[int, int]
+) -> DeviceRow:
+    """Count new rows; merge the metrics of records newer than the device's last record, in
+    order: by the arrival of their incarnation, then by seq."""
     if not recs:
         return device
     metrics = dict(device.last_metrics)
-    last_seq = device.last_seq
-    for rec in sorted(recs, key=lambda r: r["s"]):
-        if rec["s"] > last_seq:
+    incarnation, last_seq = device.incarnation, device.last_seq
+
+    def place(inc: int, seq: int) -> tuple[int, int]:
+        return order.get(inc, -1), seq
+
+    for rec in sorted(recs, key=lambda r: place(incarnation_of(r), r["s"])):
+        if place(incarnation_of(rec), rec["s"]) > place(incarnation, last_seq):
             metrics.update(rec["m"])
-            last_seq = rec["s"]
+            incarnation, last_seq = incarnation_of(rec), rec["s"]
     return replace(
         device,
         records=device.records + inserted,
+        incarnation=incarnation,
         last_seq=last_seq,
         last_metrics=metrics,
         last_seen_ms=_newest(device.last_seen_ms, (r["t"] for r in recs)),
@@ -160,13 +211,14 @@ def _with_records(device: DeviceRow, recs: list[dict[str, Any]], inserted: int) 
 
 
 def _with_states(device: DeviceRow, states: list[dict[str, Any]]) -> DeviceRow:
-    """Keep the newest state (by device time; the later one in the batch on a tie)."""
+    """Keep the newest state (by device time; the later one in the batch on a tie), without
+    its tag (it was verified; stored, it would only be noise)."""
     if not states:
         return device
     reported = device.reported
     for st in states:
         if reported is None or st.get("t", 0) >= reported.get("t", 0):
-            reported = st
+            reported = {k: v for k, v in st.items() if k != "h"}
     product = device.product
     if product is None and reported is not None and reported.get("profile"):
         product = reported["profile"]

@@ -2,10 +2,15 @@
 
 The rule is that one bad record never blocks anyone else's: a batch the chain accepts is
 stored item by item, and an item that fails is put here (its device id when valid, its seq
-when it is an int, the gateway and batch it came in, why, and its JSON cut to
-MAX_BODY_CHARS) instead of refusing the batch. Reasons:
-- protocol.batch.record_problem / state_problem: the item breaks the wire contract (a field
-  out of protocol.bounds, an unknown field, a bad device id, ...);
+when it is an int, the gateway and batch it came in, why, and its text cut to
+MAX_BODY_CHARS: the device's exact wire text for a version 2 batch, the item's JSON for a
+version 1 batch) instead of refusing the batch. Reasons:
+- protocol.batch.parse_record / parse_state: the item breaks the wire contract (a field
+  out of protocol.bounds, an unknown field, a bad device id, a malformed tag, ...);
+- it is not the device's own (cloud.services.tags): no record key registered for a tagged
+  item, a bad tag, or an untagged (version 1) item from a device that has a record key;
+- "conflict": its identity (device, incarnation, seq) was stored before with other content
+  (cloud.services.identity); counted per device as well;
 - its device is assigned to another gateway (cloud.services.assignment).
 Quarantined items are counted in the ingest answer, per device and per batch, and listed by
 the API; nothing in quarantine is ever stored as telemetry.
@@ -14,13 +19,12 @@ the API; nothing in quarantine is ever stored as telemetry.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloud.services.text import cut, safe_text
 from cloud.store import QuarantineRow, Store
-from protocol.batch import MAX_REASON_CHARS, Batch, record_problem, state_problem
+from protocol.batch import MAX_REASON_CHARS, Batch, parse_record, parse_state
 from protocol.topics import valid_device_id
 
 RECORD = "record"
@@ -30,17 +34,31 @@ MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
+class Item:
+    """One valid record or state of a batch: its parsed object, the exact bytes the device
+    sent (None in a version 1 batch) and the item as the batch carried it."""
+
+    kind: str
+    obj: dict[str, Any]
+    wire: bytes | None
+    raw: object
+
+
+@dataclass(frozen=True)
 class Sorted:
     """A batch's items: the valid ones by device, the invalid ones already held."""
 
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    states: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    records: dict[str, list[Item]] = field(default_factory=dict)
+    states: dict[str, list[Item]] = field(default_factory=dict)
     held: list[QuarantineRow] = field(default_factory=list)
 
 
-def body_text(item: object) -> str:
-    """The item's JSON (ASCII, so any string in it can be stored), cut to MAX_BODY_CHARS
-    (marked with a trailing '...')."""
+def body_text(item: object, wire: bool = False) -> str:
+    """The item's text, cut to MAX_BODY_CHARS (marked with a trailing '...'): an item of a
+    version 2 batch (`wire`) as the device's text as it came (escaped where it is no UTF-8),
+    anything else as ASCII JSON (so any string in it can be stored)."""
+    if wire and isinstance(item, str):
+        return cut(safe_text(item), MAX_BODY_CHARS)
     try:
         text = json.dumps(item, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
@@ -48,51 +66,60 @@ def body_text(item: object) -> str:
     return cut(text, MAX_BODY_CHARS)
 
 
-def problem(kind: str, item: object) -> str | None:
-    """Why the item cannot be stored (protocol.batch's check: the same as every hop's), or
-    None. It refuses text no database can hold, such as a lone surrogate in a state."""
-    return record_problem(item) if kind == RECORD else state_problem(item)
+def parse(kind: str, item: object, version: int) -> tuple[dict[str, Any], bytes | None]:
+    """(object, wire bytes) of a valid item of a batch of `version`; ValueError says why it is
+    not valid (protocol.batch's check: the same as every hop's). It refuses text no database
+    can hold, such as a lone surrogate in a state."""
+    if kind == RECORD:
+        return parse_record(item, version)
+    return parse_state(item, version)
+
+
+def _as_object(item: object, wire: bool) -> object:
+    """The JSON object inside a wire text, to attribute an invalid one to its device."""
+    if not wire or not isinstance(item, str):
+        return item
+    try:
+        return json.loads(item)
+    except (ValueError, RecursionError):
+        return None
 
 
 def hold(
-    item: object, kind: str, reason: str, gateway_id: str, batch_seq: int, now_ms: int
+    item: object, kind: str, reason: str, gateway_id: str, batch_seq: int, now_ms: int,
+    wire: bool = False,
 ) -> QuarantineRow:
-    device = item.get("d") if isinstance(item, dict) else None
-    seq = item.get("s") if isinstance(item, dict) and kind == RECORD else None
+    """The quarantine row of an item; `wire`: it came in a version 2 batch (device text)."""
+    obj = _as_object(item, wire)
+    device = obj.get("d") if isinstance(obj, dict) else None
+    seq = obj.get("s") if isinstance(obj, dict) and kind == RECORD else None
     return QuarantineRow(
         gateway=gateway_id,
         batch_seq=batch_seq,
         kind=kind,
         reason=cut(safe_text(reason), MAX_REASON_CHARS),
-        body=body_text(item),
+        body=body_text(item, wire),
         received_ms=now_ms,
         device=device if valid_device_id(device) else None,
         seq=seq if type(seq) is int else None,
     )
 
 
-def hold_all(
-    records: Iterable[object], states: Iterable[object], reason: str, gateway_id: str,
-    batch_seq: int, now_ms: int,
-) -> list[QuarantineRow]:
-    return [hold(r, RECORD, reason, gateway_id, batch_seq, now_ms) for r in records] + [
-        hold(s, STATE, reason, gateway_id, batch_seq, now_ms) for s in states
-    ]
-
-
 def sort(batch: Batch, gateway_id: str, now_ms: int) -> Sorted:
-    """Check every record and state of the batch on its own."""
+    """Check every record and state of the batch on its own, as items of its version."""
     out = Sorted()
     for kind, items, by_device in (
         (RECORD, batch.records, out.records),
         (STATE, batch.states, out.states),
     ):
         for item in items:
-            reason = problem(kind, item)
-            if reason is None:
-                by_device.setdefault(item["d"], []).append(item)
-            else:
-                out.held.append(hold(item, kind, reason, gateway_id, batch.seq, now_ms))
+            try:
+                obj, wire = parse(kind, item, batch.version)
+            except ValueError as exc:
+                out.held.append(hold(item, kind, str(exc), gateway_id, batch.seq, now_ms,
+                                     wire=batch.version >= 2))
+                continue
+            by_device.setdefault(obj["d"], []).append(Item(kind, obj, wire, item))
     return out
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, replace
 
-from cloud.errors import NotFound
+from cloud.errors import Conflict, InvalidRequest, NotFound
 from cloud.services.gateways import GatewayStatus, statuses
 from cloud.store import DeviceRow, QuarantineRow, Store, TelemetryRow
 
@@ -24,23 +25,34 @@ class Overview:
     latest_quarantined: list[QuarantineRow]  # the fleet's newest, newest first
 
 
+KEY_ROTATION = "record key already registered; key rotation is not supported yet"
+
+
 def register_device(
-    store: Store, device_id: str, product: str, now_ms: int
+    store: Store, device_id: str, product: str, now_ms: int, record_key: bytes | None = None
 ) -> tuple[DeviceRow, bool]:
-    """Create the device, or set the product of one that exists (e.g. auto-created by ingest).
+    """Create the device, or set the product of one that exists (e.g. auto-created by ingest),
+    and enrol its record key when one is given: the same key again changes nothing, another
+    key for a device that has one is a Conflict (nothing is changed then).
 
     Returns (device, created).
     """
     with store.transaction():
         device = store.get_device(device_id)
+        if record_key is not None and device is not None:
+            known = store.record_key(device_id)
+            if known is not None and not hmac.compare_digest(known, record_key):
+                raise Conflict(KEY_ROTATION)
+        created = device is None
         if device is None:
             device = DeviceRow(id=device_id, product=product, created_ms=now_ms)
             store.insert_device(device)
-            return device, True
-        if device.product != product:
+        elif device.product != product:
             device = replace(device, product=product)
             store.save_device(device)
-        return device, False
+        if record_key is not None and (created or store.record_key(device_id) is None):
+            store.set_record_key(device_id, record_key, now_ms)
+        return device, created
 
 
 def get_device(store: Store, device_id: str) -> DeviceRow:
@@ -50,10 +62,40 @@ def get_device(store: Store, device_id: str) -> DeviceRow:
     return device
 
 
-def page(store: Store, device_id: str, after_seq: int, limit: int) -> list[TelemetryRow]:
-    """Records with seq > after_seq in seq order, at most `limit` (1..MAX_PAGE)."""
+def page(
+    store: Store, device_id: str, after_incarnation: int | None, after_seq: int, limit: int
+) -> list[TelemetryRow]:
+    """The device's records after the cursor (after_incarnation, after_seq), at most `limit`
+    (1..MAX_PAGE), ordered by the arrival of their incarnation, then by seq; the next cursor
+    is the last record's (incarnation, seq).
+
+    Without after_incarnation the cursor is in the device's only incarnation (so callers that
+    page by seq alone keep working while a device has one); after_seq 0 then means from the
+    start. InvalidRequest for an incarnation the device has no records of, and for a seq
+    without incarnation when the device has several (it names no single record)."""
     limit = max(1, min(limit, MAX_PAGE))
-    return store.telemetry(device_id, after_seq, limit)
+    incarnations = store.incarnations(device_id)
+    if after_incarnation is None:
+        if after_seq == 0 or not incarnations:
+            start, after_seq = 0, 0
+        elif len(incarnations) == 1:
+            start = 0
+        else:
+            raise InvalidRequest(
+                f"device {device_id} has records of {len(incarnations)} incarnations:"
+                " page with after_incarnation and after_seq (the last record's)"
+            )
+    elif after_incarnation in incarnations:
+        start = incarnations.index(after_incarnation)
+    else:
+        raise InvalidRequest(f"device {device_id} has no records of incarnation {after_incarnation}")
+    out: list[TelemetryRow] = []
+    for incarnation in incarnations[start:]:
+        out += store.telemetry(device_id, incarnation, after_seq, limit - len(out))
+        if len(out) >= limit:
+            break
+        after_seq = 0
+    return out
 
 
 def overview(store: Store) -> Overview:

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from protocol import record as record_codec
 from protocol import state as state_codec
 from protocol.batch import GENESIS, Batch, SealedBatch, seal
+from protocol.tag import Hmac
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -52,19 +53,52 @@ def pem_private(key: Ed25519PrivateKey) -> bytes:
     return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
 
+INCARNATION = 1234567
+
+
+def record_key(n: int = 1) -> bytes:
+    """A device's 32-byte record key (test keys: n picks one)."""
+    return hashlib.sha256(b"record key %d" % n).digest()
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
 def rec(device: str, seq: int, t: int | None = None, **metrics: Any) -> dict[str, Any]:
-    """A record exactly as the device encodes it (through protocol.record)."""
+    """A version 1 record (older firmware, untagged) exactly as protocol.record encodes it:
+    what a version 1 batch carries."""
     metrics = metrics or {"power": 100 + seq}
     obj: dict[str, Any] = json.loads(
-        record_codec.encode(device, seq, T0 + seq if t is None else t, metrics)
+        record_codec.encode_v1(device, seq, T0 + seq if t is None else t, metrics)
     )
     return obj
+
+
+def signed(
+    device: str, seq: int, key: bytes, *, incarnation: int = INCARNATION, t: int | None = None,
+    **metrics: Any,
+) -> str:
+    """A version 2 record's wire text, tagged under `key`: what a version 2 batch carries."""
+    metrics = metrics or {"power": 100 + seq}
+    wire = record_codec.encode(
+        device, incarnation, seq, T0 + seq if t is None else t, metrics, Hmac(key)
+    )
+    return wire.decode()
 
 
 def state(device: str, **fields: Any) -> dict[str, Any]:
     obj = {"v": 1, "d": device, "t": T0, **fields}
     state_codec.check(obj)
     return obj
+
+
+def signed_state(
+    device: str, key: bytes, *, incarnation: int = INCARNATION, **fields: Any
+) -> str:
+    """A version 2 state's wire text, tagged under `key`."""
+    obj = {"v": 2, "d": device, "i": incarnation, "t": T0, **fields}
+    return state_codec.encode(obj, Hmac(key)).decode()
 
 
 def counts(app: FastAPI) -> dict[str, int]:
@@ -95,14 +129,18 @@ class GatewaySim:
 
     def seal(
         self,
-        records: Sequence[dict[str, Any]] = (),
-        states: Sequence[dict[str, Any]] = (),
+        records: Sequence[Any] = (),
+        states: Sequence[Any] = (),
         *,
         seq: int | None = None,
         prev: str | None = None,
         gateway: str | None = None,
         key: Ed25519PrivateKey | None = None,
+        version: int | None = None,
     ) -> SealedBatch:
+        """The next batch; version 2 (wire texts) when any item is a string, else 1 (objects)."""
+        if version is None:
+            version = 2 if any(isinstance(x, str) for x in (*records, *states)) else 1
         batch = Batch(
             gateway=gateway or self.id,
             seq=self.seq + 1 if seq is None else seq,
@@ -110,6 +148,7 @@ class GatewaySim:
             created_ms=T0,
             records=tuple(records),
             states=tuple(states),
+            version=version,
         )
         return seal(batch, key or self.key)
 
@@ -128,13 +167,16 @@ class GatewaySim:
     def batch_obj(
         self, records: Sequence[Any] = (), states: Sequence[Any] = (), **fields: Any
     ) -> dict[str, Any]:
-        """The next batch of the chain as a plain object (records and states unchecked)."""
+        """The next batch of the chain as a plain object (records and states unchecked);
+        version 1 unless `v` says otherwise."""
         return {"v": 1, "gateway": self.id, "seq": self.seq + 1, "prev": self.prev,
                 "created": T0, "records": list(records), "states": list(states), **fields}
 
-    def push_raw(self, records: Sequence[Any] = (), states: Sequence[Any] = ()) -> httpx.Response:
+    def push_raw(
+        self, records: Sequence[Any] = (), states: Sequence[Any] = (), v: int = 1
+    ) -> httpx.Response:
         """Like push, with records and states that protocol.batch.seal would refuse."""
-        obj = self.batch_obj(records, states)
+        obj = self.batch_obj(records, states, v=v)
         sealed = self.seal_raw(obj)
         r = self.post(sealed)
         if r.status_code == 200:
@@ -147,9 +189,7 @@ class GatewaySim:
         headers.update(header_overrides)
         return self.client.post("/api/v1/ingest", content=sealed.body, headers=headers)
 
-    def push(
-        self, records: Sequence[dict[str, Any]] = (), states: Sequence[dict[str, Any]] = ()
-    ) -> httpx.Response:
+    def push(self, records: Sequence[Any] = (), states: Sequence[Any] = ()) -> httpx.Response:
         """Seal the next batch of the chain and send it; advance the chain on 200."""
         sealed = self.seal(records, states)
         r = self.post(sealed)

@@ -26,7 +26,7 @@ def device(client: TestClient, device_id: str = "bike-1") -> dict[str, Any]:
 
 def seqs(app: FastAPI, device_id: str) -> list[tuple[int, str]]:
     with app.state.db.connection() as store:
-        return [(r.seq, r.gateway) for r in store.telemetry(device_id, 0, 1000)]
+        return [(r.seq, r.gateway) for r in store.telemetry(device_id, 0, 0, 1000)]
 
 
 def move(client: TestClient, gateway_id: str, device_id: str = "bike-1") -> Any:

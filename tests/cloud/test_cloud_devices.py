@@ -9,8 +9,9 @@ def test_create_device_then_update_product(client: TestClient) -> None:
     r = client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike"}, headers=ADMIN)
     assert r.status_code == 201
     assert r.json() == {
-        "id": "bike-1", "product": "bike", "gateway": None, "last_seen_ms": None, "last_seq": 0,
-        "records": 0, "quarantined": 0, "last_metrics": {}, "reported": None,
+        "id": "bike-1", "product": "bike", "gateway": None, "last_seen_ms": None,
+        "incarnation": 0, "last_seq": 0, "records": 0, "quarantined": 0, "conflicts": 0,
+        "record_key_registered": False, "last_metrics": {}, "reported": None,
     }
     r = client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike2"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["product"] == "bike2"
@@ -37,9 +38,12 @@ def test_list_devices_with_last_values(client: TestClient, gateway: GatewaySim) 
         "product": "bike",
         "gateway": "gw-1",
         "last_seen_ms": 4000,
+        "incarnation": 0,
         "last_seq": 4,
         "records": 4,
         "quarantined": 0,
+        "conflicts": 0,
+        "record_key_registered": False,
         "last_metrics": {"power": 150, "cadence": 80, "hr": 90},
         "reported": {"v": 1, "d": "bike-1", "t": 3500, "fw": "0.1.0", "config_status": "none"},
     }
@@ -64,7 +68,7 @@ def test_telemetry_pages(client: TestClient, gateway: GatewaySim) -> None:
         after = page["records"][-1]["seq"]
     assert seen == list(range(1, 26))
     first = client.get("/api/v1/devices/bike-1/telemetry", headers=ADMIN).json()["records"][0]
-    assert first == {"seq": 1, "t": 1_732_345_678_001, "m": {"power": 1}}
+    assert first == {"incarnation": 0, "seq": 1, "t": 1_732_345_678_001, "m": {"power": 1}}
 
 
 @pytest.mark.parametrize("params", [{"limit": 10001}, {"limit": 0}, {"after_seq": -1},

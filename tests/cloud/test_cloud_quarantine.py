@@ -32,7 +32,7 @@ BAD_RECORDS = [
     ({**rec("bike-1", 3), "s": MAX_SEQ + 1}, "seq must be an int in 1..2**53-1"),
     ({**rec("bike-1", 4), "m": {"power": 2**53}}, "metric values"),
     ({**rec("bike-1", 5), "x": 1}, "unknown record field"),
-    ({**rec("bike-1", 6), "v": 2}, "record version unsupported"),
+    ({**rec("bike-1", 6), "v": 3}, "record version unsupported"),
     ({**rec("bike-1", 7), "m": {"Power": 1}}, "bad metric name"),
     ("not a record", "record must be an object"),
 ]
@@ -126,7 +126,7 @@ _seqs = itertools.count(1)
 
 def storable_state(obj: Any) -> bool:
     """Valid by the protocol, and all its text is Unicode (no lone surrogates)."""
-    if state_problem(obj) is not None:
+    if state_problem(obj, 1) is not None:
         return False
     try:
         json.dumps(obj, ensure_ascii=False).encode()
@@ -159,18 +159,22 @@ def test_any_items_in_a_signed_batch_are_stored_or_quarantined(
     before = counts(app)
     r = gateway.push_raw(records, states)
     assert r.status_code == 200, r.text
-    valid = [x for x in records if record_problem(x) is None]
+    valid = [x for x in records if record_problem(x, 1) is None]
     bad = len(records) - len(valid) + sum(1 for x in states if not storable_state(x))
     body = r.json()
-    assert body["quarantined"] == bad
-    assert body["stored"] + body["duplicates"] == len(valid)
+    # a valid record whose (device, seq) was stored with other content is a conflict: held too
+    conflicts = body["quarantined"] - bad
+    assert conflicts >= 0
+    assert body["stored"] + body["duplicates"] + conflicts == len(valid)
     after = counts(app)
-    assert after["quarantine"] - before["quarantine"] == bad
+    assert after["quarantine"] - before["quarantine"] == bad + conflicts
     assert after["telemetry"] - before["telemetry"] == body["stored"]
     with app.state.db.connection() as store:
         for x in valid:  # every valid record is in the store, whoever sent it first
-            assert [row.seq for row in store.telemetry(x["d"], x["s"] - 1, 1)] == [x["s"]]
-        assert all(q.reason for q in store.quarantine(None, bad or 1)[:bad])
+            assert [row.seq for row in store.telemetry(x["d"], 0, x["s"] - 1, 1)] == [x["s"]]
+        held = store.quarantine(None, bad + conflicts or 1)[:bad + conflicts]
+        assert all(q.reason for q in held)
+        assert sum(q.reason.startswith("conflict:") for q in held) == conflicts
 
 
 def test_a_huge_reason_is_cut_too(client: TestClient, gateway: GatewaySim) -> None:

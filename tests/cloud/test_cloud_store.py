@@ -43,7 +43,7 @@ def test_insert_telemetry_counts_only_new_rows(db: Database) -> None:
         assert store.insert_telemetry(rows) == 0
         assert store.insert_telemetry([]) == 0
     with db.connection() as store:
-        assert [r.seq for r in store.telemetry("bike-1", 1, 10)] == [2, 3]
+        assert [r.seq for r in store.telemetry("bike-1", 0, 1, 10)] == [2, 3]
 
 
 def test_transaction_rolls_back_on_error(db: Database) -> None:
@@ -130,7 +130,7 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
     database = Database(path)
     database.open()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     columns = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
     assert {"quarantined", "gap_status", "gap_reason"} <= columns
     conn.close()

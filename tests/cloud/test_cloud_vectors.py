@@ -31,6 +31,12 @@ def test_vector_batch_chain_is_accepted(client: TestClient) -> None:
     r = client.post("/api/v1/gateways", json={"id": "gw-1", "public_key": vec["public_key"]},
                     headers=ADMIN)
     token = r.json()["token"]
+    key = load("records.json")["record_key"]  # every vector device's record key
+    for device in {json.loads(x)["d"] for item in vec["chain"]
+                   for x in json.loads(item["canonical"])["records"]}:
+        r = client.post("/api/v1/devices", json={"id": device, "product": "bike", "record_key": key},
+                        headers=ADMIN)
+        assert r.status_code == 201, r.text
     results = []
     for i, item in enumerate(vec["chain"], start=1):
         headers = {
@@ -46,8 +52,12 @@ def test_vector_batch_chain_is_accepted(client: TestClient) -> None:
         assert r.json()["seq"] == i
     canon = [json.loads(item["canonical"]) for item in vec["chain"]]
     assert [x["stored"] for x in results] == [len(c["records"]) for c in canon]
+    assert [x["quarantined"] for x in results] == [0, 0]  # every tag and the state's verify
     devices = {d["id"]: d for d in client.get("/api/v1/devices", headers=ADMIN).json()}
-    assert set(devices) == {r["d"] for c in canon for r in c["records"]}
+    assert set(devices) == {json.loads(r)["d"] for c in canon for r in c["records"]}
+    state = json.loads(canon[0]["states"][0])
+    assert devices[state["d"]]["reported"] == {k: v for k, v in state.items() if k != "h"}
+    assert {d["incarnation"] for d in devices.values()} == {state["i"]}
 
 
 def test_cloud_seals_the_vector_config_byte_for_byte(tmp_path: Path) -> None:

@@ -1,0 +1,51 @@
+"""Whether a record or state is the device's own: its tag (protocol.tag) under its record key.
+
+A version 2 batch carries every record and state as the exact text the device sent; the cloud
+holds each device's record key (registered by the factory's enrolment, POST /api/v1/devices)
+and verifies the tag over those bytes, so a gateway can neither alter a value nor invent a
+record without it being caught. The rules, per item:
+- tagged (version 2), device has a key: stored only if the tag verifies ("bad tag" otherwise);
+- tagged, device has no key: quarantined, nothing to verify it with;
+- untagged (version 1, older firmware), device has no key: stored, as before protocol v2;
+- untagged, device has a key: quarantined. Once a device is enrolled with a key, only its
+  tagged items count; this is how a version 1 device migrates (docs/protocol.md).
+The reasons say so in words an operator can act on.
+"""
+
+from __future__ import annotations
+
+from protocol import tag
+
+NO_KEY = "no record key registered for device {device}: a tagged item cannot be verified" \
+    " (enrol the device's record key with POST /api/v1/devices)"
+BAD_TAG = "bad tag: not what device {device} signed with its record key (changed or made up" \
+    " on the way)"
+UNSIGNED = "unsigned (version 1) {kind} from device {device}, which has a record key: only" \
+    " tagged (version 2) items are accepted from it"
+
+
+class Verifier:
+    """The tag check of one device for one batch (one protocol.tag.Hmac, made on first use)."""
+
+    def __init__(self, device_id: str, key: bytes | None) -> None:
+        self.device_id = device_id
+        self._key = key
+        self._mac: tag.Hmac | None = None
+
+    @property
+    def has_key(self) -> bool:
+        return self._key is not None
+
+    def problem(self, kind: str, obj: dict[str, object], wire: bytes | None) -> str | None:
+        """Why the item is not accepted as the device's own, or None when it is."""
+        if wire is None or obj.get("v") != 2:  # untagged
+            if self._key is None:
+                return None
+            return UNSIGNED.format(kind=kind, device=self.device_id)
+        if self._key is None:
+            return NO_KEY.format(device=self.device_id)
+        if self._mac is None:
+            self._mac = tag.Hmac(self._key)
+        if not tag.verify(self._mac, wire):
+            return BAD_TAG.format(device=self.device_id)
+        return None
