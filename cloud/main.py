@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud import errors
@@ -47,6 +49,18 @@ async def _cloud_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
 
+async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
+    """422 with where and why, but never the input: a body refused for one field may carry a
+    secret in another (a device's record key) that must not come back in an answer or a log."""
+    if not isinstance(exc, RequestValidationError):  # registered for it only
+        raise exc
+    errors_out = [
+        {k: v for k, v in error.items() if k not in ("input", "ctx", "url")}
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors_out)}, status_code=422)
+
+
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> FastAPI:
     """Build the app. Raises SettingsError for settings it must refuse (e.g. the default
     admin token outside dev mode). No I/O happens before the app starts."""
@@ -72,6 +86,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.state.signer = ConfigSigner(settings.config_key_path)
     app.state.clock = clock
     app.add_exception_handler(errors.CloudError, _cloud_error)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
 
     for module in (gateways, devices, configs, ingest, quarantine, dashboard):
         app.include_router(module.router)

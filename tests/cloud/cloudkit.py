@@ -197,3 +197,14 @@ class GatewaySim:
             self.seq, self.prev = sealed.seq, sealed.digest
             self.sent.append(sealed)
         return r
+
+
+def enrol(
+    client: TestClient | httpx.Client, device: str, key: bytes, product: str = "bike"
+) -> dict[str, Any]:
+    """Register the device with its record key, as the factory's enrolment does."""
+    r = client.post("/api/v1/devices", json={"id": device, "product": product,
+                                             "record_key": b64(key)}, headers=ADMIN)
+    assert r.status_code in (200, 201), r.text
+    body: dict[str, Any] = r.json()
+    return body

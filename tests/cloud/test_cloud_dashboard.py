@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cloudkit import ADMIN, ADMIN_TOKEN, GatewaySim, rec, state
+from cloudkit import ADMIN, ADMIN_TOKEN, GatewaySim, enrol, rec, record_key, signed, state
 from fastapi.testclient import TestClient
 
 from cloud.main import create_app
@@ -84,3 +84,23 @@ def test_dashboard_quarantine_is_escaped(client: TestClient, gateway: GatewaySim
     html = client.get("/", headers=ADMIN).text
     assert "unknown state field &lt;script&gt;" in html
     assert "<script" not in html.lower()
+
+
+def test_dashboard_shows_the_new_reasons_and_conflicts(client: TestClient, gateway: GatewaySim) -> None:
+    key = record_key()
+    enrol(client, "bike-1", key)
+    forged = signed("bike-1", 2, key).replace('"power":102', '"power":1')
+    gateway.push([signed("bike-1", 1, key), forged])
+    gateway.push([rec("bike-1", 3)])  # an older gateway's version 1 batch
+    gateway.push([signed("bike-1", 1, key, power=5)])  # a conflict
+    gateway.push([signed("mirror-1", 1, key)])  # no record key registered for mirror-1
+    html = client.get("/", headers=ADMIN).text
+    rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
+    assert '<td class="num quarantined">3<br><small>1 conflict</small></td>' in rows["bike-1"]
+    assert '<td class="num quarantined">1</td>' in rows["mirror-1"]
+    (table,) = re.findall(r'<table id="quarantine">(.*?)</table>', html, re.S)
+    for reason in ("bad tag: not what device bike-1 signed",
+                   "unsigned (version 1) record from device bike-1",
+                   "conflict: device bike-1 incarnation 1234567 seq 1",
+                   "no record key registered for device mirror-1"):
+        assert reason in table, reason

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud.db import SCHEMA_VERSION, Database, DatabaseError
-from cloud.schema import create_v1
+from cloud.schema import MIGRATIONS, create_v1
 from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, TelemetryRow
 
 
@@ -147,6 +147,87 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
         assert [(g.seq, g.gap_reason) for g in store.gaps("gw-1", 10)] == [(2, "bad")]
         assert store.quarantine_counts() == {"bike-1": 1}
     Database(path).open()  # opening again changes nothing
+
+
+def _version_2_file(path: Path) -> None:
+    """A database as the version-2 cloud (protocol v1) left it: two devices with records, a
+    quarantined record, a reported state."""
+    conn = sqlite3.connect(path)
+    create_v1(conn)
+    for statement in MIGRATIONS[2]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version=2")
+    conn.execute("INSERT INTO gateways VALUES ('gw-1', ?, 'hash', 0, 2, ?, 5)", (b"k" * 32, "d" * 64))
+    conn.execute("INSERT INTO devices VALUES ('bike-1', 'bike', 3, 'gw-1', 9, 2, 2,"
+                 " '{\"p\":2}', '{\"v\":1,\"d\":\"bike-1\",\"t\":8}')")
+    conn.execute("INSERT INTO devices VALUES ('bike-2', NULL, 4, 'gw-1', 7, 1, 1, '{}', NULL)")
+    conn.execute("INSERT INTO devices VALUES ('bike-3', NULL, 4, NULL, NULL, 0, 0, '{}', NULL)")
+    for device, seq, t in (("bike-1", 1, 7), ("bike-1", 2, 9), ("bike-2", 1, 7)):
+        conn.execute("INSERT INTO telemetry VALUES (?, ?, ?, ?, 'gw-1', 1)",
+                     (device, seq, t, f'{{"p":{seq}}}'))
+    conn.execute("INSERT INTO quarantine (device, seq, gateway, batch_seq, kind, reason, body,"
+                 " received_ms) VALUES ('bike-3', 1, 'gw-1', 2, 'record', 'why', '{}', 5)")
+    conn.commit()
+    conn.close()
+
+
+def test_version_2_database_is_migrated_to_record_identities(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.db"
+    _version_2_file(path)
+    database = Database(path)
+    database.open()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(telemetry)"), key=lambda r: r[5])
+           if r[5]]
+    assert key == ["device", "incarnation", "seq"]
+    conn.close()
+    with database.connection() as store:
+        assert store.counts() == {"gateways": 1, "batches": 0, "devices": 3, "telemetry": 3,
+                                  "configs": 0, "quarantine": 1}
+        # every existing row is a version 1 record: incarnation 0
+        assert [(r.incarnation, r.seq, r.m) for r in store.telemetry("bike-1", 0, 0, 10)] == [
+            (0, 1, {"p": 1}), (0, 2, {"p": 2})]
+        assert store.incarnations("bike-1") == [0] and store.incarnations("bike-3") == []
+        bike = store.get_device("bike-1")
+        assert bike is not None
+        assert (bike.incarnation, bike.last_seq, bike.records, bike.conflicts) == (0, 2, 2, 0)
+        assert bike.reported == {"v": 1, "d": "bike-1", "t": 8}
+        assert store.record_key("bike-1") is None and store.record_key_devices() == set()
+        with store.transaction():  # the new primary key: one seq, two incarnations
+            rows = [TelemetryRow("bike-1", 1, 1, {}, "gw-1", 2, incarnation=5),
+                    TelemetryRow("bike-1", 1, 1, {}, "gw-1", 2, incarnation=0)]
+            assert store.insert_telemetry(rows) == 1
+    Database(path).open()  # opening again changes nothing
+
+
+def test_a_migrated_database_serves_protocol_v2(tmp_path: Path) -> None:
+    from cloudkit import ADMIN, ADMIN_TOKEN, GatewaySim, enrol, rec, record_key, register, signed
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from fastapi.testclient import TestClient
+
+    from cloud.main import create_app
+    from cloud.settings import Settings
+    from protocol.batch import GENESIS
+
+    path = tmp_path / "cloud.db"
+    _version_2_file(path)
+    settings = Settings.load(home=tmp_path, db_path=path, admin_token=ADMIN_TOKEN, env={})
+    with TestClient(create_app(settings)) as client:
+        key = Ed25519PrivateKey.generate()
+        gw = GatewaySim(client, "gw-2", key, register(client, "gw-2", key), prev=GENESIS)
+        client.put("/api/v1/devices/bike-1/gateway", json={"gateway": "gw-2"}, headers=ADMIN)
+        # an old record replayed with new content: a conflict, reported
+        r = gw.push([rec("bike-1", 2, t=9, p=3)])
+        assert r.json() == {"stored": 0, "duplicates": 0, "quarantined": 1, "seq": 1}
+        assert gw.push([rec("bike-1", 2, t=9, p=2)]).json()["duplicates"] == 1
+        device = client.get("/api/v1/devices/bike-1", headers=ADMIN).json()
+        assert device["conflicts"] == 1
+        # re-provisioned with a key: its tagged records go on in a new incarnation
+        enrol(client, "bike-1", record_key())
+        assert gw.push([signed("bike-1", 1, record_key())]).json()["stored"] == 1
+        records = client.get("/api/v1/devices/bike-1/telemetry", headers=ADMIN).json()["records"]
+        assert [(x["incarnation"], x["seq"]) for x in records] == [(0, 1), (0, 2), (1234567, 1)]
 
 
 def test_a_version_1_database_serves_the_app(tmp_path: Path) -> None:

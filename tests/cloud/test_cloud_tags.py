@@ -1,0 +1,176 @@
+"""Every tag verified: a record or state is stored only when it is the device's own."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cloudkit import (
+    ADMIN,
+    INCARNATION,
+    GatewaySim,
+    enrol,
+    rec,
+    record_key,
+    register,
+    signed,
+    signed_state,
+    state,
+)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from cloud.services import tags
+from protocol import record as record_codec
+from protocol import tag
+
+KEY = record_key(1)
+OTHER = record_key(2)
+
+
+def device(client: TestClient, device_id: str = "bike-1") -> dict[str, Any]:
+    r = client.get(f"/api/v1/devices/{device_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def held(client: TestClient, device_id: str = "bike-1") -> list[dict[str, Any]]:
+    r = client.get(f"/api/v1/devices/{device_id}/quarantine", headers=ADMIN)
+    items: list[dict[str, Any]] = list(reversed(r.json()))  # oldest first
+    return items
+
+
+def stored(app: FastAPI, device_id: str) -> list[tuple[int, int, dict[str, Any]]]:
+    with app.state.db.connection() as store:
+        return [(r.incarnation, r.seq, r.m) for r in store.telemetry(device_id, INCARNATION, 0, 100)]
+
+
+def test_tagged_records_and_state_of_an_enrolled_device_are_stored(
+    app: FastAPI, client: TestClient, gateway: GatewaySim
+) -> None:
+    enrol(client, "bike-1", KEY)
+    st = signed_state("bike-1", KEY, fw="0.2.0", config_status="none", seq=2, floor=3)
+    r = gateway.push([signed("bike-1", 1, KEY), signed("bike-1", 2, KEY, power=7)], [st])
+    assert r.json() == {"stored": 2, "duplicates": 0, "quarantined": 0, "seq": 1}
+    got = device(client)
+    assert (got["incarnation"], got["last_seq"], got["last_metrics"]) == (INCARNATION, 2, {"power": 7})
+    assert got["gateway"] == "gw-1" and got["quarantined"] == 0
+    # the reported state is the device's state as parsed, its tag dropped
+    assert got["reported"] == {k: v for k, v in json.loads(st).items() if k != "h"}
+    assert got["reported"]["i"] == INCARNATION and "h" not in got["reported"]
+
+
+def test_a_gateway_cannot_alter_or_invent_records_in_a_well_signed_batch(
+    app: FastAPI, client: TestClient, gateway: GatewaySim
+) -> None:
+    """The point of the feature: the batch is correctly signed and chained by its gateway, and
+    still the records the gateway changed or made up are caught, one by one."""
+    enrol(client, "bike-1", KEY)
+    enrol(client, "mirror-1", OTHER, "mirror")
+    altered = signed("bike-1", 2, KEY, power=50).replace('"power":50', '"power":51')
+    # made up: the right shape, a tag under a key that is not the device's
+    invented = record_codec.encode("bike-1", INCARNATION, 3, 1, {"power": 1}, tag.Hmac(OTHER)).decode()
+    # made up without any key: a tag of the right format, copied from a genuine record
+    genuine = signed("bike-1", 4, KEY)
+    copied_tag = genuine.replace('"s":4', '"s":5')
+    # a state whose value the gateway changed
+    st = signed_state("bike-1", KEY, fw="0.2.0", heap_free=1000).replace("1000", "9000")
+    records = [signed("bike-1", 1, KEY), altered, invented, genuine, copied_tag,
+               signed("mirror-1", 1, OTHER)]
+    r = gateway.push(records, [st])
+    assert r.status_code == 200, r.text
+    assert r.json() == {"stored": 3, "duplicates": 0, "quarantined": 4, "seq": 1}
+    assert [s for _, s, _ in stored(app, "bike-1")] == [1, 4]
+    assert [s for _, s, _ in stored(app, "mirror-1")] == [1]
+    items = held(client)
+    assert [(i["kind"], i["seq"]) for i in items] == [
+        ("record", 2), ("record", 3), ("record", 5), ("state", None)]
+    for item in items:
+        assert item["reason"].startswith("bad tag: not what device bike-1 signed")
+    assert items[0]["body"] == altered  # the exact text as it came, for the operator
+    got = device(client)
+    assert got["quarantined"] == 4 and got["reported"] is None and got["last_seq"] == 4
+
+
+def test_tagged_items_of_a_device_without_a_key_are_quarantined(
+    client: TestClient, gateway: GatewaySim
+) -> None:
+    r = gateway.push([signed("bike-1", 1, KEY)], [signed_state("bike-1", KEY)])
+    assert r.json()["quarantined"] == 2 and r.json()["stored"] == 0
+    reasons = {i["reason"] for i in held(client)}
+    assert reasons == {tags.NO_KEY.format(device="bike-1")}
+    assert "no record key registered for device bike-1" in reasons.pop()
+    got = device(client)
+    # listed, so the operator sees it; assigned to no gateway on unverifiable items
+    assert (got["gateway"], got["records"], got["quarantined"]) == (None, 0, 2)
+
+
+def test_unsigned_items_of_an_enrolled_device_are_quarantined(
+    client: TestClient, gateway: GatewaySim
+) -> None:
+    enrol(client, "bike-1", KEY)
+    # a version 1 batch (an older gateway) with version 1 items
+    assert gateway.push([rec("bike-1", 1)], [state("bike-1")]).json()["quarantined"] == 2
+    # version 1 wire text inside a version 2 batch
+    v1_text = record_codec.encode_v1("bike-1", 2, 5, {"power": 1}).decode()
+    assert gateway.push([v1_text, signed("bike-1", 3, KEY)]).json()["quarantined"] == 1
+    items = held(client)
+    assert [i["reason"] for i in items] == [
+        tags.UNSIGNED.format(kind="record", device="bike-1"),
+        tags.UNSIGNED.format(kind="state", device="bike-1"),
+        tags.UNSIGNED.format(kind="record", device="bike-1"),
+    ]
+    assert "unsigned (version 1) record from device bike-1, which has a record key" in items[0]["reason"]
+    assert device(client)["records"] == 1
+
+
+def test_older_firmware_migrates_by_enrolment(
+    app: FastAPI, client: TestClient, gateway: GatewaySim
+) -> None:
+    """docs/protocol.md: untagged records count while the device has no key; once it is
+    re-provisioned with a key and enrolled, only its tagged records do."""
+    assert gateway.push([rec("bike-1", 1), rec("bike-1", 2)]).json()["stored"] == 2
+    enrol(client, "bike-1", KEY)
+    r = gateway.push([rec("bike-1", 3)])
+    assert r.json() == {"stored": 0, "duplicates": 0, "quarantined": 1, "seq": 2}
+    r = gateway.push([signed("bike-1", 1, KEY, power=9)])
+    assert r.json() == {"stored": 1, "duplicates": 0, "quarantined": 0, "seq": 3}
+    got = device(client)
+    assert (got["records"], got["incarnation"], got["last_seq"]) == (3, INCARNATION, 1)
+    assert got["last_metrics"] == {"power": 9}
+
+
+def test_one_hmac_per_device_per_batch(
+    gateway: GatewaySim, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enrol(client, "bike-1", KEY)
+    enrol(client, "bike-2", OTHER)
+    made: list[bytes] = []
+
+    class Counting(tag.Hmac):
+        def __init__(self, key: bytes) -> None:
+            made.append(key)
+            super().__init__(key)
+
+    monkeypatch.setattr(tags.tag, "Hmac", Counting)
+    records = [signed("bike-1", s, KEY) for s in range(1, 6)]
+    records += [signed("bike-2", s, OTHER) for s in range(1, 4)]
+    r = gateway.push(records, [signed_state("bike-1", KEY)])
+    assert r.json()["stored"] == 8
+    assert sorted(made) == sorted([KEY, OTHER])
+
+
+def test_made_up_records_do_not_claim_a_device_for_their_gateway(
+    client: TestClient, gateway: GatewaySim
+) -> None:
+    enrol(client, "bike-1", KEY)
+    key = Ed25519PrivateKey.generate()
+    rogue = GatewaySim(client, "gw-2", key, register(client, "gw-2", key))
+    forged = record_codec.encode("bike-1", INCARNATION, 1, 1, {"power": 1}, tag.Hmac(OTHER))
+    assert rogue.push([forged.decode()]).json()["quarantined"] == 1
+    assert device(client)["gateway"] is None
+    assert gateway.push([signed("bike-1", 1, KEY)]).json()["stored"] == 1
+    assert device(client)["gateway"] == "gw-1"
