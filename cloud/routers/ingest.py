@@ -44,7 +44,9 @@ def ingest(
     """Store one signed batch (protocol.batch: zlib body, signature header, hash chain).
 
     200 when the batch is accepted, with counts: each record and state is checked on its own,
-    and one that is invalid, or whose device is assigned to another gateway, is quarantined
+    and one that is invalid, not the device's own (no record key registered for a tagged item,
+    a bad tag, an untagged item of a device that has a key), a conflict (its identity stored
+    before with other content) or whose device is assigned to another gateway is quarantined
     (not stored) while the rest is stored; also 200 when a batch already stored is sent again
     (nothing stored twice). 400 bad signature or a malformed batch (its own fields or shape);
     409 out of chain; nothing is stored unless 200.

@@ -21,6 +21,8 @@ from cloudkit import (
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cloud.services import tags
 from protocol import record as record_codec
@@ -174,3 +176,24 @@ def test_made_up_records_do_not_claim_a_device_for_their_gateway(
     assert device(client)["gateway"] is None
     assert gateway.push([signed("bike-1", 1, KEY)]).json()["stored"] == 1
     assert device(client)["gateway"] == "gw-1"
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_change_to_a_tagged_text_keeps_it_out_of_the_store(
+    app: FastAPI, client: TestClient, gateway: GatewaySim, data: st.DataObject
+) -> None:
+    enrol(client, "bike-1", KEY)
+    seq = gateway.seq + 1  # a fresh seq per example: nothing is a duplicate
+    wire = signed("bike-1", seq, KEY, power=seq, cadence=80)
+    at = data.draw(st.integers(0, 10**6)) % len(wire)  # its length depends on the seq
+    char = data.draw(st.characters(codec="ascii"))
+    if char == wire[at]:
+        char = chr(ord(char) ^ 1)
+    changed = wire[:at] + char + wire[at + 1:]
+    r = gateway.push([changed, signed("bike-1", seq + 10**6, KEY)])
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == 1 and r.json()["quarantined"] == 1
+    with app.state.db.connection() as store:
+        assert store.telemetry_between("bike-1", INCARNATION, seq, seq) == []
