@@ -9,8 +9,8 @@ v2: an ack of an older life of a wiped device is ignored); without progress for
 (the gateway dedupes by (device, incarnation, seq)). A new or wiped device samples at once,
 from seq 1 of a new incarnation: it never waits for the gateway.
 
-Records and states are tagged with the device's record key (protocol.tag; the Hmac object,
-built once per start, is the buffer's `mac`).
+Records and states are tagged with the device's record key (protocol.tag, through codec.mac_tag;
+its padded keys, computed once per start, are the buffer's `mac`).
 """
 
 import json
@@ -129,9 +129,11 @@ class Agent:
         # protocol.state's encode is this dumps and tag after checking the fields; the fields
         # are ours and tests check them with protocol.state.decode, so the device skips the
         # import. The tag is last whatever order the interpreter's dict keeps.
-        payload = codec.tagged(buf.mac, json.dumps(fields, separators=(",", ":")).encode())
-        del fields
-        self.client.publish(self.t_state, payload, 1)
+        signed = json.dumps(fields, separators=(",", ":")).encode()
+        del fields  # garbage now, reclaimable below
+        # codec.tagged's bytes, handed over in pieces: no copy of the state is made.
+        self.client.publish(self.t_state, (memoryview(signed)[:-1], codec.HEAD,
+                                           codec.mac_tag(buf.mac, signed), codec.TAIL), 1)
         self.emit({"event": "state", "heap_free": heap, "heap_min": self.heap_min,
                    "buffered": buf.buffered, "seq": buf.last})
 

@@ -1,9 +1,8 @@
 """One run of the agent: build buffer, MQTT client, session, profile and agent; run until
 the agent stops. Imported by main.py per run and unloaded afterwards (see main.py)."""
 
-from device import agent, buffer, link, mqtt, port
+from device import agent, buffer, codec, link, mqtt, port
 from device.profiles import load
-from protocol import tag
 
 
 def run(image, ident, conf, records, emit, boot):
@@ -11,10 +10,10 @@ def run(image, ident, conf, records, emit, boot):
     (reset cause, resets, watchdog feed) from main.py. A MemoryError or any other exception
     propagates (main.py turns it into a reset) after a best-effort close."""
     dev = ident["id"]
-    # The record key (provisioned into the image, 0600): one Hmac for this start, which tags
-    # every record and state. start.py has checked that the key is there.
+    # The record key (provisioned into the image, 0600): its HMAC keys, computed once for this
+    # start, tag every record and state. start.py has checked that the key is there.
     buf = buffer.Buffer(image + "/data/buffer", dev,
-                        tag.Hmac(port.read_bytes(image + "/keys/record.key")))
+                        codec.mac_key(port.read_bytes(image + "/keys/record.key")))
     buf.open()
     client = mqtt.Client(dev.encode())
     host = ident["broker_host"]

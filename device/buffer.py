@@ -55,17 +55,9 @@ def _line_ok(line, seq):
     return at > 0 and end > at and payload[at + 5:end] == str(seq).encode()
 
 
-def _count_lines(path):
-    n = 0
-    with open(path, "rb") as f:
-        while f.readline():
-            n += 1
-    return n
-
-
 class Buffer:
     def __init__(self, root, device_id, mac, seg_records=100, max_segments=20):
-        """`mac`: the device's protocol.tag.Hmac (its record key), which tags every record."""
+        """`mac`: codec.mac_key(the device's record key), which tags every record."""
         self.root = root
         self.device_id = device_id
         self.mac = mac
@@ -104,13 +96,13 @@ class Buffer:
                     pass
         segs.sort()
         self.segs = segs
-        if not 0 < self.incarnation <= 2147483647:
-            self._new_incarnation()
-        self.prefix = codec.record_prefix(self.device_id, self.incarnation)
         self.last = self.acked
-        if self.segs:
+        if segs:
             self._recover_tail()
         self._delete_acked()
+        if not 0 < self.incarnation <= 2147483647:
+            self._begin()
+        self.prefix = codec.record_prefix(self.device_id, self.incarnation)
 
     def close(self):
         if self._f is not None:
@@ -166,15 +158,24 @@ class Buffer:
         return self.last + 1
 
     def put(self, ts_ms, metrics):
-        """Encode, append and flush one record; returns its seq. Raises ValueError for metrics
-        the record format refuses (nothing is written then)."""
+        """Encode, tag, append and flush one record; returns its seq. Raises ValueError for
+        metrics the record format refuses (nothing is written then)."""
         seq = self.last + 1
-        payload = codec.encode_record(self.prefix, seq, ts_ms, metrics, self.mac)
+        signed = codec.signed_record(self.prefix, seq, ts_ms, metrics)
+        tag = codec.mac_tag(self.mac, signed)
+        # The wire record is signed[:-1] + HEAD + tag + TAIL (protocol.tag.append): written in
+        # pieces, with the checksum computed over them, so no copy of the record is made.
+        body = memoryview(signed)[:-1]
+        crc = binascii.crc32(codec.TAIL, binascii.crc32(tag, binascii.crc32(
+            codec.HEAD, binascii.crc32(body))))
         f = self._f
         if f is None or self.tail_count >= self.seg_records:
             f = self._roll(seq)
-        f.write(b"%08x " % binascii.crc32(payload))
-        f.write(payload)
+        f.write(b"%08x " % crc)
+        f.write(body)
+        f.write(codec.HEAD)
+        f.write(tag)
+        f.write(codec.TAIL)
         f.write(b"\n")
         port.flush_durable(f)
         self.last = seq
@@ -238,18 +239,17 @@ class Buffer:
                     seq += 1
             i += 1
 
-    def _new_incarnation(self):
-        """A buffer without an incarnation: new, wiped, or left by version 1 firmware. Draw
-        one, forget whatever records are there (version 1: never deliverable now), and make it
-        durable before the first record of the new incarnation can be written."""
-        lost = 0
+    def _begin(self):
+        """A buffer without an incarnation: new, wiped, or left by version 1 firmware. Forget
+        whatever records are there (version 1: never deliverable now), counting the unacked as
+        dropped, then draw the incarnation and make it durable before any record of it is
+        written. (A power cut in between leaves no segment and no incarnation: the next start
+        draws one; only the dropped count of those version 1 records would be lost.)"""
+        self.dropped += self.buffered
         for first in self.segs:
-            n = _count_lines(self._path(_name(first)))
-            lost += max(0, first + n - 1 - max(self.acked, first - 1))  # unacked lines only
             port.remove(self._path(_name(first)))
         self.segs = []
-        self.dropped += lost
-        self.acked = 0
+        self.acked = self.last = self.tail_count = 0
         self.incarnation = port.random_below(2147483647) + 1  # 1..2**31-1
         self._save_meta()
 

@@ -86,8 +86,8 @@ def main(args):
             # Drop the agent's code so verification has the heap: MicroPython keeps bytecode in
             # RAM. It is imported again afterwards.
             for name in list(sys.modules):
-                if name == "protocol.tag" or name.startswith("device.") and name not in (
-                        "device.port", "device.settings", "device.main"):
+                if name.startswith("device.") and name not in ("device.port", "device.settings",
+                                                                "device.main"):
                     port.unload(name)
             port.collect()
     except KeyboardInterrupt:

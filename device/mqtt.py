@@ -203,18 +203,31 @@ class Client:
 
     def publish(self, topic, payload, qos=0, retain=False):
         """Send one PUBLISH; returns its packet id (0 for QoS 0). Copies the payload into the
-        preallocated tx buffer so header and body leave as one write (one TLS record)."""
+        preallocated tx buffer so header and body leave as one write (one TLS record).
+        `payload` is bytes, or a tuple of byte strings (memoryviews too) sent as their
+        concatenation without making it (a tagged state: protocol.tag)."""
         pid = 0
         if qos:
             pid = self.pid = self.pid % 0xFFFF + 1
-        n = publish_header(self.tx, topic, len(payload), qos, retain, pid)
-        end = n + len(payload)
+        parts = payload if type(payload) is tuple else None
+        size = len(payload) if parts is None else 0
+        if parts is not None:
+            for part in parts:
+                size += len(part)
+        n = publish_header(self.tx, topic, size, qos, retain, pid)
+        end = n + size
         if end <= TX_SIZE:
-            self.txmv[n:end] = payload
+            if parts is None:
+                self.txmv[n:end] = payload
+            else:
+                for part in parts:
+                    self.txmv[n:n + len(part)] = part
+                    n += len(part)
             self.send(self.txmv[:end])
         else:
             self.send(self.txmv[:n])
-            self.send(payload)
+            for part in parts or (payload,):
+                self.send(part)
         return pid
 
     def subscribe(self, topics):

@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from fleetloop.procs import free_port
-from protocol import ack, record
+from protocol import ack, record, tag
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -104,19 +104,27 @@ class Mosquitto:
 
 
 class Gateway:
-    """Stands in for gateway/: stores telemetry by (device, seq), acks the highest contiguous
-    seq (after records and after each state), keeps state and status messages, publishes configs. Thread-safe reads via snapshot()."""
+    """Stands in for gateway/: stores telemetry by (device, incarnation, seq), acks the highest
+    contiguous seq of the device's incarnation (after records and after each state), keeps
+    state and status messages, publishes configs. It also checks every record's and state's
+    tag with the device's record key from the factory's keys/ (a real gateway cannot: only the
+    cloud holds the keys); `bad_tags` lists what failed."""
 
     def __init__(self, keys: Path, port: int, gw_id: str = "gw-1") -> None:
         gw = keys / "gateways" / gw_id
+        self.keys = keys
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=gw_id)
         self.client.tls_set(ca_certs=str(keys / "ca.crt.pem"), certfile=str(gw / "mqtt.crt.pem"),
                             keyfile=str(gw / "mqtt.key.pem"))
         self.port = port
         self.lock = threading.Lock()
-        self.records: dict[str, dict[int, bytes]] = {}
+        # (device, incarnation) -> seq -> bytes; `incarnation` is each device's latest
+        self.streams: dict[tuple[str, int], dict[int, bytes]] = {}
+        self.incarnation: dict[str, int] = {}
         self.received = 0  # every telemetry message, duplicates included
         self.conflicts: list[tuple[str, int]] = []  # same seq, different bytes: must not happen
+        self.bad_tags: list[tuple[str, str]] = []  # (device, kind) whose tag did not verify
+        self.acks: list[tuple[str, bytes]] = []  # every ack published
         self.states: list[dict] = []
         self.status: dict[str, bytes] = {}
         self.acking = True
@@ -140,8 +148,18 @@ class Gateway:
                           ("fleet/+/status", 1)])
         self.connected.set()
 
+    def _verify(self, device: str, kind: str, payload: bytes) -> None:
+        path = self.keys / "devices" / device / "record.key"
+        if not tag.verify(tag.Hmac(path.read_bytes()), payload):
+            self.bad_tags.append((device, kind))
+
+    @property
+    def records(self) -> dict[str, dict[int, bytes]]:
+        """Each device's records of its latest incarnation."""
+        return {d: self.streams.get((d, i), {}) for d, i in self.incarnation.items()}
+
     def contiguous(self, device: str) -> int:
-        seqs = self.records.get(device, {})
+        seqs = self.streams.get((device, self.incarnation.get(device, 0)), {})
         n = 0
         while n + 1 in seqs:
             n += 1
@@ -152,8 +170,10 @@ class Gateway:
         with self.lock:
             if kind == "telemetry":
                 rec = record.decode(msg.payload)
+                self._verify(device, kind, msg.payload)
                 self.received += 1
-                stored = self.records.setdefault(device, {})
+                inc = self.incarnation[device] = record.incarnation(rec)
+                stored = self.streams.setdefault((device, inc), {})
                 if rec["s"] in stored and stored[rec["s"]] != msg.payload:
                     self.conflicts.append((device, rec["s"]))
                 stored.setdefault(rec["s"], msg.payload)
@@ -162,28 +182,41 @@ class Gateway:
             elif kind == "state":
                 from protocol import state
 
-                self.states.append(state.decode(msg.payload))
-                # Like gateway/, answer a state with an ack: a new device learns where its seqs
-                # start. With acking off, only that first answer is given.
+                st = state.decode(msg.payload)
+                self._verify(device, kind, msg.payload)
+                self.states.append(st)
+                inc = self.incarnation[device] = st.get("i", 0)
+                # Like gateway/, answer every state with the ack of its stream. With acking
+                # off, only a stream's first answer is given.
                 upto = self.contiguous(device)
-                acking = self.acking or device not in self.records
+                acking = self.acking or (device, inc) not in self.streams
             else:
                 self.status[device] = msg.payload
                 return
         if acking:
-            client.publish(f"fleet/{device}/ack", ack.encode(upto), qos=1)
+            self._ack(device, inc, upto)
+
+    def _ack(self, device: str, inc: int, upto: int) -> None:
+        payload = ack.encode(upto, inc)
+        self.acks.append((device, payload))
+        self.client.publish(f"fleet/{device}/ack", payload, qos=1)
 
     def ack_now(self, device: str) -> None:
         with self.lock:
+            inc = self.incarnation[device]
             upto = self.contiguous(device)
-        self.client.publish(f"fleet/{device}/ack", ack.encode(upto), qos=1)
+        self._ack(device, inc, upto)
+
+    def ack_as(self, device: str, incarnation: int, seq: int) -> None:
+        """An ack of any incarnation (a stale one, from before a wipe, say)."""
+        self._ack(device, incarnation, seq)
 
     def publish_config(self, device: str, envelope: bytes) -> None:
         self.client.publish(f"fleet/{device}/config", envelope, qos=1, retain=True)
 
     def seqs(self, device: str) -> list[int]:
         with self.lock:
-            return sorted(self.records.get(device, {}))
+            return sorted(self.streams.get((device, self.incarnation.get(device, 0)), {}))
 
 
 def make_image(home: Path, out: Path, device_id: str, profile: str, broker_port: int) -> Path:

@@ -4,14 +4,14 @@ import os
 
 from fakes import check, equal
 
-from device import buffer
+from device import buffer, codec
 from protocol import record, tag
 
 MAC = tag.Hmac(b"\x07" * 32)
 
 
 def _open(tmp, seg=5, segs=4):
-    b = buffer.Buffer(tmp + "/buf", "bike-1", MAC, seg, segs)
+    b = buffer.Buffer(tmp + "/buf", "bike-1", codec.mac_key(b"\x07" * 32), seg, segs)
     b.open()
     return b
 
@@ -32,9 +32,11 @@ def test_put_returns_increasing_seqs_and_unacked_yields_wire_records(tmp):
     first = json.loads(got[0][1])
     equal((first["s"], first["d"], first["m"]["n"], first["i"]), (1, "bike-1", 0, b.incarnation),
           "payload is the record")
-    for _, wire in got:
+    for seq, wire in got:
         record.decode(wire)
         check(tag.verify(MAC, wire), "every record is tagged with the device's key")
+        equal(wire, record.encode("bike-1", b.incarnation, seq, 1700000000000 + seq - 1,
+                                  {"n": seq - 1, "ok": True}, MAC), "protocol's bytes")
     equal([s for s, _ in b.unacked(7, 3)], [8, 9, 10], "after + limit")
     equal(b.buffered, 12, "buffered")
     equal(_segments(tmp), ["seg-0000000001.log", "seg-0000000006.log", "seg-0000000011.log"],
@@ -189,5 +191,6 @@ def test_a_version_1_buffer_starts_a_new_incarnation_counting_its_records_droppe
             f.write(b"%08x " % binascii.crc32(line) + line + b"\n")
     b = _open(tmp)
     check(b.incarnation > 0, "incarnation drawn")
-    equal((b.dropped, b.buffered, b.acked, b.segs), (4, 0, 0, []), "3 unacked v1 records dropped")
+    equal((b.dropped, b.buffered, b.acked, b.last, b.segs), (4, 0, 0, 0, []),
+          "3 unacked v1 records dropped")
     equal(_fill(b, 1), [1], "the new incarnation starts at 1")

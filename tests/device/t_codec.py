@@ -14,6 +14,22 @@ INC = 7654321
 MAC = tag.Hmac(b"\x42" * 32)
 
 
+class _Mac:
+    """codec's tag with protocol.tag.Hmac's interface."""
+
+    def __init__(self, key):
+        self.pads = codec.mac_key(key)
+
+    def tag(self, message):
+        return codec.mac_tag(self.pads, message)
+
+
+def _encode(prefix, seq, t, metrics, mac):
+    """The wire record as buffer.put writes it: codec's signed bytes, tag, HEAD and TAIL."""
+    signed = codec.signed_record(prefix, seq, t, metrics)
+    return signed[:-1] + codec.HEAD + mac.tag(signed) + codec.TAIL
+
+
 def _vectors(name):
     with open(DATA + "/" + name) as f:
         return json.load(f)
@@ -23,7 +39,7 @@ def test_records_match_the_shared_vectors(tmp):
     v = _vectors("records.json")
     mac = tag.Hmac(binascii.a2b_base64(v["record_key"]))
     for case in v["valid"]:
-        got = codec.encode_record(codec.record_prefix(case["device"], case["incarnation"]),
+        got = _encode(codec.record_prefix(case["device"], case["incarnation"]),
                                   case["seq"], case["t"], case["metrics"], mac)
         equal(got.decode(), case["wire"], "vector")
         check(tag.verify(mac, got), "the tag verifies under the vectors' key")
@@ -37,7 +53,7 @@ def test_records_match_protocol_for_every_profile(tmp):
         for seq in range(1, 40):
             m = p.sample()
             want = record.encode("dev-" + name, INC, seq, 1732345678123 + seq, m, MAC)
-            equal(codec.encode_record(prefix, seq, 1732345678123 + seq, m, MAC), want, name)
+            equal(_encode(prefix, seq, 1732345678123 + seq, m, MAC), want, name)
             equal(record.decode(want)["i"], INC, "incarnation")
 
 
@@ -46,14 +62,31 @@ def test_incarnations_checked_like_protocol(tmp):
         raises(ValueError, codec.record_prefix, "bike-1", inc)
         raises(ValueError, record.encode, "bike-1", inc, 1, 0, {}, MAC)
     for inc in (1, 2 ** 31 - 1):
-        equal(codec.encode_record(codec.record_prefix("bike-1", inc), 1, 0, {}, MAC),
+        equal(_encode(codec.record_prefix("bike-1", inc), 1, 0, {}, MAC),
               record.encode("bike-1", inc, 1, 0, {}, MAC), "incarnation " + str(inc))
 
 
-def test_tagged_is_protocol_tag_append(tmp):
+def test_mac_is_protocol_tag_hmac_and_rfc_4231(tmp):
+    for case in _vectors("hmac.json")["rfc4231"]:
+        key = binascii.unhexlify(case["key"])
+        if len(key) > 64:
+            continue  # record keys are 32 bytes: mac_key does not hash long keys
+        data = binascii.unhexlify(case["data"])
+        equal(codec.mac_tag(codec.mac_key(key), data).decode(), case["hmac"][:32], case["name"])
+        equal(codec.mac_tag(codec.mac_key(key), data), tag.Hmac(key).tag(data), case["name"])
+    v = _vectors("records.json")
+    ours = _Mac(binascii.a2b_base64(v["record_key"]))
+    for case in v["valid"]:
+        got = _encode(codec.record_prefix(case["device"], case["incarnation"]),
+                                  case["seq"], case["t"], case["metrics"], ours)
+        equal(got.decode(), case["wire"], "vector with codec.Mac")
+
+
+def test_head_and_tail_are_protocol_tags(tmp):
     for signed in (b'{"v":2}', b'{"a":{"b":1}}'):
-        equal(codec.tagged(MAC, signed), tag.append(MAC, signed), "append")
-        equal(tag.split(codec.tagged(MAC, signed))[0], signed, "split")
+        wire = signed[:-1] + codec.HEAD + _Mac(b"\x42" * 32).tag(signed) + codec.TAIL
+        equal(wire, tag.append(MAC, signed), "append")
+        equal(tag.split(wire)[0], signed, "split")
 
 
 def test_records_refused_like_protocol(tmp):
@@ -65,20 +98,20 @@ def test_records_refused_like_protocol(tmp):
         dict(("m" + str(i), i) for i in range(33)),
     ]
     for m in bad_metrics:
-        raises(ValueError, codec.encode_record, prefix, 1, 0, m, MAC)
+        raises(ValueError, _encode, prefix, 1, 0, m, MAC)
         raises(ValueError, record.encode, "bike-1", INC, 1, 0, m, MAC)
     for seq, t in ((0, 0), (True, 0), (1, -1), (1, 1.5), (2 ** 53, 0), (1, 2 ** 53),
                    (2 ** 63, 1), (1, 2 ** 64)):
-        raises(ValueError, codec.encode_record, prefix, seq, t, {}, MAC)
+        raises(ValueError, _encode, prefix, seq, t, {}, MAC)
         raises(ValueError, record.encode, "bike-1", INC, seq, t, {}, MAC)
     # the largest values every hop holds are accepted by both, byte for byte
     top = 2 ** 53 - 1
-    equal(codec.encode_record(prefix, top, top, {"x": top, "y": -top}, MAC),
+    equal(_encode(prefix, top, top, {"x": top, "y": -top}, MAC),
           record.encode("bike-1", INC, top, top, {"x": top, "y": -top}, MAC), "bounds")
     # names and values at their longest: over 2048 bytes with the tag
     too_big = dict((f"m{i:02d}_" + "a" * 28, -1.2345678901234567e-300) for i in range(32))
     long_id = "x" * 64
-    raises(ValueError, codec.encode_record, codec.record_prefix(long_id, INC), 10 ** 15,
+    raises(ValueError, _encode, codec.record_prefix(long_id, INC), 10 ** 15,
            10 ** 15, too_big, MAC)
     raises(ValueError, record.encode, long_id, INC, 10 ** 15, 10 ** 15, too_big, MAC)
 
@@ -110,7 +143,8 @@ def test_state_fields_pass_protocol_state(tmp):
     mac = tag.Hmac(binascii.a2b_base64(v["record_key"]))
     for case in v["valid"]:
         # the device's way (dumps + tag) gives a state protocol accepts and whose tag verifies
-        wire = codec.tagged(mac, json.dumps(case["fields"], separators=(",", ":")).encode())
+        signed = json.dumps(case["fields"], separators=(",", ":")).encode()
+        wire = signed[:-1] + codec.HEAD + mac.tag(signed) + codec.TAIL
         equal(state.decode(wire)["i"], case["fields"]["i"], "state accepted")
         check(tag.verify(mac, wire), "state tag verifies")
         check(tag.verify(mac, case["wire"].encode()), "vector verifies")
@@ -118,7 +152,8 @@ def test_state_fields_pass_protocol_state(tmp):
               "profile": "bike", "config_version": 0, "config_status": "none", "reason": "",
               "heap_free": 1, "buffered": 0, "dropped": 0, "seq": 0, "floor": 1,
               "reset_cause": "none", "resets": 0, "link_error": "", "link_failures": 0}
-    wire = codec.tagged(MAC, json.dumps(fields, separators=(",", ":")).encode())
+    signed = json.dumps(fields, separators=(",", ":")).encode()
+    wire = signed[:-1] + codec.HEAD + MAC.tag(signed) + codec.TAIL
     equal(state.decode(wire)["d"], "bike-1", "state accepted")
     # protocol.state.encode makes the same object (key order is the interpreter's dict's)
     ours = state.encode(fields, MAC)

@@ -64,6 +64,21 @@ def test_client_publish_is_one_write_with_big_length(tmp):
     equal(s.take(), b"\x30" + _len_bytes(3 + len(big)) + b"\x00\x01t" + big, "big publish")
 
 
+def test_client_publish_of_parts_sends_their_concatenation(tmp):
+    c = mqtt.Client(b"dev")
+    s = plug(c, FakeStream())
+    data = b'{"v":2,"x":1}'
+    parts = (memoryview(data)[:-1], b',"h":"', b"0" * 32, b'"}')
+    whole = b"".join(bytes(p) for p in parts)
+    c.publish(b"t/x/y", parts, 1)
+    equal(s.take(), b"\x32" + _len_bytes(2 + 5 + 2 + len(whole)) + b"\x00\x05t/x/y\x00\x01" + whole,
+          "parts in the tx buffer")
+    big = (b"y" * mqtt.TX_SIZE, b"z" * 10)  # larger than tx: header then each part
+    c.publish(b"t", big, 0)
+    equal(s.take(), b"\x30" + _len_bytes(3 + mqtt.TX_SIZE + 10) + b"\x00\x01t" + big[0] + big[1],
+          "big publish of parts")
+
+
 def test_packet_ids_wrap_and_skip_zero(tmp):
     c = mqtt.Client(b"dev")
     plug(c, FakeStream())

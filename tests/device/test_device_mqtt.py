@@ -45,9 +45,13 @@ def test_records_delivered_acked_and_buffer_drained(
     dev.wait_event("drained", timeout=30, acked=60)
     assert gateway.seqs("bike-1") == list(range(1, 61))
     assert gateway.conflicts == []
+    assert gateway.bad_tags == []  # every record and state tagged with the device's record key
     assert _segments(image) == []  # every segment deleted once acked
-    assert json.loads((image / "data" / "buffer" / "meta.json").read_text())["acked"] == 60
+    meta = json.loads((image / "data" / "buffer" / "meta.json").read_text())
+    assert meta["acked"] == 60 and meta["i"] == boot["i"] > 0
+    assert {json.loads(r)["i"] for r in gateway.records["bike-1"].values()} == {boot["i"]}
     state = _state(gateway, d="bike-1")
+    assert (state["v"], state["i"]) == (2, boot["i"])
     assert state["impl"] == interpreter and state["profile"] == "bike"
     assert state["config_status"] == "none" and state["fw"] == "0.1.0"
     assert gateway.status["bike-1"] == b"online"
@@ -70,6 +74,49 @@ def test_other_profiles_fit_64k(profile: str, home: Path, tmp_path: Path, broker
     print(profile, "heap_free at 64K:", state["heap_free"])
 
 
+def test_a_new_device_samples_at_once_without_any_gateway(home: Path, tmp_path: Path) -> None:
+    from fleetloop.procs import free_port
+
+    image = make_image(home, tmp_path / "img", "bike-1", "bike", free_port())  # nobody listens
+    dev = Device(image, "micropython", records=5, interval_ms=10)
+    try:
+        boot = dev.wait_event("boot")
+        assert boot["seq"] == 0 and 0 < boot["i"] < 2**31
+        assert dev.wait_event("produced", timeout=15)["seq"] == 5  # no first ack awaited
+    finally:
+        dev.stop()
+
+
+def test_a_wiped_device_is_a_new_incarnation_and_ignores_acks_of_the_old_one(
+        home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway, devices: list[Device]) -> None:
+    image = make_image(home, tmp_path / "img", "bike-1", "bike", broker.port)
+    first = Device(image, "micropython", records=20, interval_ms=10)
+    devices.append(first)
+    old = first.wait_event("boot")["i"]
+    first.wait_event("drained", timeout=30, acked=20)
+    first.stop()
+    for f in (image / "data" / "buffer").iterdir():  # the flash is wiped
+        f.unlink()
+    gateway.acking = False  # the stream's first ack only, then the stale one below
+    second = Device(image, "micropython", records=10, interval_ms=10)
+    devices.append(second)
+    boot = second.wait_event("boot")
+    assert boot["i"] != old and boot["seq"] == 0
+    second.wait_event("produced", timeout=30)
+    # max_inflight (8) records of the new life, from seq 1, unacked
+    wait_for(lambda: gateway.seqs("bike-1") == list(range(1, 9)), 30, "seq 1-8 of the new life")
+    gateway.ack_as("bike-1", old, 20)  # an ack of the old life: not about these records
+    assert "incarnation" in second.wait_event("bad_ack")["reason"]
+    second.wait_event("state")
+    time.sleep(0.5)
+    assert not [e for e in second.events if e["event"] == "drained"]
+    gateway.acking = True
+    gateway.ack_now("bike-1")
+    second.wait_event("drained", timeout=30, acked=10)
+    assert gateway.streams[("bike-1", old)].keys() == set(range(1, 21))  # both lives kept apart
+    assert gateway.conflicts == [] and gateway.bad_tags == []
+
+
 def test_kill9_mid_stream_loses_nothing_and_seq_continues(
         home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway, devices: list[Device]) -> None:
     image = make_image(home, tmp_path / "img", "bike-1", "bike", broker.port)
@@ -89,6 +136,7 @@ def test_kill9_mid_stream_loses_nothing_and_seq_continues(
     second.wait_event("drained", timeout=30, acked=last)
     assert gateway.seqs("bike-1") == list(range(1, last + 1)), "every seq exactly once, no gap"
     assert gateway.conflicts == [], "no seq ever carried two different records"
+    assert len(gateway.streams) == 1, "a power cut keeps the incarnation"
     print(f"kill -9 at {seen_before} seen; restart booted at seq {boot['seq']} "
           f"(buffered {boot['buffered']}, repaired {boot['repaired']}); final {last}; "
           f"{gateway.received} messages for {last} records")
