@@ -123,8 +123,10 @@ def decode_ack(payload):
     """protocol.ack.decode: (incarnation, seq); incarnation 0 for a version 1 ack (a device
     of this firmware never applies one). ValueError for anything else. Terse on purpose: each
     check spelt out separately cost ~0.4 KB more heap."""
+    if len(payload) > 128:
+        raise ValueError("ack too large")
     try:
-        obj = json.loads(payload) if len(payload) <= 128 else 0
+        obj = json.loads(payload)
         v, i, seq = obj["v"], obj.get("i", 0), obj["seq"]
     except (ValueError, TypeError, KeyError, AttributeError):
         raise ValueError("not an ack")

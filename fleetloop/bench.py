@@ -2,7 +2,8 @@
 `fleetloop bench heap`: the smallest MicroPython heap each product profile runs at (below).
 
 Stand-in devices (`mosquitto_pub`, the C client, with real device certificates over TLS,
-QoS 1) publish canonical records into a gateway started by the CLI; the figure is the time
+QoS 1), enrolled with the cloud like real ones, publish canonical version 2 records tagged
+with each device's record key into a gateway started by the CLI; the figure is the time
 until the cloud holds every record — each one counted, so the run also proves exactly-once.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fleetloop.stack import Stack
-from protocol import record
+from protocol import record, tag
 
 # mosquitto_pub numbers QoS 1 messages with 16 bits: more lines than this per publisher stop early.
 MAX_PER_DEVICE = 60000
@@ -37,10 +39,14 @@ class PathResult:
     exactly_once: bool
 
 
-def _lines(device_id: str, count: int) -> bytes:
+def _lines(device_id: str, count: int, key: bytes) -> bytes:
+    """`count` version 2 records of one incarnation, tagged with the device's record key, as
+    the agent sends them (the cloud quarantines untagged records of an enrolled device)."""
+    mac = tag.Hmac(key)
+    incarnation = secrets.randbelow(record.MAX_INCARNATION) + 1
     return b"".join(
-        record.encode(device_id, seq, 1732345678000 + seq, {"cadence": 80, "power": seq % 300})
-        + b"\n"
+        record.encode(device_id, incarnation, seq, 1732345678000 + seq,
+                      {"cadence": 80, "power": seq % 300}, mac) + b"\n"
         for seq in range(1, count + 1)
     )
 
@@ -56,8 +62,10 @@ def bench_path(devices: int, per_device: int, home: Path | None = None) -> PathR
         ids = [f"bench-{i}" for i in range(devices)]
         try:
             stack.start_path(ids)
+            stack.enrol([(d, "bike") for d in ids])
             keys = stack.home / "keys"
-            payloads = {d: _lines(d, per_device) for d in ids}
+            payloads = {d: _lines(d, per_device, (keys / "devices" / d / "record.key").read_bytes())
+                        for d in ids}
             start = time.monotonic()
             procs = []
             for d in ids:
@@ -202,8 +210,7 @@ def heap_round(stack: Stack, trials: list[tuple[str, int]], seconds: float, inte
     devices = [_Device(f"{profile}-{tag}-{heap}k", profile, heap, records)
                for profile, heap in trials]
     stack.keygen([d.device_id for d in devices])
-    for d in devices:
-        stack.register_device(d.device_id, d.profile)
+    stack.enrol([(d.device_id, d.profile) for d in devices])  # the factory's step, all at once
     start = time.monotonic()
     for d in devices:
         d.proc = stack.start_device(d.device_id, d.profile, records=records,

@@ -89,8 +89,7 @@ def run_demo(home: Path, seconds: float) -> int:
         stack.keygen([d for d, _ in DEVICES])
         stack.start_cloud()
         stack.register_gateway()
-        for device_id, profile in DEVICES:
-            stack.register_device(device_id, profile)
+        stack.enrol(list(DEVICES))  # each device's record key to the cloud, as the factory does
         stack.start_gateway()
         for device_id, profile in DEVICES:
             stack.start_device(device_id, profile)

@@ -48,6 +48,7 @@ class Stack:
     mqtt_port: int = 0
     status_port: int = 0
     devices: dict[str, Process] = field(default_factory=dict)
+    enrolled: set[str] = field(default_factory=set)  # devices this stack enrolled (fw enrol)
     cloud: Process | None = None
     gateway: Process | None = None
 
@@ -116,10 +117,37 @@ class Stack:
             raise ProcessError(f"gateway register failed: {out.stdout}{out.stderr}")
 
     def register_device(self, device_id: str, product: str) -> None:
+        """Enrol the device with its record key when keygen made one (the factory's way);
+        without a key, register it bare (a device on version 1 firmware)."""
+        from fwtool.keys import KeyLayout
+
+        if KeyLayout.of_home(self.home).device_record_key(device_id).is_file():
+            self.enrol([(device_id, product)])
+            return
         with self.admin() as client:
             resp = client.post("/api/v1/devices", json={"id": device_id, "product": product})
             if resp.status_code not in (200, 201, 409):
                 resp.raise_for_status()
+
+    def enrol(self, devices: list[tuple[str, str]]) -> None:
+        """What the factory types once per device, `fleetloop fw enrol` with the admin token:
+        the cloud gets the device's record key. (device id, product) pairs, run at once; a
+        device enrolled before by this stack is skipped."""
+        todo = [(d, p) for d, p in dict.fromkeys(devices) if d not in self.enrolled]
+        procs = [(d, subprocess.Popen(
+            [*CLI, "fw", "enrol", "--home", str(self.home), "--id", d, "--product", p,
+             "--cloud", self.cloud_url],
+            env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            for d, p in todo]
+        failed = []
+        for d, proc in procs:
+            out, _ = proc.communicate(timeout=60)
+            if proc.returncode == 0:
+                self.enrolled.add(d)
+            else:
+                failed.append(f"{d}: {out.strip()}")
+        if failed:
+            raise ProcessError("fleetloop fw enrol failed: " + "; ".join(failed))
 
     # -- gateway ----------------------------------------------------------------------------
     def start_gateway(self) -> Process:
@@ -158,6 +186,7 @@ class Stack:
             args += ["--records", str(records)]
         if interval_ms is not None:
             args += ["--interval-ms", str(interval_ms)]
+        self.enrol([(device_id, profile)])  # as the factory would, before it ships
         proc = self.supervisor.start(self._process(f"device-{device_id}", args))
         self.devices[device_id] = proc
         return proc
