@@ -31,7 +31,7 @@ def test_a_wiped_device_moved_to_another_gateway_delivers_every_new_record(stack
     registry has never seen it. It starts again at seq 1 under a new incarnation, and every
     new record reaches the cloud next to the old ones: none is taken for a duplicate."""
     stack.start_path(["bike-1"])
-    stack.start_device("bike-1", "bike", records=12, interval_ms=50)
+    stack.start_device("bike-1", "bike", records=12, interval_ms=100)
     stack.wait_until(lambda: sum(map(len, records_by_incarnation(stack, "bike-1").values())) >= 12,
                      timeout=60, what="12 records of bike-1's first life")
     stack.devices["bike-1"].stop()
@@ -44,7 +44,7 @@ def test_a_wiped_device_moved_to_another_gateway_delivers_every_new_record(stack
     with stack.admin() as admin:
         moved = admin.put("/api/v1/devices/bike-1/gateway", json={"gateway": "gw-2"})
         assert moved.status_code == 200, moved.text
-    gw2.start_device("bike-1", "bike", records=8, interval_ms=50)
+    gw2.start_device("bike-1", "bike", records=8, interval_ms=100)
 
     def both_lives() -> dict[int, list[int]] | None:
         lives = records_by_incarnation(stack, "bike-1")
