@@ -87,6 +87,20 @@ def test_a_new_device_samples_at_once_without_any_gateway(home: Path, tmp_path: 
         dev.stop()
 
 
+def test_an_image_without_its_record_key_does_not_start(home: Path, tmp_path: Path) -> None:
+    from fleetloop.procs import free_port
+
+    image = make_image(home, tmp_path / "img", "bike-1", "bike", free_port())
+    (image / "keys" / "record.key").unlink()
+    dev = Device(image, "micropython", records=5, interval_ms=10)
+    try:
+        assert dev.proc.wait(15) == 2  # bad image: an error, not a reset loop
+        assert "no 32-byte record key" in dev.stderr()
+        assert not (image / "data" / "buffer").exists()  # nothing sampled untagged
+    finally:
+        dev.stop()
+
+
 def test_a_wiped_device_is_a_new_incarnation_and_ignores_acks_of_the_old_one(
         home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway, devices: list[Device]) -> None:
     image = make_image(home, tmp_path / "img", "bike-1", "bike", broker.port)
