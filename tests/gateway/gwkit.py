@@ -141,10 +141,21 @@ def connect_device(home: Path, device_id: str, port: int, subscribe: list[str] |
     topics = subscribe if subscribe is not None else [f"fleet/{device_id}/ack",
                                                       f"fleet/{device_id}/config"]
 
+    pending: set[int] = set()
+
     def on_connect(c: mqtt.Client, u: Any, flags: Any, rc: Any, props: Any) -> None:
-        if not rc.is_failure:
-            for t in topics:
-                c.subscribe(t, qos=1)
+        if rc.is_failure:
+            return
+        if not topics:
+            dev.connected.set()
+        for t in topics:
+            pending.add(c.subscribe(t, qos=1)[1])
+
+    def on_subscribe(c: mqtt.Client, u: Any, mid: int, reasons: Any, props: Any) -> None:
+        # Ready only once the broker confirmed the subscriptions: an ack published before
+        # that would be lost to this stand-in device (a real one re-sends and hears again).
+        pending.discard(mid)
+        if not pending:
             dev.connected.set()
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
@@ -160,13 +171,13 @@ def connect_device(home: Path, device_id: str, port: int, subscribe: list[str] |
             dev.configs.append(msg.payload)
 
     client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
     client.on_message = on_message
     client.connect("localhost", port, keepalive=30)
     client.loop_start()
     if not dev.connected.wait(10):
         client.loop_stop()
-        raise AssertionError(f"{device_id} could not connect to port {port}")
-    time.sleep(0.05)  # let the SUBACK arrive
+        raise AssertionError(f"{device_id} could not connect to port {port} and subscribe")
     return dev
 
 # -- fake cloud ----------------------------------------------------------------------------------
