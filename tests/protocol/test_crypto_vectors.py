@@ -8,49 +8,31 @@ The JSON comes from tests/vectors/make_vectors.py; these tests also re-check it 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from vectorkit import INTERPRETERS, load, run_script
 
 from protocol import ed25519, sha512
 
-ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT / "tests" / "vectors"
-MICROPYTHON = Path(sys.executable).with_name("micropython")
 L = 2**252 + 27742317777372353535851937790883648493
 FIELDS = ("public_key", "message", "signature")
 
 
-def _load(name: str) -> dict:
-    return json.loads((VECTORS / name).read_text())
-
-
-@pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
 def test_crypto_vectors_pass_on_both_interpreters(interpreter: str) -> None:
-    script = str(ROOT / "tests" / "protocol" / "mp_crypto_vectors.py")
-    if interpreter == "cpython":
-        cmd = [sys.executable, script, str(VECTORS)]
-    else:
-        cmd = [str(MICROPYTHON), "-X", "heapsize=64K", script, str(VECTORS)]
-    env = dict(os.environ, MICROPYPATH=str(ROOT), PYTHONPATH=str(ROOT))
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert f"crypto vectors ok on {interpreter}" in out.stdout
+    out = run_script("mp_crypto_vectors.py", interpreter)
+    assert f"crypto vectors ok on {interpreter}" in out
     # MicroPython's hashlib has no sha512: there the pure-Python code is what digest runs.
     path = "pure" if interpreter == "micropython" else "native"
-    assert f"digest is {path}" in out.stdout
-    assert "ed25519 5 valid" in out.stdout
+    assert f"digest is {path}" in out
+    assert "ed25519 5 valid" in out
 
 
 def test_ed25519_vectors_agree_with_cryptography() -> None:
-    v = _load("ed25519.json")
+    v = load("ed25519.json")
     names = [case["name"] for case in v["valid"]]
     assert names == ["TEST 1", "TEST 2", "TEST 3", "TEST 1024", "TEST SHA(abc)"]
     for case in v["valid"]:
@@ -72,7 +54,7 @@ def test_ed25519_vectors_agree_with_cryptography() -> None:
 
 
 def test_ed25519_refusals_each_change_one_thing() -> None:
-    v = _load("ed25519.json")
+    v = load("ed25519.json")
     base = {case["name"]: case for case in v["valid"]}
     whys = {case["why"] for case in v["invalid"]}
     assert {"message bit flipped", "signature R bit flipped", "signature S bit flipped",
@@ -95,7 +77,7 @@ def test_ed25519_refusals_each_change_one_thing() -> None:
 
 
 def test_sha512_vectors_agree_with_hashlib_and_the_pure_code() -> None:
-    v = _load("sha512.json")
+    v = load("sha512.json")
     names = [case["name"] for case in v["vectors"]]
     assert names[:4] == ["empty", "abc", "448 bits", "896 bits"]
     assert any(len(case["message"]) // 2 > 1024 for case in v["vectors"])

@@ -3,43 +3,23 @@
 from __future__ import annotations
 
 import base64
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from vectorkit import INTERPRETERS, load, run_script
 
 from protocol import batch
 
-ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT / "tests" / "vectors"
-MICROPYTHON = Path(sys.executable).with_name("micropython")
 
-
-def _load(name: str) -> dict:
-    return json.loads((VECTORS / name).read_text())
-
-
-@pytest.mark.parametrize("interpreter", ["cpython", "micropython"])
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
 def test_device_codecs_agree_with_vectors(interpreter: str) -> None:
-    script = str(ROOT / "tests" / "protocol" / "mp_vectors.py")
-    if interpreter == "cpython":
-        cmd = [sys.executable, script, str(VECTORS)]
-    else:
-        # Source files compile on the heap: this checks agreement, the heap budget is
-        # measured on compiled images (tests/e2e/test_heap.py, fleetloop bench heap).
-        cmd = [str(MICROPYTHON), "-X", "heapsize=256K", script, str(VECTORS)]
-    env = dict(os.environ, MICROPYPATH=str(ROOT), PYTHONPATH=str(ROOT))
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert f"vectors ok on {interpreter}" in out.stdout
+    # Source files compile on the heap: this checks agreement, the heap budget is measured on
+    # compiled images (tests/e2e/test_heap.py, fleetloop bench heap).
+    assert f"vectors ok on {interpreter}" in run_script("mp_vectors.py", interpreter, "256K")
 
 
 def test_batch_chain_vectors_verify_and_reproduce() -> None:
-    v = _load("batches.json")
+    v = load("batches.json")
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(v["public_key"]))
     prev = batch.GENESIS
     for link in v["chain"]:
@@ -56,7 +36,7 @@ def test_batch_chain_vectors_verify_and_reproduce() -> None:
 def test_batch_with_a_flipped_byte_is_refused() -> None:
     import zlib
 
-    v = _load("batches.json")
+    v = load("batches.json")
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(v["public_key"]))
     link = v["chain"][0]
     tampered = link["canonical"].replace('\\"reps\\":12', '\\"reps\\":13').encode()
