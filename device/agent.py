@@ -131,7 +131,7 @@ class Agent:
         # import. The tag is last whatever order the interpreter's dict keeps.
         signed = json.dumps(fields, separators=(",", ":")).encode()
         del fields  # garbage now, reclaimable below
-        # codec.tagged's bytes, handed over in pieces: no copy of the state is made.
+        # protocol.tag.append's bytes, handed over in pieces: no copy of the state is made.
         self.client.publish(self.t_state, (memoryview(signed)[:-1], codec.HEAD,
                                            codec.mac_tag(buf.mac, signed), codec.TAIL), 1)
         self.emit({"event": "state", "heap_free": heap, "heap_min": self.heap_min,
