@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 def test_demo_delivers_three_devices_and_leaves_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "demo-home"
     demo = Process("demo", [sys.executable, "-m", "fleetloop", "demo", "--home", str(home),
-                            "--seconds", "25"], tmp_path / "demo.log").start()
+                            "--seconds", "15"], tmp_path / "demo.log").start()
     try:
         assert demo.popen is not None
         code = demo.popen.wait(timeout=120)

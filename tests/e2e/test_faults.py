@@ -17,7 +17,7 @@ from fleetloop.stack import Stack, seqs_of, wait_records
 
 pytestmark = pytest.mark.e2e
 
-N = 150
+N = 80  # 8 s of sampling: every fault below lands mid-stream
 
 
 def mosquitto_pids(home: Path) -> list[int]:
