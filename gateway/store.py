@@ -346,10 +346,6 @@ class Store:
                                  (device, incarnation)).fetchone()
         return int(row[0]) if row else 0
 
-    def known_devices(self) -> list[str]:
-        return [r[0] for r in self._db().execute(
-            "SELECT DISTINCT device FROM streams ORDER BY device")]
-
     def inbox_count(self) -> int:
         return int(self._db().execute("SELECT count(*) FROM inbox").fetchone()[0])
 

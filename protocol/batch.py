@@ -18,7 +18,7 @@ HTTP: POST /api/v1/ingest, body = zlib(canonical), headers
 The batch digest (sha256 hex of canonical bytes) is its id; the next batch carries it as `prev`.
 
 One bad record never refuses a batch: the batch check covers only the batch's own fields and
-shape; each record and state is checked on its own (`record_problem`, `state_problem`) and one
+shape; each record and state is checked on its own (`parse_record`, `parse_state`) and one
 that fails is quarantined with its reason by the receiver while the rest is stored.
 
 A batch the cloud refuses for a batch-level reason (anything but an authentication problem or

@@ -17,14 +17,3 @@ MAX_COUNTER = 9007199254740991  # counters and sizes in state messages, 0..MAX_C
 MAX_DOWNLINK_BYTES = 640
 DOWNLINK_OVERHEAD_BYTES = 128  # 5 (fixed header) + 2 (topic length) + 2 (packet id) + topic
 
-
-def is_int_in(value, low, high):
-    """True for a real int (not bool) with low <= value <= high."""
-    return type(value) is int and low <= value <= high
-
-
-def check_int(value, name, low, high):
-    """ValueError naming the field unless value is an int in low..high."""
-    if type(value) is not int or value < low or value > high:
-        raise ValueError(name + " must be an int in " + str(low) + ".." + str(high))
-    return value

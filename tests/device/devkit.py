@@ -103,6 +103,17 @@ class Mosquitto:
             self.proc = None
 
 
+def wait_state(gateway: Gateway, timeout: float = 30, **match: object) -> dict:
+    """The newest state the gateway received whose fields equal `match` (waits for one)."""
+    def found() -> dict | None:
+        for s in reversed(gateway.states):
+            if all(s.get(k) == v for k, v in match.items()):
+                return s
+        return None
+
+    return wait_for(found, timeout, f"state {match}")  # type: ignore[return-value]
+
+
 class Gateway:
     """Stands in for gateway/: stores telemetry by (device, incarnation, seq), acks the highest
     contiguous seq of the device's incarnation (after records and after each state), keeps

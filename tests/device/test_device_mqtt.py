@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from devkit import Device, Gateway, Mosquitto, make_image, wait_for
+from devkit import Device, Gateway, Mosquitto, make_image, wait_for, wait_state
 
 from protocol import config
 
@@ -23,13 +23,7 @@ def _segments(image: Path) -> list[str]:
 
 
 def _state(gateway: Gateway, **match: object) -> dict:
-    def found() -> dict | None:
-        for s in reversed(gateway.states):
-            if all(s.get(k) == v for k, v in match.items()):
-                return s
-        return None
-
-    return wait_for(found, 30, f"state {match}")  # type: ignore[return-value]
+    return wait_state(gateway, **match)
 
 
 @pytest.mark.parametrize("interpreter", ["micropython", "cpython"])

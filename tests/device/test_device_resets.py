@@ -14,7 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from devkit import REPO, Gateway, Mosquitto, free_port, make_image, stop_process, wait_for
+from devkit import (
+    REPO,
+    Gateway,
+    Mosquitto,
+    free_port,
+    make_image,
+    stop_process,
+    wait_for,
+    wait_state,
+)
 
 from device import agent as device_agent
 from device import main as device_main
@@ -81,13 +90,7 @@ def boards(request: pytest.FixtureRequest):  # noqa: ANN201
 
 
 def _state(gateway: Gateway, **match: object) -> dict:
-    def found() -> dict | None:
-        for s in reversed(gateway.states):
-            if all(s.get(k) == v for k, v in match.items()):
-                return s
-        return None
-
-    return wait_for(found, 20, f"state {match}")  # type: ignore[return-value]
+    return wait_state(gateway, **match)
 
 
 def test_runner_and_device_agree_on_exit_codes_and_the_watchdog() -> None:
