@@ -10,6 +10,7 @@ of them holds exactly, so it is the ceiling of every seq, time and counter.
 MAX_SEQ = 9007199254740991  # 2**53 - 1: per-device record seq, 1..MAX_SEQ
 MAX_TIME_MS = 9007199254740991  # ms since the Unix epoch, 0..MAX_TIME_MS
 MAX_COUNTER = 9007199254740991  # counters and sizes in state messages, 0..MAX_COUNTER
+MAX_CONFIG_VERSION = 2147483647  # 2**31 - 1: a device's config versions, 1..MAX_CONFIG_VERSION
 
 # Largest payload of any downlink message (config, ack, and every later one). The device's MQTT
 # receive buffer is this plus room for the fixed header, packet id and the longest topic

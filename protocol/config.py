@@ -5,7 +5,11 @@ Envelope (published retained, QoS 1, on fleet/<id>/config):
      "sig":"<base64 Ed25519 signature of the UTF-8 body text>"}
 The body travels as text so the device verifies exactly the bytes that were signed.
 Body fields: device (id), version (int >= 1, strictly increasing per device), issued (ms since
-epoch), settings (name -> int, every name in SETTINGS, within its range).
+epoch), settings (name -> int, every name in SETTINGS, within its range), and optionally
+consent (a tier of protocol.consent): the customer's account narrowing the device's consent to
+that tier. It is carried only by the version the narrowing created; the device refuses the
+whole envelope, with a reason, if that tier is wider than its own (only the customer, on the
+product, widens consent).
 The device applies a body only if the signature verifies under the cloud's config key, the
 device id is its own, and version is greater than the version it has applied.
 """
@@ -14,13 +18,13 @@ import binascii
 import json
 
 from protocol import ed25519
-from protocol.bounds import MAX_DOWNLINK_BYTES, MAX_TIME_MS
+from protocol import consent as consent_tiers
+from protocol.bounds import MAX_CONFIG_VERSION, MAX_DOWNLINK_BYTES, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
 # The one downlink limit: the cloud refuses to sign a larger envelope (422), the gateway refuses
 # to publish one, and the device reports "too large (N > M)" for anything bigger it receives.
 MAX_ENVELOPE_BYTES = MAX_DOWNLINK_BYTES
-MAX_CONFIG_VERSION = 2**31 - 1
 
 # name -> (minimum, maximum), all integers. The device refuses anything outside these.
 SETTINGS = {
@@ -28,6 +32,7 @@ SETTINGS = {
     "ack_timeout_ms": (500, 600000),
     "max_inflight": (1, 64),
     "keepalive_s": (10, 3600),
+    "heartbeat_s": (5, 86400),
 }
 
 
@@ -49,8 +54,10 @@ def check_body(body):
     if not isinstance(body, dict):
         raise ValueError("config body must be an object")
     for key in body:
-        if key not in ("device", "version", "issued", "settings"):
+        if key not in ("device", "version", "issued", "settings", "consent"):
             raise ValueError("unknown config field " + str(key))
+    if "consent" in body and body["consent"] not in consent_tiers.TIERS:
+        raise ValueError("unknown consent tier")
     if not valid_device_id(body.get("device")):
         raise ValueError("invalid device id")
     version = body.get("version")

@@ -13,14 +13,25 @@ m  metrics: name -> int | float | bool; names are 1-32 chars of [a-z0-9_]; ints 
    +-(2**53-1) (protocol.bounds), floats finite
 h  the device's tag (protocol.tag) over the record without this member
 
+A consent record (protocol.consent) is a version 2 record with `c` in place of `m`, in the same
+stream (same seq space, buffer, acks and tag), so a change of consent is delivered exactly
+once and in order with the records sampled around it:
+    {"v":2,"d":"bike-1","i":1234567,"s":43,"t":1732345679000,
+     "c":{"cfg":3,"origin":"device","tier":"usage"},"h":"<32 lowercase hex>"}
+c  tier: the tier in effect from this record on; origin: "device" (the customer on the
+   product) or "cloud" (a narrowing signed down from the customer's account); cfg: the config
+   version the device had applied when it changed (the cloud lifts its own narrowing once a
+   device's consent record shows it has applied it). Keys sorted, as written.
+
 Version 1 (no i, no h) is still decoded, as incarnation 0, for devices on older firmware; the
 cloud stores it only for a device that has no record key registered.
 """
 
 import json
 
+from protocol import consent as consent_tiers
 from protocol import tag as tag_codec
-from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
+from protocol.bounds import MAX_CONFIG_VERSION, MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
 VERSION = 2
@@ -103,6 +114,44 @@ def signed_bytes(device, incarnation, seq, ts_ms, metrics):
     ).encode()
 
 
+def consent_signed_bytes(device, incarnation, seq, ts_ms, tier, origin, cfg):
+    """The canonical consent record (version 2, `c` for `m`) without its tag."""
+    if not valid_device_id(device):
+        raise ValueError("invalid device id")
+    _check_incarnation(incarnation)
+    _check_seq_t(seq, ts_ms)
+    check_consent({"cfg": cfg, "origin": origin, "tier": tier})
+    return (
+        '{"v":2,"d":' + json.dumps(device) + ',"i":' + str(incarnation) + ',"s":' + str(seq)
+        + ',"t":' + str(ts_ms) + ',"c":{"cfg":' + str(cfg) + ',"origin":"' + origin
+        + '","tier":"' + tier + '"}}'
+    ).encode()
+
+
+def encode_consent(device, incarnation, seq, ts_ms, tier, origin, cfg, mac):
+    """Canonical tagged bytes of one consent record."""
+    return tag_codec.append(mac, consent_signed_bytes(device, incarnation, seq, ts_ms, tier,
+                                                      origin, cfg))
+
+
+def check_consent(c):
+    """Validate the `c` member of a consent record."""
+    if not isinstance(c, dict) or len(c) != 3:
+        raise ValueError("consent must be an object of cfg, origin and tier")
+    if c.get("tier") not in consent_tiers.TIERS:
+        raise ValueError("unknown consent tier")
+    if c.get("origin") not in consent_tiers.ORIGINS:
+        raise ValueError("unknown consent origin")
+    cfg = c.get("cfg")
+    if not _is_int(cfg) or cfg < 0 or cfg > MAX_CONFIG_VERSION:
+        raise ValueError("consent cfg must be an int in 0..2**31-1")
+
+
+def is_consent(obj):
+    """True for a checked consent record (a `c` member, no metrics)."""
+    return "c" in obj
+
+
 def encode_v1(device, seq, ts_ms, metrics):
     """A version 1 record (untagged), as older firmware sends it."""
     if not valid_device_id(device):
@@ -142,7 +191,7 @@ def decode(payload):
 
 
 _V1_FIELDS = ("v", "d", "s", "t", "m")
-_V2_FIELDS = ("v", "d", "i", "s", "t", "m", "h")
+_V2_FIELDS = ("v", "d", "i", "s", "t", "m", "c", "h")
 
 
 def check(obj):
@@ -166,7 +215,12 @@ def check(obj):
         if not isinstance(h, str) or len(h) != tag_codec.TAG_HEX:
             raise ValueError("tag must be 32 lowercase hex characters")
     _check_seq_t(obj.get("s"), obj.get("t"))
-    check_metrics(obj.get("m"))
+    if version == 2 and "c" in obj:
+        if "m" in obj:
+            raise ValueError("a record carries metrics or consent, not both")
+        check_consent(obj["c"])
+    else:
+        check_metrics(obj.get("m"))
 
 
 def incarnation(obj):

@@ -1,4 +1,5 @@
-"""Device -> gateway reported state, sent on connect and after every config decision.
+"""Device -> gateway reported state: sent on connect, after every config or consent decision,
+and every `heartbeat_s` seconds as the device's vitals (one message, one encoder).
 
 Wire, version 2 (JSON object, published QoS 1 on fleet/<id>/state; any key order, the
 device's tag last - protocol.tag):
@@ -15,26 +16,45 @@ for a record that no longer exists. `reset_cause` says why the device last (re)s
 RESET_CAUSES: "none" for a plain start, "power" for a cut, "watchdog", "memory", "crash", or
 "requested" for its own planned reset) and `resets` counts its resets so far; `link_error` is
 why its MQTT link last failed since it started ("" if never: a TLS error, a refused connection
-or subscription) and `link_failures` how often. Unknown extra fields are refused.
+or subscription) and `link_failures` how often.
+
+Vitals (all optional, for older firmware): `why` the state was sent (STATE_CAUSES), `uptime_s`
+since the device's last (re)start, `heap_low` the lowest free heap seen since then (bytes),
+`buffer_bytes` what the buffer holds on flash, `reconnects` connections made after the first
+since the start, `consent` the tier in effect (protocol.consent), `hint_ms` the back-pressure
+hint it applies to reconnects (protocol.hint), `rssi` the link's signal in dBm where the port
+has one. Values outside their bounds (absurd heaps, an uptime of centuries) are refused like
+unknown fields.
 """
 
 import json
 
+from protocol import consent as consent_tiers
 from protocol import tag as tag_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
+from protocol.hint import MAX_HINT_MS
 from protocol.topics import valid_device_id
 
 MAX_STATE_BYTES = 1024
 CONFIG_STATUSES = ("none", "applied", "rejected")
 RESET_CAUSES = ("none", "power", "watchdog", "memory", "crash", "requested")
+STATE_CAUSES = ("connect", "heartbeat", "config", "consent")
+MAX_HEAP_BYTES = 1 << 30  # no device of ours has a GiB of heap: a larger figure is a lie
+MAX_UPTIME_S = 10 * 366 * 86400  # ten years without a restart
 
 
 _INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq", "floor",
-               "resets", "link_failures")
-# Upper bound per int field (protocol.bounds); the lower bound is 0 for all of them.
-_CEILING = {"t": MAX_TIME_MS, "seq": MAX_SEQ, "floor": MAX_SEQ}
+               "resets", "link_failures", "uptime_s", "heap_low", "buffer_bytes", "reconnects",
+               "hint_ms", "rssi")
+# Bounds per int field (protocol.bounds): (lowest, highest); (0, MAX_COUNTER) if not listed.
+_RANGE = {"t": (0, MAX_TIME_MS), "seq": (0, MAX_SEQ), "floor": (0, MAX_SEQ),
+          "heap_free": (0, MAX_HEAP_BYTES), "heap_low": (0, MAX_HEAP_BYTES),
+          "uptime_s": (0, MAX_UPTIME_S), "hint_ms": (0, MAX_HINT_MS), "rssi": (-150, 0)}
 _STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason", "reset_cause",
-               "link_error")
+               "link_error", "why", "consent")
+# Fields that take one of a few words (absent: the first word).
+_WORDS = {"config_status": CONFIG_STATUSES, "reset_cause": RESET_CAUSES,
+          "why": STATE_CAUSES, "consent": consent_tiers.TIERS}
 
 
 def _is_utf8(text):
@@ -81,19 +101,18 @@ def check(obj):
             continue
         value = obj[key]
         if key in _INT_FIELDS:
-            high = _CEILING.get(key, MAX_COUNTER)
-            if type(value) is not int or value < 0 or value > high:
-                raise ValueError("state field " + key + " must be an int in 0.." + str(high))
+            low, high = _RANGE.get(key, (0, MAX_COUNTER))
+            if type(value) is not int or value < low or value > high:
+                raise ValueError("state field " + key + " must be an int in " + str(low)
+                                 + ".." + str(high))
         elif key in _STR_FIELDS:
             if not isinstance(value, str) or len(value) > 200 or not _is_utf8(value):
                 raise ValueError("state field " + key + " must be a short UTF-8 string")
         else:
             raise ValueError("unknown state field " + key)
-    status = obj.get("config_status", "none")
-    if status not in CONFIG_STATUSES:
-        raise ValueError("bad config_status")
-    if obj.get("reset_cause", "none") not in RESET_CAUSES:
-        raise ValueError("bad reset_cause")
+    for key in _WORDS:
+        if key in obj and obj[key] not in _WORDS[key]:
+            raise ValueError("bad " + key)
 
 
 def decode(payload):

@@ -4,7 +4,7 @@ import binascii
 import json
 import sys
 
-from protocol import ack, config, record, state, tag
+from protocol import ack, config, hint, record, state, tag
 
 
 def load(directory, name):
@@ -39,6 +39,15 @@ def check_records(v):
         altered = wire.replace(b'"s":', b'"s":1')  # another seq, the same tag
         if tag.verify(mac, altered):
             raise AssertionError("an altered record verifies")
+    for case in v["consent"]:
+        wire = record.encode_consent(case["device"], case["incarnation"], case["seq"], case["t"],
+                                     case["tier"], case["origin"], case["cfg"], mac)
+        if wire.decode() != case["wire"]:
+            raise AssertionError("consent record bytes differ: " + wire.decode())
+        got = record.decode(wire)
+        if not record.is_consent(got) or got["c"]["tier"] != case["tier"] or \
+                not tag.verify(mac, wire):
+            raise AssertionError("consent record decode differs")
     for case in v["valid_v1"]:
         got = record.decode(case["wire"].encode())
         if got["s"] != case["seq"] or record.incarnation(got) != 0:
@@ -57,6 +66,25 @@ def check_states(v):
         got = state.decode(case["wire"].encode())
         if got["i"] != case["fields"]["i"] or not tag.verify(mac, case["wire"].encode()):
             raise AssertionError("state differs or its tag does not verify")
+    for case in v["invalid"]:
+        try:
+            state.decode(case["wire"].encode())
+        except ValueError:
+            continue
+        raise AssertionError("state accepted: " + case["why"])
+
+
+def check_hints(v):
+    for case in v["valid"]:
+        if hint.encode(case["min_reconnect_ms"]).decode() != case["wire"] or \
+                hint.decode(case["wire"].encode()) != case["min_reconnect_ms"]:
+            raise AssertionError("hint differs")
+    for case in v["invalid"]:
+        try:
+            hint.decode(case["wire"].encode())
+        except ValueError:
+            continue
+        raise AssertionError("hint accepted: " + case["why"])
 
 
 def check_acks(v):
@@ -95,6 +123,7 @@ def main(directory):
     check_states(load(directory, "states.json"))
     check_acks(load(directory, "acks.json"))
     check_configs(load(directory, "configs.json"))
+    check_hints(load(directory, "hints.json"))
     print("vectors ok on " + sys.implementation.name)
 
 

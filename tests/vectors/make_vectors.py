@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from protocol import ack, batch, config, record, state, tag
+from protocol import ack, batch, config, hint, record, state, tag
 
 HERE = Path(__file__).parent
 TEST_SEED = bytes(range(32))
@@ -169,6 +169,15 @@ def records() -> dict:
         ("extra field", b'{"v":1,"d":"bike-1","s":1,"t":0,"m":{},"z":1}'),
         ("negative time", b'{"v":1,"d":"bike-1","s":1,"t":-5,"m":{}}'),
         ("array", b"[1,2]"),
+        ("unknown consent tier", record.consent_signed_bytes(
+            "bike-1", TEST_INCARNATION, 2, 0, "usage", "device", 0).replace(b"usage", b"secret")
+         [:-1] + valid[valid.rindex(b',"h"'):]),
+        ("unknown consent origin", record.consent_signed_bytes(
+            "bike-1", TEST_INCARNATION, 2, 0, "usage", "device", 0).replace(b'"device",', b'"shop",')
+         [:-1] + valid[valid.rindex(b',"h"'):]),
+        ("consent and metrics", valid.replace(b'"m":{"x":1}', b'"m":{"x":1},"c":{"cfg":0,"origin":"device","tier":"usage"}')),
+        ("consent with an extra member", valid.replace(b'"m":{"x":1}', b'"c":{"cfg":0,"origin":"device","tier":"usage","x":1}')),
+        ("consent cfg negative", valid.replace(b'"m":{"x":1}', b'"c":{"cfg":-1,"origin":"device","tier":"usage"}')),
     ]
     for why, wire in bad:  # each must really be refused, or it is no vector
         try:
@@ -184,6 +193,17 @@ def records() -> dict:
              "wire": record.encode(d, TEST_INCARNATION, s, t, m, mac).decode()}
             for d, s, t, m in good
         ],
+        "consent": [
+            {"device": d, "incarnation": TEST_INCARNATION, "seq": n, "t": t, "tier": tier,
+             "origin": origin, "cfg": cfg,
+             "signed": record.consent_signed_bytes(d, TEST_INCARNATION, n, t, tier, origin, cfg).decode(),
+             "wire": record.encode_consent(d, TEST_INCARNATION, n, t, tier, origin, cfg, mac).decode()}
+            for d, n, t, tier, origin, cfg in (
+                ("bike-1", 1, 1732345678000, "personal", "device", 0),
+                ("bike-1", 2, 1732345679000, "usage", "cloud", 3),
+                ("mirror-7", 9, 1732345680000, "essential", "device", 2147483647),
+            )
+        ],
         "valid_v1": [
             {"device": d, "seq": s, "t": t, "metrics": m, "wire": record.encode_v1(d, s, t, m).decode()}
             for d, s, t, m in good
@@ -196,9 +216,51 @@ def states() -> dict:
     fields = {"v": 2, "d": "bike-1", "i": TEST_INCARNATION, "t": 1732345678200,
               "impl": "micropython", "config_version": 3, "config_status": "applied",
               "reason": "", "heap_free": 40211, "buffered": 0, "dropped": 0, "seq": 1, "floor": 2}
-    wire = state.encode(fields, record_mac())
+    vitals = dict(fields, why="heartbeat", uptime_s=3600, heap_low=6800, buffer_bytes=0,
+                  reconnects=2, consent="usage", hint_ms=1500, rssi=-67, reset_cause="none",
+                  resets=0, link_error="", link_failures=0, fw="0.1.0", profile="bike")
+    mac = record_mac()
+    bad = [
+        ("heap beyond a GiB", dict(vitals, heap_free=1 << 31)),
+        ("uptime of centuries", dict(vitals, uptime_s=10**10)),
+        ("unknown consent tier", dict(vitals, consent="everything")),
+        ("unknown cause", dict(vitals, why="bored")),
+        ("positive rssi", dict(vitals, rssi=5)),
+        ("hint beyond ten minutes", dict(vitals, hint_ms=600001)),
+        ("negative reconnects", dict(vitals, reconnects=-1)),
+    ]
+    invalid = []
+    for why, obj in bad:
+        wire = tag.append(mac, json.dumps(obj, separators=(",", ":")).encode())
+        try:
+            state.decode(wire)
+        except ValueError:
+            invalid.append({"why": why, "wire": wire.decode()})
+            continue
+        raise SystemExit(f"invalid state vector {why!r} is accepted")
     return {"record_key": base64.b64encode(TEST_RECORD_KEY).decode(),
-            "valid": [{"fields": fields, "wire": wire.decode()}]}
+            "valid": [{"fields": f, "wire": state.encode(f, mac).decode()}
+                      for f in (fields, vitals)],
+            "invalid": invalid}
+
+
+def hints() -> dict:
+    bad = [("negative", b'{"v":1,"min_reconnect_ms":-1}'),
+           ("beyond ten minutes", b'{"v":1,"min_reconnect_ms":600001}'),
+           ("version 2", b'{"v":2,"min_reconnect_ms":100}'),
+           ("extra member", b'{"v":1,"min_reconnect_ms":100,"x":1}'),
+           ("float", b'{"v":1,"min_reconnect_ms":100.5}'),
+           ("not JSON", b"soon")]
+    for why, wire in bad:
+        try:
+            hint.decode(wire)
+        except ValueError:
+            continue
+        raise SystemExit(f"invalid hint vector {why!r} is accepted")
+    return {"topic": hint.TOPIC,
+            "valid": [{"min_reconnect_ms": n, "wire": hint.encode(n).decode()}
+                      for n in (0, 1500, hint.MAX_HINT_MS)],
+            "invalid": [{"why": why, "wire": wire.decode()} for why, wire in bad]}
 
 
 def hmac_vectors() -> dict:
@@ -231,6 +293,7 @@ def acks() -> dict:
 def configs(key: Ed25519PrivateKey) -> dict:
     body = {"device": "bike-1", "version": 3, "issued": 1732345678123, "settings": {"interval_ms": 500}}
     good = config.seal(body, key.sign)
+    narrowing = dict(body, version=4, consent="usage")
     env = json.loads(good)
     tampered = dict(env, body=env["body"].replace("500", "100"))
     other_key = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
@@ -243,7 +306,8 @@ def configs(key: Ed25519PrivateKey) -> dict:
     )
     return {
         "public_key": base64.b64encode(public_raw(key)).decode(),
-        "valid": [{"body": body, "wire": good.decode()}],
+        "valid": [{"body": body, "wire": good.decode()},
+                  {"body": narrowing, "wire": config.seal(narrowing, key.sign).decode()}],
         "invalid": [
             {"why": "bad signature", "wire": json.dumps(tampered, separators=(",", ":"), sort_keys=True)},
             {"why": "bad signature", "wire": forged.decode()},
@@ -337,6 +401,7 @@ def main() -> None:
         "batches.json": batches(key),
         "ed25519.json": ed25519_vectors(),
         "sha512.json": sha512_vectors(),
+        "hints.json": hints(),
     }
     for name, data in files.items():
         (HERE / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
