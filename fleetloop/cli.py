@@ -84,6 +84,40 @@ def device_run(
     raise typer.Exit(code)
 
 
+@device_app.command("consent")
+def device_consent_cmd(
+    device_id: Annotated[str, typer.Option("--id", help="Device id (its certificate CN).")],
+    tier: Annotated[str, typer.Option(help="Consent tier: essential, usage or personal.")],
+    home: HomeOpt = DEFAULT_HOME,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Press the product's consent button: ask the device to move to TIER (widen or narrow).
+
+    Writes data/consent.request into the device's image; the agent applies it within about a
+    second while it runs, or at its next start, without any network, and logs a consent record.
+
+    Example: fleetloop device consent --id bike-1 --tier usage
+    """
+    import json
+
+    from fleetloop.device_consent import ConsentError, request
+    from protocol.home import resolve_home
+
+    try:
+        path = request(resolve_home(home), device_id, tier)
+    except ConsentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if json_out:
+        typer.echo(json.dumps({"device": device_id, "tier": tier, "request": str(path)}))
+    else:
+        typer.echo(f"consent {tier} requested for {device_id} ({path}); the device applies it "
+                   "within a second while it runs, else at its next start")
+
+
 bench_app = typer.Typer(
     help="Measure fleetloop on this machine.\n\nExample: fleetloop bench path --devices 4 --records 10000",
     no_args_is_help=True,
