@@ -6,4 +6,7 @@ into the firmware image next to the agent; the rest (the gateway batch) is CPyth
 
 VERSION = 1
 
-DEVICE_MODULES = ("__init__", "bounds", "tag", "topics", "record", "ack", "state", "config", "ed25519", "sha512")
+# consent and hint too: protocol.config and protocol.state import them, and the device reads its
+# allowed metrics from protocol.consent.
+DEVICE_MODULES = ("__init__", "bounds", "tag", "topics", "record", "ack", "state", "config",
+                  "consent", "hint", "ed25519", "sha512")
