@@ -32,6 +32,10 @@ demo: setup
 test: setup lint typecheck
 	$(BIN)/python -m pytest -q
 
+# Many faults in a row on a running fleet (about five minutes; CHAOS_FAULTS, CHAOS_SEED).
+chaos: setup
+	$(BIN)/python -m pytest -q -m chaos --timeout=1800 tests/e2e/test_chaos.py
+
 # Longer measurements, kept out of `make test`; figures in docs/benchmarks.md.
 bench: setup
 	$(BIN)/fleetloop bench path --devices 4 --records 10000

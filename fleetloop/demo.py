@@ -38,7 +38,8 @@ def _short(metrics: dict[str, Any] | None, limit: int = 4) -> str:
 
 def snapshot(stack: Stack) -> Table:
     table = Table(title="fleetloop demo: what the cloud has stored")
-    for col in ("device", "runs on", "online", "stored", "last seq", "config", "heap free"):
+    for col in ("device", "runs on", "online", "consent", "stored", "last seq", "config",
+                "heap free"):
         table.add_column(col, no_wrap=True)
     table.add_column("last values")
     status = stack.gateway_status() or {}
@@ -56,6 +57,7 @@ def snapshot(stack: Stack) -> Table:
             device_id,
             str(reported.get("impl", "")),
             "yes" if device_id in online else "no",
+            str(row.get("consent") or ""),
             str(row.get("records", 0)),
             str(row.get("last_seq", "")),
             f"v{reported.get('config_version', 0)} {reported.get('config_status', '')}",
@@ -91,8 +93,10 @@ def run_demo(home: Path, seconds: float) -> int:
         stack.register_gateway()
         stack.enrol(list(DEVICES))  # each device's record key to the cloud, as the factory does
         stack.start_gateway()
+        # Each owner grants consent on the product, as its button would: a new device shares
+        # nothing beyond its vitals until then (privacy by default).
         for device_id, profile in DEVICES:
-            stack.start_device(device_id, profile)
+            stack.start_device(device_id, profile, consent="personal")
         console.print(f"dashboard: {stack.cloud_url}/")
         console.print(f"API: {stack.cloud_url}/docs  (admin token in {stack.home}/cloud/admin-token)")
         console.print(f"gateway status: {stack.status_url}   (fleetloop gateway diag --home {stack.home})")

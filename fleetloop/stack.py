@@ -49,6 +49,7 @@ class Stack:
     status_port: int = 0
     devices: dict[str, Process] = field(default_factory=dict)
     enrolled: set[str] = field(default_factory=set)  # devices this stack enrolled (fw enrol)
+    observers: list[str] = field(default_factory=list)  # read-only identities at the broker
     cloud: Process | None = None
     gateway: Process | None = None
 
@@ -155,7 +156,8 @@ class Stack:
             "gateway",
             ["gateway", "run", "--home", str(self.home), "--id", self.gateway_id,
              "--mqtt-port", str(self.mqtt_port), "--status-port", str(self.status_port),
-             "--cloud", self.cloud_url, "--token-file", str(self.token_file)],
+             "--cloud", self.cloud_url, "--token-file", str(self.token_file),
+             *(arg for name in self.observers for arg in ("--observer", name))],
         )
         self.gateway = self.supervisor.start(proc)
         def ready() -> bool:
@@ -176,7 +178,11 @@ class Stack:
     # -- devices ----------------------------------------------------------------------------
     def start_device(self, device_id: str, profile: str, interpreter: str = "micropython",
                      records: int | None = None, interval_ms: int | None = None,
-                     heap: str | None = None) -> Process:
+                     heap: str | None = None, consent: str | None = "personal") -> Process:
+        """Start a device as its owner would: `fleetloop device run`, then (unless `consent` is
+        None) the owner grants `consent` on the product, as they would with its button. A new
+        device samples at `essential` and sends no telemetry until then; the grant is its
+        first record (seq 1 of a new incarnation) and a no-op when it already holds that tier."""
         args = ["device", "run", "--home", str(self.home), "--id", device_id,
                 "--profile", profile, "--broker", f"localhost:{self.mqtt_port}",
                 "--interpreter", interpreter]
@@ -189,7 +195,19 @@ class Stack:
         self.enrol([(device_id, profile)])  # as the factory would, before it ships
         proc = self.supervisor.start(self._process(f"device-{device_id}", args))
         self.devices[device_id] = proc
+        if consent is not None:
+            self.grant_consent(device_id, consent, proc)
         return proc
+
+    def grant_consent(self, device_id: str, tier: str, proc: Process | None = None) -> None:
+        """The owner sets consent on the product (`fleetloop device consent`), once `device run`
+        has provisioned its image."""
+        from fleetloop.device_consent import request
+
+        image = self.home / "devices" / device_id
+        self.wait_until(lambda: (image / "identity.json").is_file(), proc,
+                        what=f"the image of {device_id}")
+        request(self.home, device_id, tier)
 
     def with_gateway(self, gateway_id: str) -> Stack:
         """Another gateway of the same fleet: same home, cloud and process supervisor, its own

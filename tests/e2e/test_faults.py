@@ -14,6 +14,7 @@ import pytest
 
 from fleetloop.procs import pids_mentioning
 from fleetloop.stack import Stack, seqs_of, wait_records
+from gateway.procs import pid_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +30,6 @@ def mosquitto_pids(home: Path) -> list[int]:
             return False  # gone meanwhile
 
     return [pid for pid in pids_mentioning(str(home)) if is_mosquitto(pid)]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def assert_exactly_once(stack: Stack, device_id: str, count: int) -> None:
