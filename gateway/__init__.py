@@ -13,6 +13,7 @@ Modules (one concept each):
     batch      inbox -> signed, chained batch in the spool
     uplink     spool -> cloud over HTTP, deleted only on 2xx
     downlink   cloud configs -> retained MQTT messages for devices
+    hint       the back-pressure hint (least reconnect delay), retained for every device
     status     local HTTP status endpoint and run.json
     diag       reads and renders the status for technicians
     backoff    capped, jittered exponential backoff

@@ -21,6 +21,7 @@ from gateway.batch import Batcher
 from gateway.broker import Broker
 from gateway.broker_config import BrokerConfig, connect_host, current_user, find_mosquitto
 from gateway.downlink import Downlink
+from gateway.hint import HintPublisher
 from gateway.ingest import Ingest, MqttParams
 from gateway.keys import GatewayKeys
 from gateway.settings import Settings
@@ -30,6 +31,8 @@ from gateway.uplink import Uplink
 from gateway.worker import Worker
 
 log = logging.getLogger("fleetloop.gateway")
+
+VITALS_SHOWN = 200  # devices whose latest vitals the status shows (the table keeps them all)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Parts:
     batcher: Batcher
     uplink: Uplink
     downlink: Downlink
+    hint: HintPublisher
 
 
 def build(s: Settings) -> Parts:
@@ -64,7 +68,9 @@ def build(s: Settings) -> Parts:
     ), s.commit_max, s.commit_window_s, on_stored=batcher.notify)
     downlink = Downlink(store, s.cloud_url, s.token_path, ingest.publish, s.config_poll_s,
                         s.http_timeout_s)
-    return Parts(s, store, broker, ingest, batcher, uplink, downlink)
+    hint = HintPublisher(ingest.publish, ingest.registered_devices, ingest.connection,
+                         s.min_reconnect_ms, s.reconnect_rate, s.hint_interval_s)
+    return Parts(s, store, broker, ingest, batcher, uplink, downlink, hint)
 
 
 def collect(p: Parts, started: float, workers: dict[str, Worker]) -> dict[str, Any]:
@@ -85,6 +91,9 @@ def collect(p: Parts, started: float, workers: dict[str, Worker]) -> dict[str, A
                   "latest_dead_letters": [asdict(d) for d in st.latest_dead_letters]},
         "uplink": p.uplink.status(),
         "downlink": p.downlink.status(),
+        "hint": p.hint.status(),
+        "vitals": {"total": st.devices_with_vitals,
+                   "devices": [v.to_obj() for v in p.store.latest_vitals(VITALS_SHOWN)]},
         "batches_sealed": p.batcher.sealed_batches,
         "worker_restarts": {name: w.restarts for name, w in workers.items()},
     }
@@ -119,6 +128,7 @@ def _run(s: Settings, stop: threading.Event) -> None:
                 Worker("batcher", p.batcher.run, wake=p.batcher.wake),
                 Worker("uplink", p.uplink.run, wake=p.uplink.wake),
                 Worker("downlink", p.downlink.run),
+                Worker("hint", p.hint.run),
             ))
         for worker in workers.values():
             worker.start()
@@ -133,7 +143,7 @@ def _run(s: Settings, stop: threading.Event) -> None:
 
 def _shutdown(p: Parts, workers: dict[str, Worker], status: StatusServer) -> None:
     """Stop taking data, commit and ack what arrived, seal it, stop the broker last."""
-    for name in ("downlink", "ingest"):
+    for name in ("hint", "downlink", "ingest"):
         if name in workers:
             workers[name].stop()
     p.ingest.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gateway.errors import BrokerError
 from gateway.keys import GatewayKeys
+from protocol import hint
 
 STANDARD_BINARY = Path("/usr/sbin/mosquitto")
 
@@ -68,6 +69,10 @@ def render_acl(gateway_id: str) -> str:
         "pattern write fleet/%u/status",
         "pattern read fleet/%u/ack",
         "pattern read fleet/%u/config",
+        "",
+        "# Every client may read the gateway's back-pressure hint (retained); only the gateway",
+        "# writes it (its fleet/# above). A pattern without %u applies to every user.",
+        f"pattern read {hint.TOPIC}",
         "",
     ])
 

@@ -17,6 +17,7 @@ from gateway import app as gateway_app
 from gateway import diag as diag_mod
 from gateway.errors import GatewayError
 from gateway.settings import Settings
+from protocol.hint import MAX_HINT_MS
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False,
@@ -53,6 +54,13 @@ def run(
         help="Records per signed batch (default 1000).", show_default=False)] = None,
     batch_interval: Annotated[float | None, typer.Option(
         help="Seconds before a partial batch is sealed (default 1.0).", show_default=False)] = None,
+    min_reconnect_ms: Annotated[int | None, typer.Option(
+        help=f"Fix the back-pressure hint: every device waits at least this many ms before "
+             f"reconnecting (0..{MAX_HINT_MS}; default: computed from the known devices and "
+             "--reconnect-rate).", show_default=False)] = None,
+    reconnect_rate: Annotated[int | None, typer.Option(
+        help="Device connections per second a restarted broker should take; the computed hint "
+             "spreads the known devices over that (default 100).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     """Run the gateway: its Mosquitto (mTLS, per-device ACL), durable ingest, signed batches to
@@ -69,7 +77,8 @@ def run(
         settings = Settings.build(
             home=home, gateway_id=gateway_id, mqtt_port=mqtt_port, status_port=status_port,
             cloud_url=cloud, token_file=token_file, batch_max_records=batch_size,
-            batch_interval_s=batch_interval,
+            batch_interval_s=batch_interval, min_reconnect_ms=min_reconnect_ms,
+            reconnect_rate=reconnect_rate,
         )
         gateway_app.run(settings)
     except GatewayError as exc:
@@ -117,8 +126,10 @@ def diag(
         help="Status URL (default: read from <home>/gateways/<id>/run.json).",
         show_default=False)] = None,
 ) -> None:
-    """Show a running gateway's health: broker, connected devices, ingest counts, what waits in
-    the inbox and spool, and the last uplink error.
+    """Show a running gateway's health: broker, connected devices, ingest counts and refusals,
+    what waits in the inbox and spool, the last uplink error, the back-pressure hint in effect,
+    and per device the vitals of its latest state (consent tier, heap, uptime, buffer,
+    reconnects, last reason).
 
     Example: fleetloop gateway diag --home .fleetloop --id gw-1 --watch
     """

@@ -71,7 +71,83 @@ def problems(st: dict[str, Any]) -> list[str]:
                    + " (see the gateway log)")
     if st.get("downlink", {}).get("last_error"):
         out.append(f"config downlink: {st['downlink']['last_error']}")
+    hint = st.get("hint") or {}
+    if hint.get("last_error"):
+        out.append(f"back-pressure hint: {hint['last_error']}")
     return out
+
+
+def hint_text(hint: dict[str, Any]) -> str:
+    """One line on the back-pressure hint in effect."""
+    if not hint:
+        return "-"
+    in_effect = hint.get("min_reconnect_ms")
+    head = ("not published yet" if in_effect is None
+            else f"devices wait at least {in_effect} ms before reconnecting")
+    if hint.get("source") == "setting":
+        why = "fixed by the min_reconnect_ms setting"
+    else:
+        why = (f"computed: {hint.get('known_devices', 0)} known devices at "
+               f"{hint.get('reconnect_rate')} connections/s")
+    pending = hint.get("target_ms")
+    if pending is not None and pending != in_effect:
+        why += f"; {pending} ms waiting to be published"
+    return f"{head} ({why})"
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60}min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _num(value: Any, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
+
+
+def vitals_reason(v: dict[str, Any]) -> str:
+    """What the device's latest state says went wrong last, if anything: a rejected config's
+    reason, its last link error, the cause of its last reset."""
+    parts = []
+    if v.get("config_status") == "rejected" or v.get("reason"):
+        parts.append(f"config {v.get('config_version')} rejected: {v.get('reason') or '?'}")
+    if v.get("link_error"):
+        parts.append(f"link: {v['link_error']} (x{v.get('link_failures') or 1})")
+    if v.get("reset_cause") not in (None, "none"):
+        parts.append(f"reset: {v['reset_cause']} (x{v.get('resets') or 1})")
+    return "; ".join(parts) or "-"
+
+
+def vitals_table(vitals: dict[str, Any], now_ms: int, limit: int = 50) -> Table | None:
+    """Per device, its latest state's vitals; None when no device sent any."""
+    rows = vitals.get("devices") or []
+    if not rows:
+        return None
+    table = Table(title="device vitals (latest state)", title_justify="left", box=None,
+                  pad_edge=False)
+    for name in ("device", "state", "why", "consent", "heap low", "heap free", "uptime",
+                 "buffer", "reconnects", "hint", "reason"):
+        table.add_column(name)
+    for v in rows[:limit]:
+        buffered = v.get("buffered")
+        buffer = "-" if buffered is None else f"{buffered} rec"
+        if v.get("buffer_bytes") is not None:
+            buffer += f" / {v['buffer_bytes']} B"
+        table.add_row(str(v.get("device")), _age(v.get("received_ms"), now_ms),
+                      _num(v.get("why")), _num(v.get("consent")), _num(v.get("heap_low"), " B"),
+                      _num(v.get("heap_free"), " B"), _duration(v.get("uptime_s")), buffer,
+                      _num(v.get("reconnects")), _num(v.get("hint_ms"), " ms"),
+                      vitals_reason(v))
+    more = int(vitals.get("total") or len(rows)) - min(limit, len(rows))
+    if more > 0:
+        table.caption = f"... and {more} more device(s): `diag --json` or gateway.db"
+    return table
 
 
 def _age(ms: int | None, now_ms: int) -> str:
@@ -115,8 +191,13 @@ def render(st: dict[str, Any], now_ms: int | None = None) -> Group:
                           f"{uplink['last_error']}[/]")
     table.add_row("configs", f"revision {downlink.get('revision')}, "
                              f"{downlink.get('published', 0)} published")
+    table.add_row("hint", hint_text(st.get("hint") or {}))
     found = problems(st)
     verdict = (Text("OK", style="bold green") if not found
                else Text("\n".join("! " + p for p in found), style="bold red"))
     title = f"gateway {st.get('gateway')}  pid {st.get('pid')}  up {st.get('uptime_s', 0):.0f}s"
-    return Group(Panel(table, title=title, title_align="left"), verdict)
+    vitals = vitals_table(st.get("vitals") or {}, now_ms)
+    parts: list[Any] = [Panel(table, title=title, title_align="left")]
+    if vitals is not None:
+        parts.append(vitals)
+    return Group(*parts, verdict)

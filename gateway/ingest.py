@@ -12,8 +12,13 @@ Two threads:
 Bad payloads (not JSON, wrong fields, out-of-range integers, device id not matching the topic)
 are counted, logged with the reason (rate limited) and PUBACKed so they do not jam the session;
 nothing is stored. The checks are protocol's own (record.decode, state.decode), no stricter and no
-looser, so what this gateway acks the cloud can store. One message never stops the others: a
-message whose handling fails in an unexpected way is refused on its own, like a bad payload.
+looser, so what this gateway acks the cloud can store: a state with vitals out of their bounds
+(a heap beyond a GiB, an uptime of centuries, an unknown consent tier) or a consent record with
+an unknown tier is refused like any bad payload. A consent record (`c` in place of `m`) is a
+record like any other here: same dedupe, ack and batch, its bytes forwarded untouched. One
+message never stops the others: a message whose handling fails in an unexpected way is refused
+on its own, like a bad payload. Each device's latest accepted state also updates its row of
+vitals (store.device_vitals) in the same commit, for `diag`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.errors import GatewayError, StoreError
 from gateway.ratelog import RateLimitedLog
 from gateway.seqs import SeqTracker
-from gateway.store import InboxRecord, InboxState, Store, Stream, TrackerChange
+from gateway.store import DeviceVitals, InboxRecord, InboxState, Store, Stream, TrackerChange
 from protocol import ack as ack_codec
 from protocol import record as record_codec
 from protocol import state as state_codec
@@ -90,6 +95,7 @@ class _Group:
     stored: Counter[Stream]
     ack_streams: set[Stream]
     status: dict[str, str]
+    vitals: dict[str, DeviceVitals] = field(default_factory=dict)  # each device's latest state
     duplicates: int = 0
     rejected: int = 0
 
@@ -261,7 +267,8 @@ class Ingest:
         delay = 0.05
         while True:
             try:
-                self._store.commit_ingest(group.records, group.states, changes)
+                self._store.commit_ingest(group.records, group.states, changes,
+                                          group.vitals.values())
                 break
             except (sqlite3.Error, StoreError) as exc:  # disk full, locked: keep unacked, retry
                 log.error("ingest commit failed (%s); retrying in %.2fs", exc, delay)
@@ -310,6 +317,7 @@ class Ingest:
         elif kind == topics.STATE:
             st = _decode_own(state_codec.decode, m.payload, device, "state")
             group.states.append(InboxState(device, m.payload, now))
+            group.vitals[device] = DeviceVitals.from_state(st, now)
             stream = (device, st.get("i", 0))
             pair = self._working(group, stream)
             if "floor" in st:
@@ -375,6 +383,17 @@ class Ingest:
                 "last_commit_ms": self._last_commit_ms or None,
                 "queued": self._queue.qsize(),
             }
+
+    def connection(self) -> int | None:
+        """The number of the gateway's current broker connection while it is up, else None
+        (a new number means a new connection: what was published before may be gone)."""
+        with self._lock:
+            return self._generation if self._state is LinkState.UP else None
+
+    def registered_devices(self) -> int:
+        """Distinct devices in the seq registry (every incarnation counted once per device)."""
+        with self._lock:
+            return len({dev for dev, _ in self._trackers})
 
     def devices(self) -> tuple[list[str], set[str]]:
         """(online device ids, every device id seen on a status or telemetry topic)."""

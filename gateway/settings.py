@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import SettingsError
+from protocol.hint import MAX_HINT_MS
 from protocol.home import DEFAULT_HOME, ENV_HOME
 from protocol.topics import valid_device_id
 
@@ -58,6 +59,15 @@ class Settings:
                                             int, "bytes the broker queues per offline client")
     broker_autosave_s: int = _setting(1, "FLEETLOOP_BROKER_AUTOSAVE_S", int,
                                       "seconds between broker persistence saves")
+    min_reconnect_ms: int | None = _setting(
+        None, "FLEETLOOP_MIN_RECONNECT_MS", int,
+        f"back-pressure hint to devices, fixed: least ms before a device reconnects "
+        f"(0..{MAX_HINT_MS}; default: computed from known devices / reconnect_rate)")
+    reconnect_rate: int = _setting(100, "FLEETLOOP_RECONNECT_RATE", int,
+                                   "device connections per second a restarted broker should "
+                                   "take (sets the computed back-pressure hint)")
+    hint_interval_s: float = _setting(30.0, "FLEETLOOP_HINT_INTERVAL_S", float,
+                                      "how often to recompute the back-pressure hint")
 
     def __post_init__(self) -> None:
         if not valid_device_id(self.gateway_id):
@@ -79,12 +89,19 @@ class Settings:
             raise SettingsError("commit_max must be 1..broker_max_inflight (else ingest stalls)")
         positive = ("batch_interval_s", "commit_window_s", "retry_min_s", "retry_max_s",
                     "config_poll_s", "http_timeout_s", "broker_autosave_s",
-                    "broker_max_queued_bytes")
+                    "broker_max_queued_bytes", "hint_interval_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0")
         if self.retry_max_s < self.retry_min_s:
             raise SettingsError("retry_max_s must be >= retry_min_s")
+        fixed = self.min_reconnect_ms
+        if fixed is not None and (type(fixed) is not int or not 0 <= fixed <= MAX_HINT_MS):
+            raise SettingsError(f"min_reconnect_ms must be an int in 0..{MAX_HINT_MS} "
+                                f"(protocol.hint.MAX_HINT_MS), got {fixed!r}")
+        if type(self.reconnect_rate) is not int or not 1 <= self.reconnect_rate <= 1_000_000:
+            raise SettingsError("reconnect_rate must be an int in 1..1000000 (connections per "
+                                f"second), got {self.reconnect_rate!r}")
 
     @classmethod
     def build(cls, env: Mapping[str, str] | None = None, **explicit: Any) -> Settings:

@@ -12,6 +12,8 @@ Tables
              cloud's answer for a technician (`diag`), never retried by themselves
     chain    the head of the batch chain: last sealed batch seq + digest
     cursors  named integers (the downlink's config revision)
+    device_vitals  per device, the vitals of the latest state it sent that passed the protocol's
+             checks (one small row per device, replaced by every newer state; for `diag`)
 
 Files are created 0600 in a 0700 directory: telemetry is personal data.
 
@@ -28,16 +30,24 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import StoreError
 from gateway.seqs import SeqTracker
 from protocol.batch import GENESIS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KIND_BATCH = "batch"
 KIND_GAP = "gap"
+
+# The state fields (protocol.state) kept per device in device_vitals, in its column order;
+# NULL where the latest state did not carry one (older firmware sends fewer).
+VITALS = ("heap_free", "heap_low", "uptime_s", "buffered", "buffer_bytes", "dropped",
+          "reconnects", "config_version", "resets", "link_failures", "hint_ms", "rssi",
+          "consent", "why", "config_status", "reason", "reset_cause", "link_error", "fw",
+          "profile")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -100,8 +110,35 @@ CREATE TABLE IF NOT EXISTS cursors (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_vitals (
+    device TEXT PRIMARY KEY,
+    incarnation INTEGER NOT NULL,
+    t INTEGER,
+    received_ms INTEGER NOT NULL,
+    heap_free INTEGER,
+    heap_low INTEGER,
+    uptime_s INTEGER,
+    buffered INTEGER,
+    buffer_bytes INTEGER,
+    dropped INTEGER,
+    reconnects INTEGER,
+    config_version INTEGER,
+    resets INTEGER,
+    link_failures INTEGER,
+    hint_ms INTEGER,
+    rssi INTEGER,
+    consent TEXT,
+    why TEXT,
+    config_status TEXT,
+    reason TEXT,
+    reset_cause TEXT,
+    link_error TEXT,
+    fw TEXT,
+    profile TEXT
+) WITHOUT ROWID;
 """
 
+# Version 3 -> 4: device_vitals (made by _SCHEMA itself).
 # Version 1 -> 2: the claimed floor per device, gaps in the spool, the dead-letter table (made
 # by _SCHEMA itself).
 _MIGRATE_FROM_1 = """
@@ -119,6 +156,13 @@ DROP TABLE devices;
 DROP TABLE ahead;
 """
 
+_VITALS_COLUMNS = ("device", "incarnation", "t", "received_ms", *VITALS)
+_UPSERT_VITALS = (
+    f"INSERT INTO device_vitals ({', '.join(_VITALS_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_VITALS_COLUMNS))}) ON CONFLICT (device) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _VITALS_COLUMNS[1:]))
+_SELECT_VITALS = f"SELECT {', '.join(_VITALS_COLUMNS)} FROM device_vitals"
+
 Stream = tuple[str, int]  # (device, incarnation): the unit a seq registry and an ack cover
 
 
@@ -135,6 +179,27 @@ class InboxState:
     device: str
     payload: bytes
     received_ms: int
+
+
+@dataclass(frozen=True)
+class DeviceVitals:
+    """The vitals of one device's latest accepted state."""
+
+    device: str
+    incarnation: int
+    t: int | None  # the device's clock when it sent the state
+    received_ms: int
+    values: dict[str, Any] = field(default_factory=dict)  # VITALS names -> value or None
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], received_ms: int) -> DeviceVitals:
+        """From a state protocol.state.decode accepted."""
+        return cls(state["d"], int(state.get("i", 0)), state.get("t"), received_ms,
+                   {name: state.get(name) for name in VITALS})
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"device": self.device, "incarnation": self.incarnation, "t": self.t,
+                "received_ms": self.received_ms, **self.values}
 
 
 @dataclass(frozen=True)
@@ -188,6 +253,7 @@ class StoreStats:
     devices: int
     dead_letters: int
     latest_dead_letters: tuple[DeadLetter, ...]  # the newest few, newest first
+    devices_with_vitals: int = 0
 
 
 def _private_file(path: Path) -> None:
@@ -222,7 +288,7 @@ class Store:
         db = self._db()
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
                 raise StoreError(f"{self._path} has schema version {version}, "
                                  f"this gateway knows {SCHEMA_VERSION}")
             # One transaction: a crash mid-migration leaves the old version, never half of both.
@@ -269,11 +335,26 @@ class Store:
                 devices = db.execute("SELECT count(DISTINCT device) FROM streams").fetchone()[0]
                 dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
                 latest = tuple(self._dead_letters(db, 5))
+                vitals = db.execute("SELECT count(*) FROM device_vitals").fetchone()[0]
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read {self._path}: {exc}") from exc
         return StoreStats(int(inbox), int(states), int(batches), int(records),
-                          ChainHead(int(seq), str(dig)), int(devices), int(dead), latest)
+                          ChainHead(int(seq), str(dig)), int(devices), int(dead), latest,
+                          int(vitals))
+
+    def latest_vitals(self, limit: int = 200) -> list[DeviceVitals]:
+        """The latest vitals of up to `limit` devices, by device id; safe from any thread."""
+        with self._stats_lock:
+            if self._stats_db is None:
+                self._stats_db = self._connect()
+            try:
+                rows = self._stats_db.execute(_SELECT_VITALS + " ORDER BY device LIMIT ?",
+                                              (limit,)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self._path}: {exc}") from exc
+        return [DeviceVitals(r[0], r[1], r[2], r[3], dict(zip(VITALS, r[4:], strict=True)))
+                for r in rows]
 
     def close(self) -> None:
         with self._all_lock:
@@ -307,8 +388,10 @@ class Store:
                     "SELECT device, incarnation, acked, floor FROM streams")}
 
     def commit_ingest(self, records: list[InboxRecord], states: list[InboxState],
-                      changes: Iterable[TrackerChange]) -> None:
-        """Store accepted records and states and the registry changes in one durable commit."""
+                      changes: Iterable[TrackerChange],
+                      vitals: Iterable[DeviceVitals] = ()) -> None:
+        """Store accepted records and states, the registry changes and each device's latest
+        vitals in one durable commit."""
         upserts = []
         ahead_add: list[tuple[str, int, int]] = []
         ahead_del: list[tuple[str, int, int]] = []
@@ -340,6 +423,10 @@ class Store:
             if ahead_add:
                 db.executemany("INSERT INTO ahead_seqs (device, incarnation, seq) VALUES (?, ?, ?)",
                                ahead_add)
+            rows = [(v.device, v.incarnation, v.t, v.received_ms,
+                     *(v.values.get(name) for name in VITALS)) for v in vitals]
+            if rows:
+                db.executemany(_UPSERT_VITALS, rows)
 
     def acked(self, device: str, incarnation: int = 0) -> int:
         row = self._db().execute("SELECT acked FROM streams WHERE device = ? AND incarnation = ?",

@@ -25,6 +25,7 @@ from gateway.errors import BrokerError
 from gateway.keys import GatewayKeys
 from gateway.procs import pid_alive, port_accepts
 from gateway.worker import Worker
+from protocol import hint
 
 
 def _config(home: Path) -> BrokerConfig:
@@ -185,3 +186,27 @@ def test_a_port_in_use_is_a_clean_error(home: Path) -> None:
                 b.start()
         finally:
             b.stop()
+
+
+def test_every_device_reads_the_hint_and_none_can_write_it(
+        home: Path, broker: Broker, devices: Callable[..., Device]) -> None:
+    """fleet/hint: the gateway's retained hint reaches every device; a device's own publish
+    there is denied, so what the others read stays the gateway's."""
+    port = broker.config.port
+    spy, _ = _gateway_subscriber(home, port, "fleet/none")
+    try:
+        spy.publish(hint.TOPIC, hint.encode(1500), qos=1, retain=True).wait_for_publish(5)
+        bike = devices(home, "bike-1", port, subscribe=[hint.TOPIC])
+        wait_for(lambda: bike.received, 5, "the retained hint")
+        assert bike.received == [(hint.TOPIC, hint.encode(1500))]
+        for forged in (hint.encode(hint.MAX_HINT_MS), b"soon"):
+            devices(home, "bike-2", port).publish(hint.TOPIC, forged, retain=True)
+            devices(home, "bike-2", port).publish(hint.TOPIC, forged, retain=False)
+        mirror = devices(home, "mirror-1", port, subscribe=[hint.TOPIC])
+        wait_for(lambda: mirror.received, 5, "the retained hint")
+        time.sleep(0.3)
+        assert mirror.received == [(hint.TOPIC, hint.encode(1500))]
+        assert bike.received == [(hint.TOPIC, hint.encode(1500))]
+    finally:
+        spy.disconnect()
+        spy.loop_stop()

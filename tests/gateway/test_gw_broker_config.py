@@ -35,6 +35,7 @@ def test_acl_confines_devices_to_their_own_topics() -> None:
         "pattern write fleet/%u/status",
         "pattern read fleet/%u/ack",
         "pattern read fleet/%u/config",
+        "pattern read fleet/hint",  # every device reads the hint; only the gateway writes it
     ]
 
 
