@@ -24,8 +24,10 @@ from cloud.schema import SCHEMA_VERSION, migrate
 from cloud.store import (
     BatchRow,
     ConfigRow,
+    ConsentAuditRow,
     DeviceRow,
     GatewayRow,
+    HeartbeatRow,
     QuarantineRow,
     TelemetryRow,
 )
@@ -157,6 +159,11 @@ def _device(row: tuple[Any, ...] | None) -> DeviceRow | None:
         reported=None if row[8] is None else json.loads(row[8]),
         incarnation=row[9],
         conflicts=row[10],
+        consent_tier=row[11],
+        consent_incarnation=row[12],
+        consent_seq=row[13],
+        consent_cap=row[14],
+        consent_cap_version=row[15],
     )
 
 
@@ -176,9 +183,13 @@ def _config(row: tuple[Any, ...] | None) -> ConfigRow | None:
 _GATEWAY_COLS = "id, public_key, created_ms, last_seq, last_digest, last_batch_ms"
 _DEVICE_COLS = (
     "id, product, created_ms, gateway, last_seen_ms, last_seq, records, last_metrics, reported,"
-    " incarnation, conflicts"
+    " incarnation, conflicts, consent_tier, consent_incarnation, consent_seq, consent_cap,"
+    " consent_cap_version"
 )
-_TELEMETRY_COLS = "device, incarnation, seq, t, m, gateway, batch_seq"
+_DEVICE_PLACES = ", ".join("?" * 16)
+_TELEMETRY_COLS = "device, incarnation, seq, t, m, gateway, batch_seq, consent"
+_AUDIT_COLS = "id, device, at_ms, origin, requested_by, from_tier, to_tier, fields, rows_changed"
+_HEARTBEAT_COLS = "id, device, incarnation, t, received_ms, body"
 _CONFIG_COLS = "revision, device, version, issued_ms, settings, envelope"
 _BATCH_COLS = (
     "gateway, seq, digest, prev, created_ms, received_ms, records, stored, states, quarantined,"
@@ -286,7 +297,7 @@ class SqliteStore:
 
     def insert_device(self, row: DeviceRow) -> bool:
         cur = self._conn.execute(
-            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES ({_DEVICE_PLACES})"
             " ON CONFLICT (id) DO NOTHING",
             self._device_params(row),
         )
@@ -294,12 +305,16 @@ class SqliteStore:
 
     def save_device(self, row: DeviceRow) -> None:
         self._conn.execute(
-            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO devices ({_DEVICE_COLS}) VALUES ({_DEVICE_PLACES})"
             " ON CONFLICT (id) DO UPDATE SET product = excluded.product,"
             " gateway = excluded.gateway, last_seen_ms = excluded.last_seen_ms,"
             " last_seq = excluded.last_seq, records = excluded.records,"
             " last_metrics = excluded.last_metrics, reported = excluded.reported,"
-            " incarnation = excluded.incarnation, conflicts = excluded.conflicts",
+            " incarnation = excluded.incarnation, conflicts = excluded.conflicts,"
+            " consent_tier = excluded.consent_tier,"
+            " consent_incarnation = excluded.consent_incarnation,"
+            " consent_seq = excluded.consent_seq, consent_cap = excluded.consent_cap,"
+            " consent_cap_version = excluded.consent_cap_version",
             self._device_params(row),
         )
 
@@ -309,16 +324,18 @@ class SqliteStore:
             row.id, row.product, row.created_ms, row.gateway, row.last_seen_ms, row.last_seq,
             row.records, _dumps(row.last_metrics),
             None if row.reported is None else _dumps(row.reported), row.incarnation,
-            row.conflicts,
+            row.conflicts, row.consent_tier, row.consent_incarnation, row.consent_seq,
+            row.consent_cap, row.consent_cap_version,
         )
 
     def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int:
         if not rows:
             return 0
         cur = self._conn.executemany(
-            f"INSERT INTO telemetry ({_TELEMETRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO telemetry ({_TELEMETRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (device, incarnation, seq) DO NOTHING",
-            [(r.device, r.incarnation, r.seq, r.t, _dumps(r.m), r.gateway, r.batch_seq)
+            [(r.device, r.incarnation, r.seq, r.t, _dumps(r.m), r.gateway, r.batch_seq,
+              None if r.consent is None else _dumps(r.consent))
              for r in rows],
         )
         return cur.rowcount
@@ -344,8 +361,80 @@ class SqliteStore:
     def _telemetry_rows(self, sql: str, params: Sequence[Any]) -> list[TelemetryRow]:
         return [
             TelemetryRow(device=r[0], incarnation=r[1], seq=r[2], t=r[3], m=json.loads(r[4]),
-                         gateway=r[5], batch_seq=r[6])
+                         gateway=r[5], batch_seq=r[6],
+                         consent=None if r[7] is None else json.loads(r[7]))
             for r in self._conn.execute(sql, params)
+        ]
+
+    def metric_rows(self, device_id: str) -> list[TelemetryRow]:
+        return self._telemetry_rows(
+            f"SELECT {_TELEMETRY_COLS} FROM telemetry WHERE device = ? AND consent IS NULL",
+            (device_id,),
+        )
+
+    def set_metrics(
+        self, device_id: str, updates: Sequence[tuple[int, int, dict[str, Any]]]
+    ) -> None:
+        if not updates:
+            return
+        self._conn.executemany(
+            "UPDATE telemetry SET m = ? WHERE device = ? AND incarnation = ? AND seq = ?",
+            [(_dumps(m), device_id, incarnation, seq) for incarnation, seq, m in updates],
+        )
+
+    # consent and vitals -----------------------------------------------------------------
+
+    def insert_consent_audit(self, row: ConsentAuditRow) -> None:
+        self._conn.execute(
+            "INSERT INTO consent_audit (device, at_ms, origin, requested_by, from_tier, to_tier,"
+            " fields, rows_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.device, row.at_ms, row.origin, row.requested_by, row.from_tier, row.to_tier,
+             _dumps(list(row.fields)), row.rows),
+        )
+
+    def consent_audit(self, device_id: str, limit: int) -> list[ConsentAuditRow]:
+        rows = self._conn.execute(
+            f"SELECT {_AUDIT_COLS} FROM consent_audit WHERE device = ? ORDER BY id DESC LIMIT ?",
+            (device_id, limit),
+        )
+        return [
+            ConsentAuditRow(id=r[0], device=r[1], at_ms=r[2], origin=r[3], requested_by=r[4],
+                            from_tier=r[5], to_tier=r[6], fields=json.loads(r[7]), rows=r[8])
+            for r in rows
+        ]
+
+    def insert_heartbeats(self, rows: Sequence[HeartbeatRow], keep: int) -> None:
+        if not rows:
+            return
+        self._conn.executemany(
+            "INSERT INTO heartbeats (device, incarnation, t, received_ms, body)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(r.device, r.incarnation, r.t, r.received_ms, _dumps(r.body)) for r in rows],
+        )
+        for device_id in sorted({r.device for r in rows}):
+            # The oldest row still kept, found by the (device, t, id) index: everything older
+            # goes. One index walk of `keep` entries and a ranged delete per device and batch.
+            edge = self._one(
+                "SELECT t, id FROM heartbeats WHERE device = ? ORDER BY t DESC, id DESC"
+                " LIMIT 1 OFFSET ?",
+                (device_id, keep - 1),
+            )
+            if edge is not None:
+                self._conn.execute(
+                    "DELETE FROM heartbeats WHERE device = ? AND (t < ? OR (t = ? AND id < ?))",
+                    (device_id, edge[0], edge[0], edge[1]),
+                )
+
+    def heartbeats(self, device_id: str, limit: int) -> list[HeartbeatRow]:
+        rows = self._conn.execute(
+            f"SELECT {_HEARTBEAT_COLS} FROM heartbeats WHERE device = ?"
+            " ORDER BY t DESC, id DESC LIMIT ?",
+            (device_id, limit),
+        )
+        return [
+            HeartbeatRow(id=r[0], device=r[1], incarnation=r[2], t=r[3], received_ms=r[4],
+                         body=json.loads(r[5]))
+            for r in rows
         ]
 
     def incarnations(self, device_id: str) -> list[int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS gateways (
@@ -134,8 +134,46 @@ _V3 = [
     "ALTER TABLE devices ADD COLUMN conflicts INTEGER NOT NULL DEFAULT 0",
 ]
 
+# Version 4: consent the customer controls (protocol.consent) and vitals. A consent record
+# is stored in the device's telemetry, in its stream (same identity space), with `consent`
+# holding its `c` object and m = '{}' (NULL for metric records). `devices` learns the tier
+# the device last reported through a consent record and that record's place (incarnation,
+# seq; NULL: it never sent one, its data is stored as sent), and a narrowing requested in
+# the cloud (`consent_cap`) with the config version that carried it. `consent_audit` records
+# every change of a device's effective tier and every deletion it caused; `heartbeats` holds
+# each device's newest verified states (bounded per device, cloud.services.vitals).
+_V4 = [
+    "ALTER TABLE telemetry ADD COLUMN consent TEXT",
+    "ALTER TABLE devices ADD COLUMN consent_tier TEXT",
+    "ALTER TABLE devices ADD COLUMN consent_incarnation INTEGER",
+    "ALTER TABLE devices ADD COLUMN consent_seq INTEGER",
+    "ALTER TABLE devices ADD COLUMN consent_cap TEXT",
+    "ALTER TABLE devices ADD COLUMN consent_cap_version INTEGER",
+    """CREATE TABLE IF NOT EXISTS consent_audit (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        device       TEXT NOT NULL REFERENCES devices (id),
+        at_ms        INTEGER NOT NULL,
+        origin       TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        from_tier    TEXT,
+        to_tier      TEXT NOT NULL,
+        fields       TEXT NOT NULL,
+        rows_changed INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS consent_audit_device ON consent_audit (device, id)",
+    """CREATE TABLE IF NOT EXISTS heartbeats (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        device      TEXT NOT NULL REFERENCES devices (id),
+        incarnation INTEGER NOT NULL,
+        t           INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        body        TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS heartbeats_device ON heartbeats (device, t, id)",
+]
+
 # version -> statements that bring version - 1 up to it
-MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3}
+MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4}
 
 
 def create_v1(conn: sqlite3.Connection) -> None:

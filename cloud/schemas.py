@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -40,6 +40,7 @@ def _record_key(value: str) -> str:
 
 
 Id = Annotated[str, AfterValidator(_device_id)]
+Tier = Literal["essential", "usage", "personal"]  # protocol.consent.TIERS, narrowest first
 
 
 class _In(BaseModel):
@@ -100,6 +101,17 @@ class DevicePublic(BaseModel):
     )
     last_metrics: dict[str, Any]
     reported: dict[str, Any] | None = Field(description="latest state message of the device")
+    consent: Tier | None = Field(
+        default=None,
+        description="the effective consent tier (the narrower of the device's own and a"
+        " narrowing requested in the cloud); null: the device never reported one (firmware"
+        " from before consent, its data is stored as sent)",
+    )
+    vitals: dict[str, Any] | None = Field(
+        default=None,
+        description="the vitals of its latest state (uptime_s, heap_low, reconnects, ...),"
+        " null when it sent none; GET .../vitals lists its states",
+    )
 
 
 class DeviceGatewayPut(_In):
@@ -142,12 +154,55 @@ class TelemetryRecord(BaseModel):
     incarnation: int = Field(description="0 for untagged version 1 records")
     seq: int
     t: int
-    m: dict[str, Any]
+    m: dict[str, Any] = Field(description="metrics ({} for a consent record)")
+    consent: dict[str, Any] | None = Field(
+        default=None,
+        description="a consent record's `c` (cfg, origin, tier); absent for metric records",
+    )
 
 
 class TelemetryPage(BaseModel):
     device: str
     records: list[TelemetryRecord]
+
+
+class ConsentPut(_In):
+    tier: Tier = Field(examples=["usage"], description="the tier to narrow the device to")
+
+
+class ConsentAudit(BaseModel):
+    id: int = Field(description="increasing: newer entries have larger ids")
+    at_ms: int = Field(description="cloud clock")
+    origin: str = Field(description="device (the customer on the product) or cloud (their"
+                        " account)")
+    requested_by: str = Field(description="the consent record (incarnation/seq), the admin"
+                              " token, or late arrival (records sampled before a narrowing)")
+    from_tier: str | None = Field(description="effective tier before (null: unrestricted)")
+    to_tier: str
+    fields: list[str] = Field(description="metric names removed")
+    rows: int = Field(description="stored records changed")
+
+
+class ConsentView(BaseModel):
+    device: str
+    tier: Tier | None = Field(description="effective tier: the narrower of reported and cap;"
+                              " null when neither is known (data stored as sent)")
+    reported: Tier | None = Field(description="the tier of the device's newest consent record")
+    cap: Tier | None = Field(description="a narrowing requested in the cloud, until the device"
+                             " shows it applied it")
+    cap_version: int | None = Field(description="the config version that carries the cap")
+
+
+class ConsentHistory(ConsentView):
+    audit: list[ConsentAudit] = Field(description="every change and deletion, newest first")
+
+
+class Heartbeat(BaseModel):
+    incarnation: int = Field(description="0 for untagged version 1 states")
+    t: int = Field(description="device clock")
+    received_ms: int = Field(description="cloud clock when its batch arrived")
+    state: dict[str, Any] = Field(description="the state as the device sent it, without its"
+                                  " tag")
 
 
 class ConfigPut(_In):

@@ -16,6 +16,9 @@ Rules the services rely on:
 - A record's identity is (device, incarnation, seq); version 1 records are incarnation 0.
 - A device's record key is written by `set_record_key` and read by `record_key` only: no row
   type carries it, so no listing can show it.
+- A consent record is a telemetry row with `consent` set (its `c` object) and empty metrics;
+  metric rows have consent None. Consent deletions rewrite a device's metric rows in place
+  (`set_metrics`), inside the caller's transaction.
 """
 
 from __future__ import annotations
@@ -84,6 +87,14 @@ class DeviceRow:
     reported: dict[str, Any] | None = None  # latest protocol.state object
     incarnation: int = 0  # the latest incarnation that delivered a record (0: version 1)
     conflicts: int = 0  # identities that arrived again with other content (quarantined)
+    # Consent (cloud.services.consent): the tier of the device's newest consent record and
+    # that record's place (None: it never sent one), and a narrowing requested in the cloud
+    # with the config version that carried it (None: none in force).
+    consent_tier: str | None = None
+    consent_incarnation: int | None = None
+    consent_seq: int | None = None
+    consent_cap: str | None = None
+    consent_cap_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,34 @@ class TelemetryRow:
     gateway: str
     batch_seq: int
     incarnation: int = 0
+    consent: dict[str, Any] | None = None  # a consent record's `c` (its m is then {})
+
+
+@dataclass(frozen=True)
+class ConsentAuditRow:
+    """One change of a device's effective consent tier, or metrics removed under it."""
+
+    device: str
+    at_ms: int  # cloud clock
+    origin: str  # "device" | "cloud" (protocol.consent.ORIGINS)
+    requested_by: str  # e.g. "device consent record 1234567/4", "admin token", "late arrival"
+    from_tier: str | None  # the effective tier before (None: unrestricted, never reported)
+    to_tier: str
+    fields: list[str]  # metric names removed, sorted
+    rows: int  # stored rows changed
+    id: int = 0  # assigned by the store, increasing
+
+
+@dataclass(frozen=True)
+class HeartbeatRow:
+    """One verified state of a device (its vitals), without the tag."""
+
+    device: str
+    incarnation: int  # 0 for version 1 states
+    t: int  # device clock
+    received_ms: int  # cloud clock
+    body: dict[str, Any]
+    id: int = 0  # assigned by the store, increasing
 
 
 @dataclass(frozen=True)
@@ -178,6 +217,32 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Row counts: gateways, batches, devices, telemetry, configs, quarantine."""
+        ...
+
+    # consent
+    def metric_rows(self, device_id: str) -> list[TelemetryRow]:
+        """Every metric row (not consent records) of the device, in no particular order."""
+        ...
+
+    def set_metrics(
+        self, device_id: str, updates: Sequence[tuple[int, int, dict[str, Any]]]
+    ) -> None:
+        """Replace the metrics of the device's rows given as (incarnation, seq, metrics)."""
+        ...
+
+    def insert_consent_audit(self, row: ConsentAuditRow) -> None: ...
+    def consent_audit(self, device_id: str, limit: int) -> list[ConsentAuditRow]:
+        """The device's audit rows, newest first."""
+        ...
+
+    # vitals
+    def insert_heartbeats(self, rows: Sequence[HeartbeatRow], keep: int) -> None:
+        """Store the states, then keep only the newest `keep` (by device time, then arrival)
+        of each device concerned."""
+        ...
+
+    def heartbeats(self, device_id: str, limit: int) -> list[HeartbeatRow]:
+        """The device's newest states first (device time, then arrival)."""
         ...
 
     # quarantine

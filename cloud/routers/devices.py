@@ -4,18 +4,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from cloud.deps import DbDep, DeviceOr404, NowDep, require_admin
+from cloud.deps import DbDep, DeviceOr404, NowDep, SignerDep, require_admin
 from cloud.routers.quarantine import Limit
 from cloud.routers.quarantine import public as quarantine_public
 from cloud.schemas import (
+    ConsentAudit,
+    ConsentHistory,
+    ConsentPut,
+    ConsentView,
     DeviceCreate,
     DeviceGatewayPut,
     DevicePublic,
+    Heartbeat,
     QuarantinePublic,
     TelemetryPage,
     TelemetryRecord,
 )
-from cloud.services import assignment
+from cloud.services import assignment, vitals
+from cloud.services import consent as consent_service
 from cloud.services import quarantine as quarantine_service
 from cloud.services import telemetry as service
 from cloud.store import DeviceRow, Store
@@ -30,6 +36,8 @@ def public(row: DeviceRow, quarantined: int, keyed: bool) -> DevicePublic:
         incarnation=row.incarnation, last_seq=row.last_seq, records=row.records,
         quarantined=quarantined, conflicts=row.conflicts, record_key_registered=keyed,
         last_metrics=row.last_metrics, reported=row.reported,
+        consent=consent_service.effective(row),  # type: ignore[arg-type]  # a Tier
+        vitals=vitals.summary(row),
     )
 
 
@@ -88,7 +96,8 @@ def get_quarantine(device: DeviceOr404, store: DbDep, limit: Limit = 100) -> lis
     return [quarantine_public(row) for row in quarantine_service.page(store, device.id, limit)]
 
 
-@router.get("/{device_id}/telemetry", response_model=TelemetryPage)
+@router.get("/{device_id}/telemetry", response_model=TelemetryPage,
+            response_model_exclude_none=True)
 def get_telemetry(
     device: DeviceOr404,
     store: DbDep,
@@ -105,6 +114,62 @@ def get_telemetry(
     rows = service.page(store, device.id, after_incarnation, after_seq, limit)
     return TelemetryPage(
         device=device.id,
-        records=[TelemetryRecord(incarnation=r.incarnation, seq=r.seq, t=r.t, m=r.m)
+        records=[TelemetryRecord(incarnation=r.incarnation, seq=r.seq, t=r.t, m=r.m,
+                                 consent=r.consent)
                  for r in rows],
     )
+
+
+def consent_view(row: DeviceRow) -> ConsentView:
+    return ConsentView(
+        device=row.id,
+        tier=consent_service.effective(row),  # type: ignore[arg-type]  # Tiers, as stored
+        reported=row.consent_tier,  # type: ignore[arg-type]
+        cap=row.consent_cap,  # type: ignore[arg-type]
+        cap_version=row.consent_cap_version,
+    )
+
+
+@router.put("/{device_id}/consent", response_model=ConsentView)
+def put_consent(
+    device_id: str, body: ConsentPut, store: DbDep, signer: SignerDep, now_ms: NowDep
+) -> ConsentView:
+    """The customer's account narrows the device's consent to `tier` (essential < usage <
+    personal). When that is narrower than its effective tier, in one transaction: a new config
+    version (the latest desired settings, or none, plus `"consent": tier`, signed) goes out
+    to the device, the cloud caps the device at `tier` until a consent record of the device
+    shows it applied that version, every stored metric the tier does not allow is deleted
+    from the device's records and last values, and the change is audited (GET
+    .../consent). Equal to the effective tier: 200, nothing done. 404 unknown device; 422
+    unknown tier; 409 a tier wider than the effective one (only the customer widens consent,
+    on the product); 503 when the config-signing key is missing."""
+    return consent_view(consent_service.narrow(store, signer, device_id, body.tier, now_ms))
+
+
+@router.get("/{device_id}/consent", response_model=ConsentHistory)
+def get_consent(device: DeviceOr404, store: DbDep) -> ConsentHistory:
+    """The device's consent: effective tier, the tier it reported, a cap requested in the
+    cloud, and its audit history (every change of the effective tier and every deletion of
+    stored metrics it caused), newest first."""
+    view = consent_view(device)
+    audit = [
+        ConsentAudit(id=a.id, at_ms=a.at_ms, origin=a.origin, requested_by=a.requested_by,
+                     from_tier=a.from_tier, to_tier=a.to_tier, fields=a.fields, rows=a.rows)
+        for a in consent_service.audit(store, device.id)
+    ]
+    return ConsentHistory(**view.model_dump(), audit=audit)
+
+
+@router.get("/{device_id}/vitals", response_model=list[Heartbeat])
+def get_vitals(
+    device: DeviceOr404,
+    store: DbDep,
+    limit: Annotated[int, Query(ge=1, le=vitals.MAX_PAGE)] = 100,
+) -> list[Heartbeat]:
+    """The device's verified states (vitals: why, uptime_s, heap_low, buffer_bytes,
+    reconnects, consent, hint_ms, rssi, where its firmware sends them), newest first by
+    device time; the cloud keeps the newest 1000 of each device."""
+    return [
+        Heartbeat(incarnation=h.incarnation, t=h.t, received_ms=h.received_ms, state=h.body)
+        for h in vitals.page(store, device.id, limit)
+    ]

@@ -78,23 +78,37 @@ def check_settings(settings: Any) -> dict[str, Any]:
 
 
 def put_desired(
-    store: Store, signer: ConfigSigner, device_id: str, settings: Any, now_ms: int
+    store: Store, signer: ConfigSigner, device_id: str, settings: Any, now_ms: int,
+    consent: str | None = None,
 ) -> ConfigRow:
-    """Validate, version, sign and store; returns the stored config.
+    """Validate, version, sign and store; returns the stored config. `consent`: a tier
+    (protocol.consent) this version narrows the device to (cloud.services.consent); only the
+    version made with it carries it.
 
     InvalidSettings (422) also when the envelope would exceed the one downlink limit
     (protocol.bounds.MAX_DOWNLINK_BYTES): the cloud never signs what a device cannot take.
     """
     settings = check_settings(settings)
     with store.transaction():
-        latest = store.latest_config(device_id)
-        version = 1 if latest is None else latest.version + 1
-        body = {"device": device_id, "version": version, "issued": now_ms, "settings": settings}
-        try:
-            envelope = config_codec.seal(body, signer.sign).decode()
-        except ValueError as exc:  # "too large (N > M)", or a body protocol.config refuses
-            raise InvalidSettings(f"config refused: {exc}") from exc
-        revision = store.insert_config(device_id, version, now_ms, settings, envelope)
+        return insert_desired(store, signer, device_id, settings, now_ms, consent)
+
+
+def insert_desired(
+    store: Store, signer: ConfigSigner, device_id: str, settings: dict[str, Any], now_ms: int,
+    consent: str | None = None,
+) -> ConfigRow:
+    """put_desired inside the caller's transaction, for checked settings."""
+    latest = store.latest_config(device_id)
+    version = 1 if latest is None else latest.version + 1
+    body: dict[str, Any] = {"device": device_id, "version": version, "issued": now_ms,
+                            "settings": settings}
+    if consent is not None:
+        body["consent"] = consent
+    try:
+        envelope = config_codec.seal(body, signer.sign).decode()
+    except ValueError as exc:  # "too large (N > M)", or a body protocol.config refuses
+        raise InvalidSettings(f"config refused: {exc}") from exc
+    revision = store.insert_config(device_id, version, now_ms, settings, envelope)
     return ConfigRow(
         device=device_id, version=version, revision=revision, issued_ms=now_ms,
         settings=settings, envelope=envelope,

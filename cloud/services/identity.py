@@ -5,8 +5,11 @@ resending after a lost answer): with the same content it is a plain duplicate. W
 content it is a conflict: two different records claim one place in the device's history. The
 stored one stays; the newcomer is quarantined with a reason that says so, never dropped in
 silence, and counted on the device (`conflicts`). The content compared is the time and the
-metrics (as canonical JSON: 1 and 1.0 and true differ), which for a tagged record is exactly
-what its tag covers besides the identity.
+metrics (as canonical JSON: 1 and 1.0 and true differ), or a consent record's `c`, which for a
+tagged record is exactly what its tag covers besides the identity. For a device under consent
+(cloud.services.consent) a stored record may have lost metrics its tier does not allow, so the
+same record sent again is a duplicate when the stored metrics are a part of it, each with the
+same value.
 """
 
 from __future__ import annotations
@@ -38,8 +41,44 @@ class Judged:
     conflicts: list[tuple[Item, str]] = field(default_factory=list)  # with its reason
 
 
-def _content(t: int, m: dict[str, Any]) -> tuple[int, str]:
-    return t, json.dumps(m, sort_keys=True, separators=(",", ":"))
+@dataclass(frozen=True)
+class _Content:
+    t: int
+    m: dict[str, Any]
+    consent: dict[str, Any] | None
+
+    @staticmethod
+    def of(obj: dict[str, Any]) -> _Content:
+        return _Content(obj["t"], obj.get("m", {}), obj.get("c"))
+
+    @staticmethod
+    def of_row(row: TelemetryRow) -> _Content:
+        return _Content(row.t, row.m, row.consent)
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _same_metrics(stored: dict[str, Any], new: dict[str, Any], screened: bool) -> bool:
+    """Equal as canonical JSON; for a `screened` device (under consent), the stored metrics
+    may lack names that consent removed, so they need only be a part of the new ones."""
+    if not screened:
+        return _canon(stored) == _canon(new)
+    return all(name in new and _canon(stored[name]) == _canon(new[name]) for name in stored)
+
+
+def _difference(stored: _Content, new: _Content, screened: bool) -> str | None:
+    """What differs ("time", "metrics", "time and metrics", "consent"), None: a duplicate."""
+    if stored.consent is not None or new.consent is not None:
+        if stored.consent is None or new.consent is None \
+                or _canon(stored.consent) != _canon(new.consent):
+            return "consent" if stored.t == new.t else "time and consent"
+        return None if stored.t == new.t else "time"
+    same_m = _same_metrics(stored.m, new.m, screened)
+    if stored.t == new.t:
+        return None if same_m else "metrics"
+    return "time" if same_m else "time and metrics"
 
 
 def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
@@ -63,32 +102,33 @@ def _stored(
     return out
 
 
-def judge(store: Store, device_id: str, records: Sequence[Item]) -> Judged:
+def judge(
+    store: Store, device_id: str, records: Sequence[Item], screened: bool = False
+) -> Judged:
     """New, duplicate or conflicting, each record against what is stored and the records
-    before it in the batch."""
+    before it in the batch. `screened`: the device is under consent (cloud.services.consent),
+    so a stored record may hold fewer metrics than it was sent with."""
     out = Judged()
     by_incarnation: dict[int, list[Item]] = {}
     for item in records:
         by_incarnation.setdefault(incarnation_of(item.obj), []).append(item)
     for incarnation, items in by_incarnation.items():
         seen = {
-            seq: _content(row.t, row.m)
+            seq: _Content.of_row(row)
             for seq, row in _stored(store, device_id, incarnation, {i.obj["s"] for i in items})
             .items()
         }
         for item in items:
             seq = item.obj["s"]
-            content = _content(item.obj["t"], item.obj["m"])
+            content = _Content.of(item.obj)
             known = seen.get(seq)
+            what = None if known is None else _difference(known, content, screened)
             if known is None:
                 seen[seq] = content
                 out.new.append(item)
-            elif known == content:
+            elif what is None:
                 out.duplicates += 1
             else:
-                what = "time" if known[1] == content[1] else "metrics"
-                if known[0] != content[0] and known[1] != content[1]:
-                    what = "time and metrics"
                 out.conflicts.append((item, CONFLICT.format(
                     device=device_id, incarnation=incarnation, seq=seq, what=what,
                 )))

@@ -8,7 +8,11 @@ Outcomes (the router maps the errors to HTTP statuses):
   whose device is assigned to this gateway (or to none yet: it is then assigned to this one)
   is stored; a record whose identity (device, incarnation, seq) exists with the same content
   counts as a duplicate, with other content as a conflict (cloud.services.identity); any
-  other one is quarantined with its reason (cloud.services.quarantine). One bad record never
+  other one is quarantined with its reason (cloud.services.quarantine). A device's consent
+  records (protocol.record.is_consent) are judged the same way and stored in its stream;
+  they are applied before its metric records of the batch are stored, and those are stored
+  with what its consent does not allow removed (cloud.services.consent). Every verified
+  state is kept as the device's vitals (cloud.services.vitals). One bad record never
   refuses the batch, so it never blocks the records of other devices behind the same
   gateway. A device first seen in this batch is created even when all its items were
   quarantined (so its quarantine shows), but only an item accepted as the device's own
@@ -30,12 +34,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.errors import Conflict, InvalidRequest
-from cloud.services import identity, tags
+from cloud.services import consent as consent_service
+from cloud.services import identity, tags, vitals
 from cloud.services import quarantine as quarantine_service
 from cloud.services.quarantine import RECORD, Item, Sorted
 from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store, TelemetryRow
 from protocol.batch import Batch, BatchError, open_sealed
 from protocol.record import incarnation as incarnation_of
+from protocol.record import is_consent
 
 
 @dataclass(frozen=True)
@@ -141,18 +147,31 @@ def _store_contents(
         if device is None:
             device = DeviceRow(id=device_id, product=None, created_ms=now_ms, gateway=gateway_id)
             store.insert_device(device)
-        judged = identity.judge(store, device_id, [i for i in own if i.kind == RECORD])
+        judged = identity.judge(store, device_id, [i for i in own if i.kind == RECORD],
+                                screened=consent_service.screened(device))
         for item, reason in judged.conflicts:
             hold(item, reason)
         order = _incarnations(store, device_id, judged.new, now_ms)
+        states = [i.obj for i in own if i.kind != RECORD]
+        # The product may first be named by a state of this batch: consent needs it.
+        device = _with_states(device, states)
+        # Consent first (in stream order), then the metric records, screened by the tier
+        # it leaves in effect (cloud.services.consent).
+        consents = [i.obj for i in judged.new if is_consent(i.obj)]
+        device = consent_service.apply_records(store, device, consents, now_ms=now_ms,
+                                               order=order)
+        screened = consent_service.screen_records(
+            device, [i.obj for i in judged.new if not is_consent(i.obj)])
+        new = consents + screened.records
         inserted = store.insert_telemetry([
-            TelemetryRow(device_id, i.obj["s"], i.obj["t"], i.obj["m"], gateway_id, batch_seq,
-                         incarnation=incarnation_of(i.obj))
-            for i in judged.new
+            TelemetryRow(device_id, r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
+                         incarnation=incarnation_of(r), consent=r.get("c"))
+            for r in new
         ])
+        consent_service.audit_late(store, device, screened, now_ms)
         stored += inserted
-        device = _with_records(device, [i.obj for i in judged.new], inserted, order)
-        device = _with_states(device, [i.obj for i in own if i.kind != RECORD])
+        device = _with_records(device, new, inserted, order)
+        vitals.store_states(store, device_id, states, now_ms)
         store.save_device(replace(device, gateway=gateway_id,
                                   conflicts=device.conflicts + len(judged.conflicts)))
     _create_devices(store, {row.device for row in held if row.device}, now_ms)
@@ -198,7 +217,7 @@ def _with_records(
 
     for rec in sorted(recs, key=lambda r: place(incarnation_of(r), r["s"])):
         if place(incarnation_of(rec), rec["s"]) > place(incarnation, last_seq):
-            metrics.update(rec["m"])
+            metrics.update(rec.get("m", {}))
             incarnation, last_seq = incarnation_of(rec), rec["s"]
     return replace(
         device,

@@ -12,6 +12,7 @@ def test_create_device_then_update_product(client: TestClient) -> None:
         "id": "bike-1", "product": "bike", "gateway": None, "last_seen_ms": None,
         "incarnation": 0, "last_seq": 0, "records": 0, "quarantined": 0, "conflicts": 0,
         "record_key_registered": False, "last_metrics": {}, "reported": None,
+        "consent": None, "vitals": None,
     }
     r = client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike2"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["product"] == "bike2"
@@ -46,6 +47,8 @@ def test_list_devices_with_last_values(client: TestClient, gateway: GatewaySim) 
         "record_key_registered": False,
         "last_metrics": {"power": 150, "cadence": 80, "hr": 90},
         "reported": {"v": 1, "d": "bike-1", "t": 3500, "fw": "0.1.0", "config_status": "none"},
+        "consent": None,  # it never sent a consent record: stored as sent (hr too)
+        "vitals": None,
     }
     assert client.get("/api/v1/devices/bike-1", headers=ADMIN).json() == device
 
