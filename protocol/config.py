@@ -17,8 +17,8 @@ device id is its own, and version is greater than the version it has applied.
 import binascii
 import json
 
-from protocol import ed25519
 from protocol import consent as consent_tiers
+from protocol import ed25519
 from protocol.bounds import MAX_CONFIG_VERSION, MAX_DOWNLINK_BYTES, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
