@@ -143,7 +143,7 @@ def check_consent(c):
     if c.get("origin") not in consent_tiers.ORIGINS:
         raise ValueError("unknown consent origin")
     cfg = c.get("cfg")
-    if not _is_int(cfg) or cfg < 0 or cfg > MAX_CONFIG_VERSION:
+    if type(cfg) is not int or cfg < 0 or cfg > MAX_CONFIG_VERSION:
         raise ValueError("consent cfg must be an int in 0..2**31-1")
 
 
