@@ -11,6 +11,15 @@ from seq 1 of a new incarnation: it never waits for the gateway.
 
 Records and states are tagged with the device's record key (protocol.tag, through codec.mac_tag;
 its padded keys, computed once per start, are the buffer's `mac`).
+
+Consent (device/consent.py): only the metrics the customer's tier allows (`allowed`, a tuple of
+names computed at the start and after each change) reach the buffer; a sample with none left
+is not buffered at all. A consent request (data/consent.request, the product's button) is
+looked for about once a second. Vitals: the one state message carries why it was sent
+("connect", "heartbeat" every heartbeat_s while the link is up, "config", "consent"), uptime,
+the lowest free heap, the buffer's bytes on flash, reconnects, the tier and the hint.
+The gateway's back-pressure hint (fleet/hint, retained) is kept in data/hint.json and applied
+by link.py to every reconnect.
 """
 
 import json
@@ -21,6 +30,18 @@ from device.port import const
 
 RESTART_FOR_CONFIG = "config"
 _ALIVE_MS = const(2000)  # an "alive" event at least this often: the host runner's watchdog
+_MAX_HINT_MS = const(600000)  # protocol.hint.MAX_HINT_MS
+HINT_TOPIC = b"fleet/hint"  # protocol.hint.TOPIC
+HINT_FILE = "/hint.json"
+
+
+def read_hint(data_dir):
+    """The hint kept in data/hint.json ({"min_reconnect_ms": N}); 0 if none (or not ours)."""
+    try:
+        ms = json.loads(port.read_bytes(data_dir + HINT_FILE))["min_reconnect_ms"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return ms if type(ms) is int and 0 <= ms <= _MAX_HINT_MS else 0
 
 
 def _topic(device_id, kind):
@@ -52,6 +73,16 @@ class Agent:
         # (reset cause of this start, resets so far, the hardware watchdog's feed or None):
         # set by app.py from main.py
         self.boot = ("none", 0, None)
+        # Set by app.py: the data directory, the consent tier, the metric names it allows and
+        # the consent records logged in this incarnation.
+        self.data = ""
+        self.tier = "essential"
+        self.allowed = ()  # type: tuple
+        self.logged = 0
+        self.request_path = ""  # data/consent.request, set by run()
+        self.tick = self.progress_at  # uptime: whole seconds counted up to this tick
+        self.uptime_s = 0
+        self.beat_at = self.progress_at  # ticks of the last state published
         client.on_publish = self._on_publish
         client.on_oversize = self._on_oversize
         session.on_up = self._on_up
@@ -62,7 +93,7 @@ class Agent:
         self.sent = self.buf.acked  # resend everything unacked, oldest first
         self.progress_at = port.ticks_ms()
         self.emit({"event": "connected", "connects": self.link.connects})
-        self.publish_state()
+        self.publish_state("connect")
 
     def _on_down(self, reason):
         self.emit({"event": "disconnected", "reason": reason})
@@ -85,6 +116,35 @@ class Agent:
                     self.sent = self.buf.acked
         elif topic == self.t_config:
             self._on_config(bytes(payload))
+        elif topic == HINT_TOPIC:
+            self._on_hint(payload)
+
+    def _on_hint(self, payload):
+        try:
+            ms = codec.decode_hint(payload)
+        except ValueError as e:
+            self.emit({"event": "bad_hint", "reason": str(e)})
+            return
+        if ms != self.link.hint_ms:  # the retained hint comes back on every connect
+            port.write_atomic(self.data + HINT_FILE, b'{"min_reconnect_ms":%d}' % ms)
+            self.link.hint_ms = ms
+            self.emit({"event": "hint", "min_reconnect_ms": ms})
+
+    def _consent_request(self):
+        """The product's button was pressed: apply (or refuse) data/consent.request."""
+        from device import consent  # rare; unloaded again below
+
+        done = consent.request(self.data, self.buf, self.conf.version, self.emit)
+        if done is not None:
+            self.tier, self.logged = done
+            self.allowed = consent.allowed(self.profile.name, self.tier)
+        del consent
+        port.unload("device.consent")
+        if done is not None and self.link.up:
+            try:
+                self.publish_state("consent")
+            except (OSError, mqtt.MQTTError) as e:
+                self.link.mark_down("publish failed " + str(e))
 
     def _on_oversize(self, topic, size):
         # Larger than any downlink may be (the cloud signs none that big), whatever its topic:
@@ -109,13 +169,27 @@ class Agent:
         del config
         port.unload("device.config")
         if rejected:
-            self.publish_state()
+            self.publish_state("config")
 
     # -- publishing
-    def publish_state(self):
+    def _clock(self, now):
+        """Count whole seconds of uptime (no ticks wrap, no big ints)."""
+        gone = port.ticks_diff(now, self.tick)
+        if gone >= 1000:
+            gone //= 1000
+            self.uptime_s += gone
+            self.tick = port.ticks_add(self.tick, gone * 1000)
+
+    def publish_state(self, why):
+        """The one state encoder (protocol.state, version 2, with the vitals); `why` is one of
+        protocol.state.STATE_CAUSES. Raises OSError / MQTTError when the link fails."""
         port.collect()
         heap = port.mem_free()
         buf = self.buf
+        link = self.link
+        now = port.ticks_ms()
+        self._clock(now)
+        self.beat_at = now
         fields = {
             "v": 2, "d": self.device_id, "i": buf.incarnation, "t": port.time_ms(),
             "impl": port.IMPL,
@@ -124,7 +198,10 @@ class Agent:
             "reason": self.conf.reason[:200], "heap_free": heap, "buffered": buf.buffered,
             "dropped": buf.dropped, "seq": buf.last, "floor": buf.floor,
             "reset_cause": self.boot[0], "resets": self.boot[1],
-            "link_error": self.link.last_error[:200], "link_failures": self.link.failures,
+            "link_error": link.last_error[:200], "link_failures": link.failures,
+            "why": why, "uptime_s": self.uptime_s, "heap_low": self.heap_min,
+            "buffer_bytes": buf.bytes, "reconnects": link.connects - 1 if link.connects else 0,
+            "consent": self.tier, "hint_ms": link.hint_ms,
         }
         # protocol.state's encode is this dumps and tag after checking the fields; the fields
         # are ours and tests check them with protocol.state.decode, so the device skips the
@@ -158,10 +235,26 @@ class Agent:
             return
         if self.to_produce is not None and self.buf.last >= self.to_produce:
             return
-        try:
-            self.buf.put(port.time_ms(), self.profile.sample())
-        except ValueError as e:  # a profile bug must not stop the device
-            self.emit({"event": "bad_sample", "reason": str(e)})
+        metrics = self.profile.sample()
+        # Consent before the buffer: what the customer did not agree to never touches flash.
+        allowed = self.allowed
+        keep = 0
+        for name in metrics:
+            if name in allowed:
+                keep += 1
+        if keep < len(metrics):
+            kept = {}
+            if keep:
+                for name in metrics:
+                    if name in allowed:
+                        kept[name] = metrics[name]
+            metrics = kept
+        if metrics:  # nothing allowed (every metric at "essential"): no record at all
+            try:
+                self.buf.put(port.time_ms(), metrics)
+            except ValueError as e:  # a profile bug must not stop the device
+                self.emit({"event": "bad_sample", "reason": str(e)})
+        del metrics
         self.produced += 1
         if self.buf.last == self.to_produce:
             self.emit({"event": "produced", "records": self.produced, "seq": self.buf.last})
@@ -195,6 +288,8 @@ class Agent:
         self.next_sample = port.ticks_ms()
         idle_sync = alive = port.ticks_ms()
         feed = self.boot[2]
+        self.request_path = self.data + "/consent.request"
+        self.tick = self.beat_at = port.ticks_ms()
         port.collect()
         self.heap_min = self.heap_rest = port.mem_free()
         while self.stop is None:
@@ -214,9 +309,19 @@ class Agent:
                     self.sent - self.buf.acked < self.conf.get("max_inflight"):
                 wait = 0
             self.link.service(max(0, min(wait, 200)))
-            if port.ticks_diff(port.ticks_ms(), idle_sync) > 1000:
-                idle_sync = port.ticks_ms()
+            now = port.ticks_ms()
+            self._clock(now)
+            if port.ticks_diff(now, idle_sync) > 1000:
+                idle_sync = now
                 self.buf.sync()
+                if port.exists(self.request_path):
+                    self._consent_request()
+            if self.link.up and port.ticks_diff(now, self.beat_at) >= \
+                    self.conf.get("heartbeat_s") * 1000:
+                try:
+                    self.publish_state("heartbeat")
+                except (OSError, mqtt.MQTTError) as e:
+                    self.link.mark_down("publish failed " + str(e))
             if port.ticks_diff(port.ticks_ms(), alive) >= _ALIVE_MS:
                 alive = port.ticks_ms()
                 if feed is not None:

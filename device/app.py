@@ -15,6 +15,15 @@ def run(image, ident, conf, records, emit, boot):
     buf = buffer.Buffer(image + "/data/buffer", dev,
                         codec.mac_key(port.read_bytes(image + "/keys/record.key")))
     buf.open()
+    data = image + "/data"
+    # Consent before the first sample: log what is not logged yet, apply a waiting request,
+    # learn which metrics may be kept. Its code is unloaded again.
+    from device import consent
+
+    tier, logged = consent.begin(data, buf, conf.version, emit)
+    allowed = consent.allowed(ident["profile"], tier)
+    del consent
+    port.unload("device.consent")
     client = mqtt.Client(dev.encode())
     host = ident["broker_host"]
     port_no = ident["broker_port"]
@@ -22,13 +31,21 @@ def run(image, ident, conf, records, emit, boot):
     t = "fleet/" + dev + "/"
     session = link.Link(
         client, lambda: port.tls_connect(host, port_no, certs), conf.get("keepalive_s"),
-        [((t + "ack").encode(), 1), ((t + "config").encode(), 1)], (t + "status").encode())
-    app = agent.Agent(dev, load(ident["profile"], dev, buf.last), buf, conf, client, session, emit,
-                      records)
+        [((t + "ack").encode(), 1), ((t + "config").encode(), 1), (agent.HINT_TOPIC, 1)],
+        (t + "status").encode(), 1)
+    session.hint_ms = agent.read_hint(data)
+    # A profile resumes after the samples it took: the records, not the consent records.
+    app = agent.Agent(dev, load(ident["profile"], dev, buf.last - logged), buf, conf, client,
+                      session, emit, records)
     app.boot = boot
+    app.data = data
+    app.tier = tier
+    app.allowed = allowed
+    app.logged = logged
     port.collect()
     emit({"event": "boot", "id": dev, "impl": port.IMPL, "i": buf.incarnation, "seq": buf.last,
-          "acked": buf.acked,
+          "acked": buf.acked, "consent": tier, "allowed": len(allowed),
+          "hint_ms": session.hint_ms,
           "buffered": buf.buffered, "dropped": buf.dropped, "repaired": buf.repaired,
           "heap_free": port.mem_free()})
     try:

@@ -71,6 +71,7 @@ class Buffer:
         self.last = 0  # highest seq on flash (or acked, after its segment was deleted)
         self.tail_count = 0  # records in the newest segment
         self.repaired = 0  # lines cut from a torn tail at open()
+        self.bytes = 0  # bytes the segments hold on flash (the state's buffer_bytes)
         self._saved_acked = 0
         self._f = None
 
@@ -99,6 +100,9 @@ class Buffer:
         self.last = self.acked
         if segs:
             self._recover_tail()
+        self.bytes = 0
+        for first in self.segs:
+            self.bytes += port.file_size(self._path(_name(first)))
         self._delete_acked()
         if not 0 < self.incarnation <= 2147483647:
             self._begin()
@@ -161,7 +165,18 @@ class Buffer:
         """Encode, tag, append and flush one record; returns its seq. Raises ValueError for
         metrics the record format refuses (nothing is written then)."""
         seq = self.last + 1
-        signed = codec.signed_record(self.prefix, seq, ts_ms, metrics)
+        return self._append(seq, codec.signed_record(self.prefix, seq, ts_ms, metrics))
+
+    def put_signed(self, signed):
+        """Tag, append and flush a record encoded elsewhere (a consent record,
+        codec.signed_consent), whose seq must be next_seq; returns it. The same stream, seqs
+        and acks as every record."""
+        seq = self.last + 1
+        if not signed.startswith(self.prefix.encode() + str(seq).encode() + b","):
+            raise ValueError("a record of this buffer needs seq " + str(seq))
+        return self._append(seq, signed)
+
+    def _append(self, seq, signed):
         tag = codec.mac_tag(self.mac, signed)
         # The wire record is signed[:-1] + HEAD + tag + TAIL (protocol.tag.append): written in
         # pieces, with the checksum computed over them, so no copy of the record is made.
@@ -180,6 +195,7 @@ class Buffer:
         port.flush_durable(f)
         self.last = seq
         self.tail_count += 1
+        self.bytes += len(signed) + 49  # crc + space, body, HEAD, tag, TAIL, newline
         return seq
 
     def _roll(self, seq):
@@ -205,7 +221,7 @@ class Buffer:
             self.dropped += lost
         self.segs.pop(0)
         self._save_meta()
-        port.remove(self._path(_name(first)))
+        self._remove(first)
 
     @property
     def floor(self):
@@ -249,7 +265,7 @@ class Buffer:
         for first in self.segs:
             port.remove(self._path(_name(first)))
         self.segs = []
-        self.acked = self.last = self.tail_count = 0
+        self.acked = self.last = self.tail_count = self.bytes = 0
         self.incarnation = port.random_below(2147483647) + 1  # 1..2**31-1
         self._save_meta()
 
@@ -273,7 +289,17 @@ class Buffer:
                 self._f.close()
                 self._f = None
                 self.tail_count = 0
-            port.remove(self._path(_name(first)))
+            self._remove(first)
+
+    def _remove(self, first):
+        path = self._path(_name(first))
+        try:
+            self.bytes -= port.file_size(path)
+        except OSError:
+            pass
+        port.remove(path)
+        if self.bytes < 0 or not self.segs:
+            self.bytes = 0
 
     def sync(self):
         """Persist acked if it moved (called when idle: a lost ack only means a resend)."""

@@ -64,6 +64,20 @@ def precheck(conf, payload):
     return STAGE, version
 
 
+def _consent(data_dir, tier):
+    """The body's consent `tier` against the device's own: ValueError if it is wider (only
+    the customer widens, on the product); the tier if narrower; None if the same."""
+    from device import consent
+    from protocol import consent as tiers
+
+    current = consent.tier_of(data_dir)
+    wider = tiers.rank(tier) - tiers.rank(current)
+    if wider > 0:
+        raise ValueError("consent can only be widened on the product (%s is wider than %s)" % (
+            tier, current))
+    return tier if wider < 0 else None
+
+
 def process_pending(conf, config_pub):
     """Verify and apply the staged envelope; returns an event dict, or None if none staged.
 
@@ -77,6 +91,8 @@ def process_pending(conf, config_pub):
         return None
     seen = digest(payload)
     body = None
+    narrow = None  # a narrower consent tier the body carries
+    data_dir = conf.path.rsplit("/", 1)[0]
     try:
         from protocol import config
 
@@ -86,6 +102,8 @@ def process_pending(conf, config_pub):
         if body["version"] <= conf.version:
             raise ValueError("version %d is not newer than applied %d" % (
                 body["version"], conf.version))
+        if "consent" in body:
+            narrow = _consent(data_dir, body["consent"])
     except ValueError as e:
         body = None
         conf.decide("rejected", str(e), seen)
@@ -93,11 +111,20 @@ def process_pending(conf, config_pub):
         conf.deferred = seen
     config = None  # type: ignore[assignment]  # drop the module so unload() can free it
     port.unload("protocol.config", "protocol.ed25519", "protocol.sha512", "protocol.topics",
-                "protocol")
+                "protocol.consent", "protocol.bounds", "protocol.tag", "protocol.record",
+                "protocol.hint", "protocol.state", "protocol", "device.consent")
     if conf.deferred == seen:
         return {"event": "config", "status": "deferred", "version": conf.version,
                 "reason": "not enough memory to verify now; verified at next start"}
     if body is not None:
+        if narrow is not None:
+            # Before the version is recorded: a power cut in between verifies the envelope
+            # again at the next start and finds the tier already narrowed, never the reverse.
+            from device import consent
+
+            consent.change(data_dir, narrow, "cloud", body["version"])
+            consent = None  # type: ignore[assignment]
+            port.unload("device.consent")
         conf.decide("applied", "", seen, body["version"], body["settings"])
     port.remove(conf.pending_path)
     return {"event": "config", "status": conf.status, "version": conf.version,

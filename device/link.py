@@ -32,11 +32,15 @@ def backoff_ms(attempt, base_ms, cap_ms, rand=port.random_below):
 class Link:
     """Session over one mqtt.Client. `opener()` returns a fresh connected stream (port.tls_connect)."""
 
-    def __init__(self, client, opener, keepalive_s, subscriptions, status_topic):
+    def __init__(self, client, opener, keepalive_s, subscriptions, status_topic, optional=0):
+        """`subscriptions`: [(topic, qos)]; the last `optional` of them may be refused (the
+        back-pressure hint: the device works without it), the others may not."""
         self.client = client
         self.opener = opener
         self.keepalive_s = keepalive_s
         self.subscriptions = subscriptions
+        self.required = len(subscriptions) - optional
+        self.hint_ms = 0  # the gateway's back-pressure hint in effect (protocol.hint)
         self.status_topic = status_topic
         self.state = DOWN
         self.attempt = 0
@@ -49,6 +53,7 @@ class Link:
         self.on_up = mqtt._noop
         self.on_down = mqtt._noop
         client.on_connack = self._on_connack
+        client.on_refused = self._on_refused
 
     @property
     def up(self):
@@ -65,6 +70,9 @@ class Link:
             self.last_error = reason
         self.attempt += 1
         delay = backoff_ms(self.attempt, BACKOFF_BASE_MS, BACKOFF_CAP_MS)
+        hint = self.hint_ms
+        if hint:  # at least the hint, spread over up to twice it (protocol.hint)
+            delay = max(delay, hint + port.random_below(hint + 1))
         self.retry_at = port.ticks_add(port.ticks_ms(), delay)
         self.on_down(reason)
 
@@ -127,6 +135,12 @@ class Link:
         if self.status_topic:
             self.client.publish(self.status_topic, b"online", 1, True)
         self.on_up()
+
+    def _on_refused(self, n, topic):
+        reason = "subscription %d (%s) refused" % (n, bytes(topic).decode())
+        if n <= self.required:  # without it the device never hears acks or configs
+            raise mqtt.MQTTError(reason)
+        self.last_error = reason  # reported in the state; the link stays up without it
 
     def _check_liveness(self):
         now = port.ticks_ms()

@@ -1,7 +1,7 @@
 """Boot: read the image, verify a staged config, run the agent (app.py); nothing else.
 
     MICROPYPATH=IMAGE/lib micropython -X heapsize=64K -m device.main IMAGE [--records N]
-    python -m device.main IMAGE [--records N] [--interval-ms MS]
+    python -m device.main IMAGE [--records N] [--interval-ms MS] [--heartbeat-s S]
 
 IMAGE holds identity.json, certs/, keys/config.pub and data/ (the device's durable state).
 Events go to stdout, one JSON object per line, flushed at once.
@@ -47,15 +47,14 @@ def main(args):
         from device import start  # what a start does once: its code is unloaded again
 
         try:
-            image, records, interval, ident, cause, resets = start.begin(args, emit)
+            image, records, base, ident, cause, resets = start.begin(args, emit)
         except (ValueError, OSError) as e:
             print("error: " + str(e), file=sys.stderr)
             return 2
         del start
         port.unload("device.start")
         feed = port.watchdog(_WATCHDOG_MS)
-        conf = settings.Settings(image + "/data", ident["id"],
-                                 {"interval_ms": interval} if interval else None)
+        conf = settings.Settings(image + "/data", ident["id"], base)
         conf.load()
         fresh = True
         while True:

@@ -139,6 +139,10 @@ def _noop(*args):
     pass
 
 
+def _refused(n, topic):
+    raise MQTTError("subscription %d (%s) refused" % (n, bytes(topic).decode()))
+
+
 class Client:
     """One MQTT connection's codec state. It never reconnects: that is link.Link's job.
 
@@ -147,8 +151,9 @@ class Client:
       on_publish(topic_mv, payload_mv, qos, retain) - incoming; PUBACKed after it returns
       on_oversize(topic_mv, payload_size) - an incoming PUBLISH whose payload is larger than
         MAX_DOWNLINK_BYTES: not delivered, still PUBACKed
-    PUBACK is only checked (the application's own ack decides what is delivered); a SUBACK
-    that refuses a subscription raises MQTTError: without it the device hears no acks or configs.
+      on_refused(n, topic) - the broker refused subscription number n (1, 2, ... in the order
+        subscribe() sent them); by default an MQTTError "subscription N (TOPIC) refused"
+    PUBACK is only checked (the application's own ack decides what is delivered).
     I/O errors surface as OSError, bad frames as MQTTError; the caller marks the link down.
     """
 
@@ -167,6 +172,8 @@ class Client:
         self.on_connack = _noop
         self.on_publish = _noop
         self.on_oversize = _noop
+        self.on_refused = _refused
+        self.subscribed = ()  # the topics of the last subscribe(), for on_refused
         # Stream helpers; tests swap in their fake stream's own.
         self.wait = port.wait
         self.close = port.close
@@ -231,6 +238,7 @@ class Client:
         return pid
 
     def subscribe(self, topics):
+        self.subscribed = topics
         self.pid = self.pid % 0xFFFF + 1
         self.send(subscribe_packet(self.pid, topics))
 
@@ -321,8 +329,10 @@ class Client:
             self.on_connack(buf[body + 1], buf[body] & 1)
         elif first == _SUBACK and size >= 3:
             for i in range(body + 2, end):
-                if buf[i] & 0x80:  # without it the device never hears acks or configs
-                    raise MQTTError("subscription %d refused" % (i - body - 1))
+                if buf[i] & 0x80:
+                    n = i - body - 1
+                    subs = self.subscribed
+                    self.on_refused(n, subs[n - 1][0] if n <= len(subs) else b"?")
         elif first == _PUBACK and size == 2 or first == _PINGRESP and size == 0:
             pass  # checked; nothing to do (see the class docstring)
         else:

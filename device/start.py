@@ -13,8 +13,9 @@ from device import port
 
 
 def parse_args(args):
-    """(image, records or None, interval_ms or None); ValueError on anything else."""
-    opts = {"--records": None, "--interval-ms": None}  # type: dict[str, int | None]
+    """(image, records or None, base settings or None); ValueError on anything else.
+    --interval-ms and --heartbeat-s set the base settings a signed config overrides."""
+    opts = {"--records": None, "--interval-ms": None, "--heartbeat-s": None}  # type: dict[str, int | None]
     rest = []
     while args:
         if args[0] in opts and len(args) > 1:
@@ -24,15 +25,21 @@ def parse_args(args):
             rest.append(args[0])
             args = args[1:]
     if len(rest) != 1 or rest[0].startswith("-"):
-        raise ValueError("usage: device.main IMAGE [--records N] [--interval-ms MS]")
-    return rest[0].rstrip("/"), opts["--records"], opts["--interval-ms"]
+        raise ValueError("usage: device.main IMAGE [--records N] [--interval-ms MS] "
+                         "[--heartbeat-s S]")
+    base = {}  # type: dict[str, int]
+    if opts["--interval-ms"]:
+        base["interval_ms"] = opts["--interval-ms"]
+    if opts["--heartbeat-s"]:
+        base["heartbeat_s"] = opts["--heartbeat-s"]
+    return rest[0].rstrip("/"), opts["--records"], base or None
 
 
 def begin(args, emit):
-    """(image, records, interval_ms, identity, reset cause, resets so far), after the "start"
+    """(image, records, base settings, identity, reset cause, resets so far), after the "start"
     event; ValueError or OSError for bad arguments or an unreadable image (one without its
     record key included: the device would tag nothing the cloud accepts)."""
-    image, records, interval = parse_args(args)
+    image, records, base = parse_args(args)
     ident = json.loads(port.read_bytes(image + "/identity.json"))
     try:
         size = len(port.read_bytes(image + "/keys/record.key"))
@@ -50,7 +57,7 @@ def begin(args, emit):
         cause, resets = "none", 0
     emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free()})
     fault(data)
-    return image, records, interval, ident, cause, resets
+    return image, records, base, ident, cause, resets
 
 
 def fault(data_dir):

@@ -47,6 +47,9 @@ def write_configs(directory: Path, key: Ed25519PrivateKey | None = None,
         "env_other.json": config.seal(body(5, {"interval_ms": 500}, "mirror-1"), key.sign),
         "env_bad_setting.json": sign_body(key, body(6, {"interval_ms": 5})),
     }
+    for version, tier in ((3, "usage"), (4, "usage"), (5, "personal"), (3, "essential")):
+        consent_body = dict(body(version, {"interval_ms": 300}), consent=tier)
+        envs[f"env_consent_{version}_{tier}.json"] = config.seal(consent_body, key.sign)
     forged = Ed25519PrivateKey.generate()
     envs["env_bad_sig.json"] = config.seal(body(4, {"interval_ms": 100}), forged.sign)
     for name, data in envs.items():

@@ -2,7 +2,7 @@
 import json
 import os
 
-from fakes import check, equal
+from fakes import check, equal, raises
 
 from device import buffer, codec
 from protocol import record, tag
@@ -194,3 +194,32 @@ def test_a_version_1_buffer_starts_a_new_incarnation_counting_its_records_droppe
     equal((b.dropped, b.buffered, b.acked, b.last, b.segs), (4, 0, 0, 0, []),
           "3 unacked v1 records dropped")
     equal(_fill(b, 1), [1], "the new incarnation starts at 1")
+
+
+def test_consent_records_share_the_stream_and_bytes_are_counted(tmp):
+    b = _open(tmp)
+    equal(b.bytes, 0, "empty")
+    _fill(b, 3)
+    signed = codec.signed_consent(b.prefix, b.next_seq, 1700000000500, "usage", "device", 2)
+    equal(b.put_signed(signed), 4, "the next seq")
+    raises(ValueError, b.put_signed, signed)  # seq 4 again: refused, nothing written
+    _fill(b, 3)
+    got = dict(b.unacked(0, 100))
+    equal(sorted(got), list(range(1, 8)), "one stream")
+    equal(got[4], record.encode_consent("bike-1", b.incarnation, 4, 1700000000500, "usage",
+                                        "device", 2, MAC), "protocol's consent record")
+    check(tag.verify(MAC, got[4]), "tagged")
+
+    def on_flash():
+        return sum(os.stat(tmp + "/buf/" + n)[6] for n in _segments(tmp))
+
+    equal(b.bytes, on_flash(), "bytes on flash")
+    b.ack(5)
+    equal(b.bytes, on_flash(), "after an ack deleted a segment")
+    b.close()
+    b = _open(tmp)
+    equal(b.bytes, on_flash(), "after reopen")
+    _fill(b, 30)  # past capacity: the oldest segments dropped
+    equal(b.bytes, on_flash(), "after drops")
+    b.ack(b.last)
+    equal((b.bytes, on_flash()), (0, 0), "all acked")

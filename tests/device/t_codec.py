@@ -162,3 +162,49 @@ def test_state_fields_pass_protocol_state(tmp):
     a.pop("h")
     b.pop("h")
     equal(a, b, "the same state")
+
+
+def test_consent_records_match_the_shared_vectors_and_protocol(tmp):
+    v = _vectors("records.json")
+    key = binascii.a2b_base64(v["record_key"])
+    mac = _Mac(key)
+    check(len(v["consent"]) >= 3, "consent vectors")
+    for case in v["consent"]:
+        prefix = codec.record_prefix(case["device"], case["incarnation"])
+        signed = codec.signed_consent(prefix, case["seq"], case["t"], case["tier"],
+                                      case["origin"], case["cfg"])
+        equal(signed.decode(), case["signed"], "signed bytes")
+        wire = signed[:-1] + codec.HEAD + mac.tag(signed) + codec.TAIL
+        equal(wire.decode(), case["wire"], "consent vector")
+        equal(wire, record.encode_consent(case["device"], case["incarnation"], case["seq"],
+                                          case["t"], case["tier"], case["origin"], case["cfg"],
+                                          tag.Hmac(key)), "protocol's bytes")
+        check(record.is_consent(record.decode(wire)), "a consent record")
+        check(tag.verify(tag.Hmac(key), wire), "tagged")
+    prefix = codec.record_prefix("bike-1", INC)
+    for seq, t, tier, origin, cfg in ((0, 1, "usage", "device", 0), (1, -1, "usage", "device", 0),
+                                      (1, 1, "all", "device", 0), (1, 1, "usage", "user", 0),
+                                      (1, 1, "usage", "cloud", -1), (1, 1, "usage", "cloud", 2 ** 31),
+                                      (1, 1, "usage", "cloud", True), (1, 1, None, "cloud", 1)):
+        raises(ValueError, codec.signed_consent, prefix, seq, t, tier, origin, cfg)
+        raises(ValueError, record.consent_signed_bytes, "bike-1", INC, seq, t, tier, origin, cfg)
+
+
+def test_hints_match_the_shared_vectors_and_protocol(tmp):
+    from protocol import hint
+
+    v = _vectors("hints.json")
+    equal(v["topic"], hint.TOPIC, "topic")
+    for case in v["valid"]:
+        equal(codec.decode_hint(case["wire"].encode()), case["min_reconnect_ms"], "valid hint")
+        equal(hint.decode(case["wire"].encode()), case["min_reconnect_ms"], "protocol agrees")
+    for case in v["invalid"]:
+        raises(ValueError, codec.decode_hint, case["wire"].encode())
+        raises(ValueError, hint.decode, case["wire"].encode())
+    for bad in (b"[]", b"{}", b'{"v":1}', b'{"v":true,"min_reconnect_ms":1}',
+                b'{"v":1,"min_reconnect_ms":false}', b"x" * 100, b"",
+                b'{"v":1,"min_reconnect_ms":"5"}', b"null"):
+        raises(ValueError, codec.decode_hint, bad)
+        raises(ValueError, hint.decode, bad)
+    for ms in (0, 1, 12000, 600000):
+        equal(codec.decode_hint(hint.encode(ms)), ms, "round trip")

@@ -7,7 +7,7 @@ import os
 
 from fakes import check, equal
 
-from device import config, port, settings
+from device import config, consent, port, settings
 
 DATA = None
 
@@ -95,11 +95,20 @@ def test_shared_config_vectors(tmp):
         v = json.load(f)
     pub = binascii.a2b_base64(v["public_key"])
     for i, case in enumerate(v["valid"]):
-        os.mkdir(tmp + "/v" + str(i))
-        conf = _settings(tmp + "/v" + str(i), case["body"]["device"])
+        d = tmp + "/v" + str(i)
+        os.mkdir(d)
+        if "consent" in case["body"]:  # a narrowing: the device had agreed to more
+            consent.save(d, {"tier": "personal", "origin": "device", "cfg": 0, "t": 1, "i": 5,
+                             "logged": True, "count": 1})
+        conf = _settings(d, case["body"]["device"])
         config.precheck(conf, case["wire"].encode())
         event = config.process_pending(conf, pub)
         equal((event["status"], event["version"]), ("applied", case["body"]["version"]), "ok")
+        if "consent" in case["body"]:
+            saved = consent.load(d)
+            equal((saved["tier"], saved["origin"], saved["cfg"], saved["logged"], saved["i"],
+                   saved["count"]), (case["body"]["consent"], "cloud", case["body"]["version"],
+                                     False, 5, 1), "narrowed, to be logged at the next start")
     for i, case in enumerate(v["invalid"]):
         d = tmp + "/i" + str(i)
         os.mkdir(d)
@@ -108,3 +117,57 @@ def test_shared_config_vectors(tmp):
             f.write(case["wire"].encode())
         event = config.process_pending(conf, pub)
         equal((event["status"], event["reason"]), ("rejected", case["why"]), "invalid vector")
+
+
+def _consent_env(version, tier):
+    return _read(f"env_consent_{version}_{tier}.json")
+
+
+def _offer_bytes(conf, payload):
+    action, version = config.precheck(conf, payload)
+    equal(action, config.STAGE, "staged")
+    return config.process_pending(conf, _read("config.pub"))
+
+
+def test_a_wider_consent_from_the_cloud_is_refused_whole(tmp):
+    conf = _settings(tmp)
+    _offer(conf, "env_v2.json")
+    event = _offer_bytes(conf, _consent_env(3, "usage"))  # the device is at essential
+    equal((event["status"], event["version"]), ("rejected", 2), "refused, version unchanged")
+    equal(event["reason"], "consent can only be widened on the product (usage is wider than "
+          "essential)", "reason")
+    equal(conf.get("interval_ms"), 500, "its settings not applied either")
+    equal(consent.load(tmp), None, "no consent change")
+
+
+def test_a_narrower_consent_from_the_cloud_is_applied_with_the_settings(tmp):
+    conf = _settings(tmp)
+    consent.save(tmp, {"tier": "personal", "origin": "device", "cfg": 0, "t": 1, "i": 9,
+                       "logged": True, "count": 1})
+    event = _offer_bytes(conf, _consent_env(3, "usage"))
+    equal((event["status"], event["version"], conf.get("interval_ms")), ("applied", 3, 300),
+          "applied")
+    saved = consent.load(tmp)
+    equal((saved["tier"], saved["origin"], saved["cfg"], saved["logged"]),
+          ("usage", "cloud", 3, False), "narrowed, its record logged at the next start")
+    equal(consent.tier_of(tmp), "usage", "in effect")
+    # the same tier again (a later config that repeats it): applied, no consent change
+    consent.save(tmp, dict(saved, logged=True))
+    event = _offer_bytes(conf, _consent_env(4, "usage"))
+    equal((event["status"], consent.load(tmp)["cfg"], consent.load(tmp)["logged"]),
+          ("applied", 3, True), "equal: nothing to log")
+    event = _offer_bytes(conf, _consent_env(5, "personal"))
+    equal((event["status"], conf.version), ("rejected", 4), "wider than usage now")
+    check("personal is wider than usage" in event["reason"], event["reason"])
+
+
+def test_protocol_modules_are_unloaded_after_verifying(tmp):
+    import sys
+
+    conf = _settings(tmp)
+    consent.save(tmp, {"tier": "personal", "origin": "device", "cfg": 0, "t": 1, "i": 9,
+                       "logged": True, "count": 1})
+    _offer_bytes(conf, _consent_env(3, "essential"))
+    left = [n for n in ("protocol.config", "protocol.consent", "protocol.ed25519") if n in
+            sys.modules]
+    equal(left, [], "unloaded")

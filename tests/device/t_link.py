@@ -115,8 +115,47 @@ def test_refused_subscription_is_a_failed_link_with_a_reason(tmp):
     stream.feed(b"\x90\x04\x00\x01\x01\x80")  # the second topic refused
     s.service(0)
     equal(s.state, link.DOWN, "down")
-    equal(events[-1], "protocol error: subscription 2 refused", "reason")
+    equal(events[-1], "protocol error: subscription 2 (fleet/d/config) refused", "reason")
     equal((s.failures, s.last_error), (1, events[-1]), "remembered for the state message")
+
+
+def test_a_refused_optional_subscription_keeps_the_link_up(tmp):
+    stream = FakeStream()
+    c = mqtt.Client(b"d")
+    c.wait = stream.wait
+    c.close = stream.close
+    s = link.Link(c, lambda: stream, 10, SUBS + [(b"fleet/hint", 1)], None, 1)
+    s.service(0)
+    stream.feed(b"\x20\x02\x00\x00")
+    s.service(0)
+    stream.feed(b"\x90\x05\x00\x01\x01\x01\x80")  # the hint refused (an ACL without it)
+    s.service(0)
+    equal((s.state, s.failures), (link.UP, 0), "up: the device works without the hint")
+    equal(s.last_error, "subscription 3 (fleet/hint) refused", "but the operator is told")
+    stream.feed(b"\x90\x05\x00\x01\x01\x80\x01")  # config refused: fatal
+    s.service(0)
+    equal((s.state, s.last_error), (link.DOWN,
+                                    "protocol error: subscription 2 (fleet/d/config) refused"),
+          "down")
+
+
+def test_the_hint_sets_the_least_reconnect_delay_spread_over_twice_it(tmp):
+    delays = []
+    for hint in (0, 4000, 20000):
+        for _ in range(40):
+            c, s, events = _session([FakeStream()])
+            s.hint_ms = hint
+            s.service(0)
+            before = port.ticks_ms()
+            s.mark_down("test")
+            delays.append((hint, port.ticks_diff(s.retry_at, before)))
+    for hint, d in delays:
+        if hint:
+            check(hint <= d <= 2 * hint + 50, f"hint {hint}: delay {d}")
+        else:
+            check(0 <= d <= 600, f"no hint: the backoff alone ({d})")
+    spread = [d for h, d in delays if h == 20000]
+    check(max(spread) - min(spread) > 2000, f"jittered over the window: {spread}")
 
 
 def test_a_link_that_only_sends_qos0_pings_and_stays_up(tmp):

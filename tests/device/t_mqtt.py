@@ -221,11 +221,12 @@ def test_a_refused_subscription_is_an_error(tmp):
     s = plug(c, FakeStream())
     s.feed(b"\x90\x04\x00\x01\x01\x01")  # both granted
     c.poll(0)
+    c.subscribed = [(b"fleet/d/ack", 1), (b"fleet/d/config", 1)]
     s.feed(b"\x90\x04\x00\x02\x01\x80")  # the second refused
     try:
         c.poll(0)
     except mqtt.MQTTError as e:
-        equal(str(e), "subscription 2 refused", "reason")
+        equal(str(e), "subscription 2 (fleet/d/config) refused", "reason")
     else:
         raise AssertionError("a refused subscription went unnoticed")
 
