@@ -131,8 +131,8 @@ def vitals_table(vitals: dict[str, Any], now_ms: int, limit: int = 50) -> Table 
         return None
     table = Table(title="device vitals (latest state)", title_justify="left", box=None,
                   pad_edge=False)
-    for name in ("device", "state", "why", "consent", "heap low", "heap free", "uptime",
-                 "buffer", "reconnects", "hint", "reason"):
+    for name in ("device", "state", "why", "consent", "heap low", "uptime", "buffer",
+                 "reconnects", "hint", "reason"):
         table.add_column(name)
     for v in rows[:limit]:
         buffered = v.get("buffered")
@@ -141,7 +141,7 @@ def vitals_table(vitals: dict[str, Any], now_ms: int, limit: int = 50) -> Table 
             buffer += f" / {v['buffer_bytes']} B"
         table.add_row(str(v.get("device")), _age(v.get("received_ms"), now_ms),
                       _num(v.get("why")), _num(v.get("consent")), _num(v.get("heap_low"), " B"),
-                      _num(v.get("heap_free"), " B"), _duration(v.get("uptime_s")), buffer,
+                      _duration(v.get("uptime_s")), buffer,
                       _num(v.get("reconnects")), _num(v.get("hint_ms"), " ms"),
                       vitals_reason(v))
     more = int(vitals.get("total") or len(rows)) - min(limit, len(rows))

@@ -388,10 +388,14 @@ class Child:
             return ""
 
 def gateway_argv(settings: Settings) -> list[str]:
-    return [sys.executable, "-m", "gateway", "run", "--home", str(settings.home),
+    argv = [sys.executable, "-m", "gateway", "run", "--home", str(settings.home),
             "--id", settings.gateway_id, "--mqtt-port", str(settings.mqtt_port),
             "--status-port", str(settings.status_port), "--cloud", settings.cloud_url,
-            "--batch-interval", str(settings.batch_interval_s)]
+            "--batch-interval", str(settings.batch_interval_s),
+            "--reconnect-rate", str(settings.reconnect_rate)]
+    if settings.min_reconnect_ms is not None:
+        argv += ["--min-reconnect-ms", str(settings.min_reconnect_ms)]
+    return argv
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()

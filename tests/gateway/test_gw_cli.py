@@ -29,13 +29,15 @@ from typer.testing import CliRunner
 from gateway.cli import app
 from gateway.procs import pid_alive
 from gateway.settings import Settings
+from protocol import state as state_codec
 
 STATUS_KEYS = {"gateway", "broker", "devices", "ingest", "spool", "uplink", "inbox"}
 
 
 def _cli(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+                          text=True, cwd=ROOT, timeout=60,
+                          env={**os.environ, "COLUMNS": "250"})  # diag's tables unwrapped
 
 
 def _status(s: Settings) -> dict | None:  # type: ignore[type-arg]
@@ -95,7 +97,7 @@ def test_bad_option_values_are_clean_errors(tmp_path: Path) -> None:
 def test_run_diag_and_sigterm(home: Path, cloud: FakeCloud, tmp_path: Path,
                               children: Callable[..., Child],
                               devices: Callable[..., Device]) -> None:
-    s = gateway_settings(home, cloud.url)
+    s = gateway_settings(home, cloud.url, min_reconnect_ms=2500)
     child = _start(children, s, tmp_path, "gateway")
     run = json.loads(s.run_file.read_text())
     assert run == {"pid": child.pid, "mqtt_port": s.mqtt_port, "status_url": s.status_url}
@@ -103,7 +105,14 @@ def test_run_diag_and_sigterm(home: Path, cloud: FakeCloud, tmp_path: Path,
     bike.publish("fleet/bike-1/status", b"online", retain=True)
     for seq in range(1, 51):
         bike.send(seq)
-    wait_for(lambda: len(cloud.records) == 50, 15, "50 records in the cloud")
+    vitals = {"v": 2, "d": "bike-1", "i": bike.incarnation, "t": 1, "why": "heartbeat",
+              "consent": "usage", "heap_low": 6800, "uptime_s": 90, "buffered": 3,
+              "reconnects": 7, "config_status": "rejected", "config_version": 2,
+              "reason": "unknown key"}
+    bike.publish("fleet/bike-1/state", state_codec.encode(vitals, bike.mac))
+    wait_for(lambda: len(cloud.records) == 50 and cloud.states, 15, "50 records in the cloud")
+    wait_for(lambda: (_status(s) or {}).get("hint", {}).get("min_reconnect_ms") == 2500, 10,
+             "the hint published")
 
     out = _cli("diag", "--home", str(home), "--json")
     assert out.returncode == 0, out.stderr
@@ -115,8 +124,18 @@ def test_run_diag_and_sigterm(home: Path, cloud: FakeCloud, tmp_path: Path,
     assert set(st["ingest"]) >= {"records", "duplicates", "rejected"}
     assert set(st["spool"]) >= {"batches", "records"}
     assert set(st["uplink"]) >= {"last_ok_ms", "last_error", "sent_batches"}
+    assert st["hint"]["min_reconnect_ms"] == 2500 and st["hint"]["source"] == "setting"
+    [got] = st["vitals"]["devices"]
+    assert {k: got[k] for k in vitals if k not in ("v", "d", "i")} == {
+        k: v for k, v in vitals.items() if k not in ("v", "d", "i")}
     text = _cli("diag", "--home", str(home))
     assert text.returncode == 0 and "bike-1" in text.stdout and "OK" in text.stdout
+    flat = " ".join(text.stdout.split())
+    assert "devices wait at least 2500 ms before reconnecting" in flat
+    assert "fixed by the min_reconnect_ms setting" in flat
+    [row] = [ln for ln in text.stdout.splitlines() if ln.startswith("bike-1")]
+    for shown in ("heartbeat", "usage", "6800 B", "90s", "3 rec", " 7 ", "config 2 rejected"):
+        assert shown in row, shown
 
     broker_pid = st["broker"]["pid"]
     os.kill(child.pid, signal.SIGTERM)

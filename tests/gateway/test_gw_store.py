@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.seqs import SeqTracker
-from gateway.store import InboxRecord, InboxState, Store, Stream, TrackerChange
+from gateway.store import (
+    SCHEMA_VERSION,
+    DeviceVitals,
+    InboxRecord,
+    InboxState,
+    Store,
+    Stream,
+    TrackerChange,
+)
 from protocol import record as record_codec
 
 
@@ -155,3 +164,46 @@ def test_a_claimed_floor_survives_a_restart(tmp_path: Path) -> None:
     assert (restored.acked, restored.floor) == (1, 10)
     restored.accept(12)  # the records above the gap arrive after the restart
     assert restored.acked == 9 and restored.ahead == {12}
+
+
+def _vitals(device: str, received_ms: int, **values: object) -> DeviceVitals:
+    state = {"v": 2, "d": device, "i": 3, "t": received_ms - 1, **values}
+    return DeviceVitals.from_state(state, received_ms)
+
+
+def test_each_device_keeps_only_its_latest_vitals(tmp_path: Path) -> None:
+    store = Store(tmp_path / "g.db")
+    store.open()
+    store.commit_ingest([], [], [], [_vitals("bike-1", 10, consent="usage", heap_low=7000)])
+    store.commit_ingest([], [], [], [_vitals("bike-1", 20, consent="personal", uptime_s=5),
+                                     _vitals("mirror-1", 20, reason="bad", reconnects=4)])
+    got = {v.device: v for v in store.latest_vitals()}
+    assert store.stats().devices_with_vitals == 2 and len(got) == 2
+    bike = got["bike-1"]
+    assert (bike.incarnation, bike.t, bike.received_ms) == (3, 19, 20)
+    assert bike.values["consent"] == "personal" and bike.values["uptime_s"] == 5
+    assert bike.values["heap_low"] is None  # from the latest state only, not merged
+    assert got["mirror-1"].to_obj()["reconnects"] == 4
+    assert [v.device for v in store.latest_vitals(1)] == ["bike-1"]
+    store.close()
+
+
+def test_a_version_3_database_gets_the_vitals_table_and_keeps_its_registry(
+        tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    store = Store(path)
+    store.open()
+    _commit(store, {}, "bike-1", [1, 2, 4])
+    store.close()
+    with sqlite3.connect(path) as db:  # what schema version 3 left
+        db.execute("DROP TABLE device_vitals")
+        db.execute("PRAGMA user_version = 3")
+    store = Store(path)
+    store.open()
+    assert store.acked("bike-1") == 2 and store.inbox_seqs("bike-1") == [1, 2, 4]
+    assert store.latest_vitals() == []
+    store.commit_ingest([], [], [], [_vitals("bike-1", 1, consent="essential")])
+    assert store.latest_vitals()[0].values["consent"] == "essential"
+    with store.transaction() as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    store.close()
