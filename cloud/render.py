@@ -8,6 +8,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from cloud.services import consent as consent_service
 from cloud.services.gateways import GatewayStatus
 from cloud.services.telemetry import Overview
 from cloud.store import DeviceRow, QuarantineRow
@@ -99,6 +100,36 @@ def _firmware(device: DeviceRow) -> str:
     return escape(" ".join(str(x) for x in (fw, impl) if x is not None))
 
 
+def _consent(device: DeviceRow) -> str:
+    tier = consent_service.effective(device)
+    if tier is None:
+        return '<span class="empty">not reported</span>'
+    text = escape(tier)
+    if device.consent_cap is not None and device.consent_cap_version is not None:
+        text += f"<br><small>capped in the cloud (config v{device.consent_cap_version})</small>"
+    return text
+
+
+def format_duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def _vitals(device: DeviceRow) -> str:
+    state = device.reported or {}
+    parts = []
+    if isinstance(state.get("heap_low"), int):
+        parts.append(f"heap low {state['heap_low']} B")
+    if isinstance(state.get("uptime_s"), int):
+        parts.append(f"up {format_duration(state['uptime_s'])}")
+    if isinstance(state.get("reconnects"), int):
+        n = state["reconnects"]
+        parts.append(f"{n} reconnect{'' if n == 1 else 's'}")
+    return "<br>".join(escape(p) for p in parts)
+
+
 def _quarantined(count: int, conflicts: int) -> str:
     if not conflicts:
         return str(count)
@@ -121,6 +152,8 @@ def device_row(device: DeviceRow, desired: int | None, now_ms: int, quarantined:
               "num quarantined" if quarantined else "num"),
         _cell(_metrics(device.last_metrics)),
         _cell(_config(device, desired)),
+        _cell(_consent(device), "consent"),
+        _cell(_vitals(device), "vitals"),
         _cell(_firmware(device)),
     ]
     return f'<tr data-device="{escape(device.id)}">' + "".join(cells) + "</tr>"
@@ -172,7 +205,7 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
             for d in devices
         )
     else:
-        rows = '<tr><td colspan="10" class="empty">No devices yet.</td></tr>'
+        rows = '<tr><td colspan="12" class="empty">No devices yet.</td></tr>'
     if overview.gateways:
         gw_rows = "\n".join(gateway_row(g) for g in overview.gateways)
     else:

@@ -87,6 +87,16 @@ def signed(
     return wire.decode()
 
 
+def consent(
+    device: str, seq: int, key: bytes, tier: str, *, origin: str = "device", cfg: int = 0,
+    incarnation: int = INCARNATION, t: int | None = None,
+) -> str:
+    """A consent record's wire text (protocol.record), tagged under `key`."""
+    wire = record_codec.encode_consent(device, incarnation, seq, T0 + seq if t is None else t,
+                                       tier, origin, cfg, Hmac(key))
+    return wire.decode()
+
+
 def state(device: str, **fields: Any) -> dict[str, Any]:
     obj = {"v": 1, "d": device, "t": T0, **fields}
     state_codec.check(obj)
