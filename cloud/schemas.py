@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -41,6 +41,13 @@ def _record_key(value: str) -> str:
 
 Id = Annotated[str, AfterValidator(_device_id)]
 Tier = Literal["essential", "usage", "personal"]  # protocol.consent.TIERS, narrowest first
+
+
+def as_tier(value: str | None) -> Tier | None:
+    """A stored tier as the API's type (ValueError for anything protocol.consent lacks)."""
+    if value is not None and value not in get_args(Tier):
+        raise ValueError(f"unknown consent tier {value!r}")
+    return cast("Tier | None", value)
 
 
 class _In(BaseModel):

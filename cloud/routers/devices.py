@@ -19,6 +19,7 @@ from cloud.schemas import (
     QuarantinePublic,
     TelemetryPage,
     TelemetryRecord,
+    as_tier,
 )
 from cloud.services import assignment, vitals
 from cloud.services import consent as consent_service
@@ -36,7 +37,7 @@ def public(row: DeviceRow, quarantined: int, keyed: bool) -> DevicePublic:
         incarnation=row.incarnation, last_seq=row.last_seq, records=row.records,
         quarantined=quarantined, conflicts=row.conflicts, record_key_registered=keyed,
         last_metrics=row.last_metrics, reported=row.reported,
-        consent=consent_service.effective(row),  # type: ignore[arg-type]  # a Tier
+        consent=as_tier(consent_service.effective(row)),
         vitals=vitals.summary(row),
     )
 
@@ -123,9 +124,9 @@ def get_telemetry(
 def consent_view(row: DeviceRow) -> ConsentView:
     return ConsentView(
         device=row.id,
-        tier=consent_service.effective(row),  # type: ignore[arg-type]  # Tiers, as stored
-        reported=row.consent_tier,  # type: ignore[arg-type]
-        cap=row.consent_cap,  # type: ignore[arg-type]
+        tier=as_tier(consent_service.effective(row)),
+        reported=as_tier(row.consent_tier),
+        cap=as_tier(row.consent_cap),
         cap_version=row.consent_cap_version,
     )
 

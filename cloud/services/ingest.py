@@ -152,9 +152,9 @@ def _store_contents(
         for item, reason in judged.conflicts:
             hold(item, reason)
         order = _incarnations(store, device_id, judged.new, now_ms)
-        states = [i.obj for i in own if i.kind != RECORD]
+        reported = [i.obj for i in own if i.kind != RECORD]
         # The product may first be named by a state of this batch: consent needs it.
-        device = _with_states(device, states)
+        device = _with_states(device, reported)
         # Consent first (in stream order), then the metric records, screened by the tier
         # it leaves in effect (cloud.services.consent).
         consents = [i.obj for i in judged.new if is_consent(i.obj)]
@@ -171,7 +171,7 @@ def _store_contents(
         consent_service.audit_late(store, device, screened, now_ms)
         stored += inserted
         device = _with_records(device, new, inserted, order)
-        vitals.store_states(store, device_id, states, now_ms)
+        vitals.store_states(store, device_id, reported, now_ms)
         store.save_device(replace(device, gateway=gateway_id,
                                   conflicts=device.conflicts + len(judged.conflicts)))
     _create_devices(store, {row.device for row in held if row.device}, now_ms)

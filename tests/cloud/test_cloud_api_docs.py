@@ -20,6 +20,9 @@ CONTRACT = {
     ("GET", "/api/v1/devices/{device_id}/quarantine"),
     ("GET", "/api/v1/quarantine"),
     ("GET", "/api/v1/gateway/configs"),
+    ("PUT", "/api/v1/devices/{device_id}/consent"),
+    ("GET", "/api/v1/devices/{device_id}/consent"),
+    ("GET", "/api/v1/devices/{device_id}/vitals"),
     ("GET", "/healthz"),
     ("GET", "/"),
 }
@@ -42,3 +45,14 @@ def test_openapi_renders(client: TestClient) -> None:
     assert "application/vnd.fleetloop.gap+json" in gap["requestBody"]["content"]
     result = spec["components"]["schemas"]["IngestResult"]["properties"]
     assert set(result) == {"stored", "duplicates", "quarantined", "seq"}
+
+
+def test_openapi_shows_the_consent_shapes(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["ConsentPut"]["properties"]["tier"]["enum"] == ["essential", "usage", "personal"]
+    assert set(schemas["ConsentHistory"]["properties"]) == {
+        "device", "tier", "reported", "cap", "cap_version", "audit"}
+    assert set(schemas["ConsentAudit"]["properties"]) == {
+        "id", "at_ms", "origin", "requested_by", "from_tier", "to_tier", "fields", "rows"}
+    assert {"consent", "vitals"} <= set(schemas["DevicePublic"]["properties"])
+    assert "consent" in schemas["TelemetryRecord"]["properties"]

@@ -104,3 +104,20 @@ def test_dashboard_shows_the_new_reasons_and_conflicts(client: TestClient, gatew
                    "conflict: device bike-1 incarnation 1234567 seq 1",
                    "no record key registered for device mirror-1"):
         assert reason in table, reason
+
+
+def test_dashboard_shows_consent(client: TestClient, gateway: GatewaySim) -> None:
+    from cloudkit import consent
+
+    key = record_key()
+    enrol(client, "bike-1", key)
+    gateway.push([consent("bike-1", 1, key, "personal")])
+    gateway.push([rec("bike-7", 1)])
+    html = client.get("/", params={"token": ADMIN_TOKEN}).text
+    rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
+    assert '<td class="consent">personal</td>' in rows["bike-1"]
+    assert "not reported" in rows["bike-7"]
+    client.put("/api/v1/devices/bike-1/consent", json={"tier": "usage"}, headers=ADMIN)
+    html = client.get("/", params={"token": ADMIN_TOKEN}).text
+    rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
+    assert "usage<br><small>capped in the cloud (config v1)</small>" in rows["bike-1"]

@@ -201,6 +201,49 @@ def test_version_2_database_is_migrated_to_record_identities(tmp_path: Path) -> 
     Database(path).open()  # opening again changes nothing
 
 
+def _version_3_file(path: Path) -> None:
+    """A database as the version-3 cloud (protocol v2, before consent) left it."""
+    _version_2_file(path)
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[3]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version=3")
+    conn.execute("INSERT INTO telemetry VALUES ('bike-1', 1234567, 1, 10, '{\"heart_rate\":90}',"
+                 " 'gw-1', 2)")
+    conn.commit()
+    conn.close()
+
+
+def test_version_3_database_is_migrated_to_consent(tmp_path: Path) -> None:
+    path = tmp_path / "cloud.db"
+    _version_3_file(path)
+    database = Database(path)
+    database.open()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"consent_audit", "heartbeats"} <= tables
+    conn.close()
+    with database.connection() as store:
+        # nothing stored before consent is touched: it was stored as sent, and stays so
+        assert [r.m for r in store.telemetry("bike-1", 1234567, 0, 10)] == [{"heart_rate": 90}]
+        assert all(r.consent is None for r in store.metric_rows("bike-1"))
+        bike = store.get_device("bike-1")
+        assert bike is not None and (bike.consent_tier, bike.consent_cap) == (None, None)
+        assert store.consent_audit("bike-1", 10) == [] and store.heartbeats("bike-1", 10) == []
+        with store.transaction():
+            store.insert_telemetry([TelemetryRow("bike-1", 2, 11, {}, "gw-1", 3,
+                                                 incarnation=1234567,
+                                                 consent={"cfg": 0, "origin": "device",
+                                                          "tier": "usage"})])
+        consent_row = store.telemetry("bike-1", 1234567, 1, 10)[0]
+        assert consent_row.consent == {"cfg": 0, "origin": "device", "tier": "usage"}
+        # a consent record is no metric row: consent deletions never touch it
+        assert {(r.incarnation, r.seq) for r in store.metric_rows("bike-1")} == {
+            (0, 1), (0, 2), (1234567, 1)}
+    Database(path).open()  # opening again changes nothing
+
+
 def test_a_migrated_database_serves_protocol_v2(tmp_path: Path) -> None:
     from cloudkit import ADMIN, ADMIN_TOKEN, GatewaySim, enrol, rec, record_key, register, signed
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -78,3 +78,54 @@ def test_cloud_seals_the_vector_config_byte_for_byte(tmp_path: Path) -> None:
         with app.state.db.connection() as store:
             latest = store.latest_config(body["device"])
     assert latest is not None and latest.envelope == valid["wire"]
+
+
+def test_cloud_seals_the_vector_consent_config_byte_for_byte(tmp_path: Path) -> None:
+    """A narrowing from the account: the next version, the latest settings and `consent`."""
+    vec = load("configs.json")
+    (valid,) = [v for v in vec["valid"] if "consent" in v["body"]]
+    body = valid["body"]
+    key_path = tmp_path / "config.key.pem"
+    key_path.write_bytes(pem_private(Ed25519PrivateKey.from_private_bytes(TEST_SEED)))
+    settings = Settings.load(home=tmp_path, config_key_path=key_path, dev=True, env={})
+    app = create_app(settings, clock=Clock(body["issued"] / 1000))
+    dev = {"Authorization": "Bearer dev-admin-token"}
+    with TestClient(app) as client:
+        client.post("/api/v1/devices", json={"id": body["device"], "product": "bike"}, headers=dev)
+        for _ in range(body["version"] - 1):
+            client.put(f"/api/v1/devices/{body['device']}/config",
+                       json={"settings": body["settings"]}, headers=dev)
+        r = client.put(f"/api/v1/devices/{body['device']}/consent",
+                       json={"tier": body["consent"]}, headers=dev)
+        assert r.status_code == 200, r.text
+        assert r.json()["cap_version"] == body["version"]
+        with app.state.db.connection() as store:
+            latest = store.latest_config(body["device"])
+    assert latest is not None and latest.envelope == valid["wire"]
+
+
+def test_vector_consent_records(client: TestClient) -> None:
+    """Every valid consent vector is its device's own and stored in its stream; every invalid
+    one is quarantined with its reason, and nothing else of the batch stops."""
+    from cloudkit import GatewaySim, register
+
+    vec = load("records.json")
+    key = Ed25519PrivateKey.generate()
+    gateway = GatewaySim(client, "gw-1", key, register(client, "gw-1", key))
+    devices = {c["device"] for c in vec["consent"]}
+    for device in devices:
+        client.post("/api/v1/devices", json={"id": device, "product": "bike",
+                                             "record_key": vec["record_key"]}, headers=ADMIN)
+    r = gateway.push([c["wire"] for c in vec["consent"]])
+    assert r.json()["stored"] == len(vec["consent"]), r.text
+    for c in vec["consent"]:
+        stored = client.get(f"/api/v1/devices/{c['device']}/telemetry", headers=ADMIN).json()
+        assert {"incarnation": c["incarnation"], "seq": c["seq"], "t": c["t"], "m": {},
+                "consent": {"cfg": c["cfg"], "origin": c["origin"], "tier": c["tier"]}} in stored[
+                    "records"]
+    invalid = [x for x in vec["invalid"] if "consent" in x["why"]]
+    assert len(invalid) >= 4
+    r = gateway.push([x["wire"] for x in invalid])
+    assert r.json()["quarantined"] == len(invalid) and r.json()["stored"] == 0
+    held = client.get("/api/v1/devices/bike-1/quarantine", headers=ADMIN).json()
+    assert len(held) == len(invalid) and all(h["reason"] for h in held)
