@@ -143,7 +143,7 @@ def vitals_table(vitals: dict[str, Any], now_ms: int, limit: int = 50) -> Table 
                       _num(v.get("why")), _num(v.get("consent")), _num(v.get("heap_low"), " B"),
                       _duration(v.get("uptime_s")), buffer,
                       _num(v.get("reconnects")), _num(v.get("hint_ms"), " ms"),
-                      vitals_reason(v))
+                      Text(vitals_reason(v)))
     more = int(vitals.get("total") or len(rows)) - min(limit, len(rows))
     if more > 0:
         table.caption = f"... and {more} more device(s): `diag --json` or gateway.db"
@@ -177,18 +177,20 @@ def render(st: dict[str, Any], now_ms: int | None = None) -> Group:
                             f"{ingest.get('rejected', 0)} refused")
     reasons = sorted((ingest.get("reject_reasons") or {}).items(), key=lambda kv: -kv[1])
     for reason, n in reasons[:5]:
-        table.add_row("", f"[yellow]{n} x {reason}[/]")
+        # A reason can quote what a device sent: never read as markup.
+        table.add_row("", Text(f"{n} x {reason}", style="yellow"))
     table.add_row("inbox", f"{st.get('inbox', 0)} records waiting for a batch")
     table.add_row("spool", f"{spool.get('batches', 0)} batches / {spool.get('records', 0)} records "
                            f"waiting for the cloud (chain head {spool.get('head_seq')})")
     for d in spool.get("latest_dead_letters") or []:
-        table.add_row("", f"[red]dead letter: batch {d['seq']} ({d['records']} records) refused "
-                          f"{_age(d['dead_ms'], now_ms)} with {d['status']}: {d['reason']}[/]")
+        table.add_row("", Text(f"dead letter: batch {d['seq']} ({d['records']} records) refused "
+                               f"{_age(d['dead_ms'], now_ms)} with {d['status']}: {d['reason']}",
+                               style="red"))
     table.add_row("uplink", f"{uplink.get('sent_batches', 0)} batches sent, last ok "
                             f"{_age(uplink.get('last_ok_ms'), now_ms)}")
     if uplink.get("last_error"):
-        table.add_row("", f"[red]last error {_age(uplink.get('last_error_ms'), now_ms)}: "
-                          f"{uplink['last_error']}[/]")
+        table.add_row("", Text(f"last error {_age(uplink.get('last_error_ms'), now_ms)}: "
+                               f"{uplink['last_error']}", style="red"))
     table.add_row("configs", f"revision {downlink.get('revision')}, "
                              f"{downlink.get('published', 0)} published")
     table.add_row("hint", hint_text(st.get("hint") or {}))
