@@ -30,18 +30,7 @@ from device.port import const
 
 RESTART_FOR_CONFIG = "config"
 _ALIVE_MS = const(2000)  # an "alive" event at least this often: the host runner's watchdog
-_MAX_HINT_MS = const(600000)  # protocol.hint.MAX_HINT_MS
 HINT_TOPIC = b"fleet/hint"  # protocol.hint.TOPIC
-HINT_FILE = "/hint.json"
-
-
-def read_hint(data_dir):
-    """The hint kept in data/hint.json ({"min_reconnect_ms": N}); 0 if none (or not ours)."""
-    try:
-        ms = json.loads(port.read_bytes(data_dir + HINT_FILE))["min_reconnect_ms"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-    return ms if type(ms) is int and 0 <= ms <= _MAX_HINT_MS else 0
 
 
 def _topic(device_id, kind):
@@ -120,15 +109,11 @@ class Agent:
             self._on_hint(payload)
 
     def _on_hint(self, payload):
-        try:
-            ms = codec.decode_hint(payload)
-        except ValueError as e:
-            self.emit({"event": "bad_hint", "reason": str(e)})
-            return
-        if ms != self.link.hint_ms:  # the retained hint comes back on every connect
-            port.write_atomic(self.data + HINT_FILE, b'{"min_reconnect_ms":%d}' % ms)
-            self.link.hint_ms = ms
-            self.emit({"event": "hint", "min_reconnect_ms": ms})
+        from device import hint  # rare (once per connect: retained); unloaded again below
+
+        self.link.hint_ms = hint.receive(self.data, payload, self.link.hint_ms, self.emit)
+        del hint
+        port.unload("device.hint")
 
     def _consent_request(self):
         """The product's button was pressed: apply (or refuse) data/consent.request."""

@@ -5,9 +5,10 @@ from device import agent, buffer, codec, link, mqtt, port
 from device.profiles import load
 
 
-def run(image, ident, conf, records, emit, boot):
+def run(image, ident, conf, records, emit, boot, consent):
     """Wire and run the agent once. Returns (why it stopped, records produced). boot is
-    (reset cause, resets, watchdog feed) from main.py. A MemoryError or any other exception
+    (reset cause, resets, watchdog feed) from main.py, consent (tier, consent records logged
+    in this incarnation, allowed metric names) from consent.start(). A MemoryError or any other exception
     propagates (main.py turns it into a reset) after a best-effort close."""
     dev = ident["id"]
     # The record key (provisioned into the image, 0600): its HMAC keys, computed once for this
@@ -16,14 +17,12 @@ def run(image, ident, conf, records, emit, boot):
                         codec.mac_key(port.read_bytes(image + "/keys/record.key")))
     buf.open()
     data = image + "/data"
-    # Consent before the first sample: log what is not logged yet, apply a waiting request,
-    # learn which metrics may be kept. Its code is unloaded again.
-    from device import consent
+    tier, logged, allowed = consent
+    from device import hint
 
-    tier, logged = consent.begin(data, buf, conf.version, emit)
-    allowed = consent.allowed(ident["profile"], tier)
-    del consent
-    port.unload("device.consent")
+    hint_ms = hint.read(data)
+    del hint
+    port.unload("device.hint")
     client = mqtt.Client(dev.encode())
     host = ident["broker_host"]
     port_no = ident["broker_port"]
@@ -33,7 +32,7 @@ def run(image, ident, conf, records, emit, boot):
         client, lambda: port.tls_connect(host, port_no, certs), conf.get("keepalive_s"),
         [((t + "ack").encode(), 1), ((t + "config").encode(), 1), (agent.HINT_TOPIC, 1)],
         (t + "status").encode(), 1)
-    session.hint_ms = agent.read_hint(data)
+    session.hint_ms = hint_ms
     # A profile resumes after the samples it took: the records, not the consent records.
     app = agent.Agent(dev, load(ident["profile"], dev, buf.last - logged), buf, conf, client,
                       session, emit, records)

@@ -169,7 +169,7 @@ class Buffer:
 
     def put_signed(self, signed):
         """Tag, append and flush a record encoded elsewhere (a consent record,
-        codec.signed_consent), whose seq must be next_seq; returns it. The same stream, seqs
+        consent.signed_consent), whose seq must be next_seq; returns it. The same stream, seqs
         and acks as every record."""
         seq = self.last + 1
         if not signed.startswith(self.prefix.encode() + str(seq).encode() + b","):

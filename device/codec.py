@@ -1,5 +1,6 @@
-"""The device's own codecs for the messages on its hot path: the tagged v2 record (and consent
-record) and state, the v2 ack and the back-pressure hint.
+"""The device's own codecs for the messages on its hot path: the tagged v2 record and state,
+and the v2 ack. (The rare ones live where they are used and are unloaded with it: the consent
+record in consent.py, the back-pressure hint in hint.py.)
 
 protocol.record / protocol.ack / protocol.state define these formats; this module produces
 byte-identical output (tests/device checks it against protocol and tests/vectors on both
@@ -117,36 +118,6 @@ def signed_record(prefix, seq, ts_ms, metrics):
     if len(data) + 40 > _MAX_RECORD_BYTES:
         raise ValueError("record too large")
     return data
-
-
-TIERS = ("essential", "usage", "personal")  # protocol.consent.TIERS
-ORIGINS = ("device", "cloud")  # protocol.consent.ORIGINS
-
-
-def signed_consent(prefix, seq, ts_ms, tier, origin, cfg):
-    """What the tag of a consent record covers (protocol.record.consent_signed_bytes): `c` in
-    place of `m`. ValueError for anything protocol refuses. Rare (a change of consent): it
-    may concatenate."""
-    if type(seq) is not int or not 0 < seq <= _MAX_INT or type(ts_ms) is not int or \
-            not 0 <= ts_ms <= _MAX_INT or type(cfg) is not int or not 0 <= cfg <= 2147483647 \
-            or tier not in TIERS or origin not in ORIGINS:
-        raise ValueError("not a consent record")
-    return (prefix + str(seq) + ',"t":' + str(ts_ms) + ',"c":{"cfg":' + str(cfg)
-            + ',"origin":"' + origin + '","tier":"' + tier + '"}}').encode()
-
-
-def decode_hint(payload):
-    """protocol.hint.decode: min_reconnect_ms of a back-pressure hint; ValueError otherwise."""
-    if len(payload) > 64:
-        raise ValueError("hint too large")
-    try:
-        obj = json.loads(payload)
-        v, ms = obj["v"], obj["min_reconnect_ms"]
-    except (ValueError, TypeError, KeyError, AttributeError):
-        raise ValueError("not a hint")
-    if type(v) is int and v == 1 and len(obj) == 2 and type(ms) is int and 0 <= ms <= 600000:
-        return ms
-    raise ValueError("not a hint of version 1 with min_reconnect_ms in 0..600000")
 
 
 def decode_ack(payload):

@@ -24,18 +24,32 @@ names only.
 
 import json
 
-from device import codec, port
+from device import port
 
 FILE = "/consent.json"
 REQUEST = "/consent.request"
+TIERS = ("essential", "usage", "personal")  # protocol.consent.TIERS, narrowest first
+ORIGINS = ("device", "cloud")  # protocol.consent.ORIGINS
 _DEFAULT = "essential"  # protocol.consent.DEFAULT
+
+
+def signed_consent(prefix, seq, ts_ms, tier, origin, cfg):
+    """What the tag of a consent record covers (protocol.record.consent_signed_bytes, `c` in
+    place of `m`), after codec.record_prefix; ValueError for anything protocol refuses. Here,
+    not in codec.py: a consent record is rare, and this module leaves the heap after use."""
+    if type(seq) is not int or not 0 < seq <= 9007199254740991 or type(ts_ms) is not int or \
+            not 0 <= ts_ms <= 9007199254740991 or type(cfg) is not int or \
+            not 0 <= cfg <= 2147483647 or tier not in TIERS or origin not in ORIGINS:
+        raise ValueError("not a consent record")
+    return (prefix + str(seq) + ',"t":' + str(ts_ms) + ',"c":{"cfg":' + str(cfg)
+            + ',"origin":"' + origin + '","tier":"' + tier + '"}}').encode()
 
 
 def load(data_dir):
     """The saved consent, or None (essential, nothing logged)."""
     try:
         saved = json.loads(port.read_bytes(data_dir + FILE))
-        if saved["tier"] in codec.TIERS and saved["origin"] in codec.ORIGINS:
+        if saved["tier"] in TIERS and saved["origin"] in ORIGINS:
             return saved
     except (OSError, ValueError, KeyError, TypeError):
         pass  # replaced atomically: never torn; anything else is not ours
@@ -62,7 +76,7 @@ def change(data_dir, tier, origin, cfg, saved=None):
 
 def log(data_dir, c, buf):
     """Put c's consent record into the buffer and mark it logged."""
-    signed = codec.signed_consent(buf.prefix, buf.next_seq, port.time_ms(), c["tier"],
+    signed = signed_consent(buf.prefix, buf.next_seq, port.time_ms(), c["tier"],
                                   c["origin"], c["cfg"])
     buf.put_signed(signed)
     c["logged"] = True
@@ -78,6 +92,22 @@ def allowed(product, tier):
     tiers = None  # type: ignore[assignment]  # drop the module so unload() can free it
     port.unload("protocol.consent", "protocol")
     return names
+
+
+def start(image, ident, cfg, emit):
+    """What a start does for consent, before the agent's code is loaded (main.py): open the
+    buffer, begin(), learn the metric names the tier allows. Returns (tier, consent records
+    in this incarnation, allowed names)."""
+    from device import buffer, codec
+
+    buf = buffer.Buffer(image + "/data/buffer", ident["id"],
+                        codec.mac_key(port.read_bytes(image + "/keys/record.key")))
+    buf.open()
+    try:
+        tier, logged = begin(image + "/data", buf, cfg, emit)
+    finally:
+        buf.close()
+    return tier, logged, allowed(ident["profile"], tier)
 
 
 def begin(data_dir, buf, cfg, emit):
@@ -111,7 +141,7 @@ def request(data_dir, buf, cfg, emit):
     tier = None
     try:
         tier = json.loads(raw)["tier"]
-        if tier not in codec.TIERS:
+        if tier not in TIERS:
             raise ValueError("unknown consent tier " + repr(tier)[:40])
     except (ValueError, KeyError, TypeError) as e:
         port.remove(path)

@@ -75,9 +75,17 @@ def main(args):
                     return port.reset(_EXIT_REQUESTED)
             port.collect()
             port.tls_context(image + "/certs")  # before the agent's code: see port.tls_context
+            # Consent before the first sample and before the agent's code: its record logged,
+            # a waiting request applied, the allowed metrics known; its code unloaded again.
+            from device import consent
+
+            agreed = consent.start(image, ident, conf.version, emit)
+            del consent
+            port.unload("device.consent")
+            port.collect()
             from device import app
 
-            why, _ = app.run(image, ident, conf, records, emit, (cause, resets, feed))
+            why, _ = app.run(image, ident, conf, records, emit, (cause, resets, feed), agreed)
             fresh = False
             del app
             if why != "config":

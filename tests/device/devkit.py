@@ -225,6 +225,10 @@ class Gateway:
     def publish_config(self, device: str, envelope: bytes) -> None:
         self.client.publish(f"fleet/{device}/config", envelope, qos=1, retain=True)
 
+    def publish_hint(self, payload: bytes) -> None:
+        """The back-pressure hint, retained, as gateway/ publishes it (protocol.hint)."""
+        self.client.publish("fleet/hint", payload, qos=1, retain=True).wait_for_publish(10)
+
     def seqs(self, device: str) -> list[int]:
         with self.lock:
             return sorted(self.streams.get((device, self.incarnation.get(device, 0)), {}))
@@ -237,17 +241,35 @@ def make_image(home: Path, out: Path, device_id: str, profile: str, broker_port:
     return provision(home, device_id, profile, "localhost", broker_port, out)
 
 
+def press_consent(image: Path, tier: str) -> None:
+    """The product's consent button (what fleetloop.device_consent.request writes, for an
+    image anywhere): the agent applies it at its start or within about a second."""
+    data = image / "data"
+    data.mkdir(exist_ok=True)
+    tmp = data / "consent.request.tmp"
+    tmp.write_text(json.dumps({"tier": tier}))
+    os.replace(tmp, data / "consent.request")
+
+
 class Device:
-    """One running agent; its stdout JSON events are collected in a background thread."""
+    """One running agent; its stdout JSON events are collected in a background thread.
+
+    `consent`: the tier the customer grants on the product before it starts (a new device is
+    at "essential" and buffers no records of these profiles); None leaves it as it is."""
 
     def __init__(self, image: Path, interpreter: str, records: int | None = None,
-                 interval_ms: int | None = None, heap: str = "64K") -> None:
+                 interval_ms: int | None = None, heap: str = "64K",
+                 consent: str | None = "personal", heartbeat_s: int | None = None) -> None:
         env = dict(os.environ)
+        if consent is not None:
+            press_consent(image, consent)
         args = [str(image)] if interpreter == "cpython" else ["."]
         if records is not None:
             args += ["--records", str(records)]
         if interval_ms is not None:
             args += ["--interval-ms", str(interval_ms)]
+        if heartbeat_s is not None:
+            args += ["--heartbeat-s", str(heartbeat_s)]
         if interpreter == "micropython":
             # Board-like short paths: every module's __file__ is a qstr that stays on the
             # heap, and a long absolute tmp path costs ~1.5 KB of a 64 KB heap. The cwd is

@@ -5,6 +5,7 @@ import os
 from fakes import check, equal, raises
 
 from device import buffer, codec
+from device import consent as dconsent
 from protocol import record, tag
 
 MAC = tag.Hmac(b"\x07" * 32)
@@ -200,7 +201,7 @@ def test_consent_records_share_the_stream_and_bytes_are_counted(tmp):
     b = _open(tmp)
     equal(b.bytes, 0, "empty")
     _fill(b, 3)
-    signed = codec.signed_consent(b.prefix, b.next_seq, 1700000000500, "usage", "device", 2)
+    signed = dconsent.signed_consent(b.prefix, b.next_seq, 1700000000500, "usage", "device", 2)
     equal(b.put_signed(signed), 4, "the next seq")
     raises(ValueError, b.put_signed, signed)  # seq 4 again: refused, nothing written
     _fill(b, 3)

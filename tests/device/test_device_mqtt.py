@@ -34,7 +34,9 @@ def test_records_delivered_acked_and_buffer_drained(
     dev = Device(image, interpreter, records=60, interval_ms=10)
     devices.append(dev)
     boot = dev.wait_event("boot")
-    assert (boot["impl"], boot["seq"], boot["id"]) == (interpreter, 0, "bike-1")
+    # seq 1: the consent record of the tier the customer granted before the first sample
+    assert (boot["impl"], boot["seq"], boot["id"]) == (interpreter, 1, "bike-1")
+    assert boot["consent"] == "personal"
     dev.wait_event("connected")
     dev.wait_event("drained", timeout=30, acked=60)
     assert gateway.seqs("bike-1") == list(range(1, 61))
@@ -75,7 +77,7 @@ def test_a_new_device_samples_at_once_without_any_gateway(home: Path, tmp_path: 
     dev = Device(image, "micropython", records=5, interval_ms=10)
     try:
         boot = dev.wait_event("boot")
-        assert boot["seq"] == 0 and 0 < boot["i"] < 2**31
+        assert boot["seq"] == 1 and 0 < boot["i"] < 2**31  # its consent record
         assert dev.wait_event("produced", timeout=15)["seq"] == 5  # no first ack awaited
     finally:
         dev.stop()
@@ -109,7 +111,7 @@ def test_a_wiped_device_is_a_new_incarnation_and_ignores_acks_of_the_old_one(
     second = Device(image, "micropython", records=10, interval_ms=10)
     devices.append(second)
     boot = second.wait_event("boot")
-    assert boot["i"] != old and boot["seq"] == 0
+    assert boot["i"] != old and boot["seq"] == 1  # the tier logged again in the new life
     second.wait_event("produced", timeout=30)
     # max_inflight (8) records of the new life, from seq 1, unacked
     wait_for(lambda: gateway.seqs("bike-1") == list(range(1, 9)), 30, "seq 1-8 of the new life")

@@ -20,6 +20,7 @@ from devkit import (
     Mosquitto,
     free_port,
     make_image,
+    press_consent,
     stop_process,
     wait_for,
     wait_state,
@@ -199,6 +200,7 @@ def test_a_downlink_larger_than_the_limit_is_reported_too_large(
         home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway,
         boards: list[Board]) -> None:
     image = make_image(home, tmp_path / "img", "bike-1", "bike", broker.port)
+    press_consent(image, "usage")  # records to keep flowing (a new device buffers none)
     board = Board(image)
     boards.append(board)
     _state(gateway, d="bike-1")
