@@ -82,8 +82,10 @@ def put_desired(
     consent: str | None = None,
 ) -> ConfigRow:
     """Validate, version, sign and store; returns the stored config. `consent`: a tier
-    (protocol.consent) this version narrows the device to (cloud.services.consent); only the
-    version made with it carries it.
+    (protocol.consent) this version narrows the device to (cloud.services.consent). Every
+    later version carries the narrowing too while the device has not confirmed it (the cap is
+    in force): the broker keeps only the latest config, so a narrowing must not be lost under
+    an ops change made before the device fetched it.
 
     InvalidSettings (422) also when the envelope would exceed the one downlink limit
     (protocol.bounds.MAX_DOWNLINK_BYTES): the cloud never signs what a device cannot take.
@@ -102,6 +104,9 @@ def insert_desired(
     version = 1 if latest is None else latest.version + 1
     body: dict[str, Any] = {"device": device_id, "version": version, "issued": now_ms,
                             "settings": settings}
+    if consent is None:
+        device = store.get_device(device_id)
+        consent = None if device is None else device.consent_cap
     if consent is not None:
         body["consent"] = consent
     try:

@@ -208,11 +208,18 @@ def test_a_narrowing_from_the_account(
     r = put(client, "personal")
     assert r.status_code == 409
     assert r.json()["detail"] == "consent can only be widened by the customer, on the product"
-    # a later ops config does not carry consent
+    # a later ops config carries the narrowing on while the device has not confirmed it: the
+    # broker keeps only the latest config, so the narrowing cannot be lost under it
     client.put("/api/v1/devices/bike-1/config", json={"settings": {"interval_ms": 900}},
                headers=ADMIN)
-    assert "consent" not in _open(feed(client, gateway)[3], config_key)
+    assert _open(feed(client, gateway)[3], config_key)["consent"] == "usage"
     assert view(client)["cap_version"] == 2
+    # the device confirms (its consent record of origin cloud): later configs leave consent out
+    gateway.push([consent("bike-1", 8, KEY, "usage", origin="cloud", cfg=3)])
+    assert view(client)["cap"] is None
+    client.put("/api/v1/devices/bike-1/config", json={"settings": {"interval_ms": 800}},
+               headers=ADMIN)
+    assert "consent" not in _open(feed(client, gateway)[4], config_key)
 
 
 def test_a_narrowing_from_the_account_of_a_device_without_config(
