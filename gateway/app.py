@@ -56,6 +56,7 @@ def build(s: Settings) -> Parts:
         directory=s.broker_dir, bind=s.mqtt_host, port=s.mqtt_port, keys=keys,
         gateway_id=s.gateway_id, user=current_user(), max_inflight=s.broker_max_inflight,
         max_queued_bytes=s.broker_max_queued_bytes, autosave_s=s.broker_autosave_s,
+        observers=s.observers,
     ), find_mosquitto(s.mosquitto))
     uplink = Uplink(store, s.gateway_id, s.cloud_url, s.token_path,
                     Backoff(s.retry_min_s, s.retry_max_s), batch_key, s.http_timeout_s)

@@ -32,6 +32,7 @@ class BrokerConfig:
     max_inflight: int = 1000
     max_queued_bytes: int = 256 * 1024 * 1024
     autosave_s: int = 1
+    observers: tuple[str, ...] = ()  # read-only identities (Settings.observers)
 
     @property
     def conf_path(self) -> Path:
@@ -54,7 +55,8 @@ class BrokerConfig:
         return self.directory / "data"
 
 
-def render_acl(gateway_id: str) -> str:
+def render_acl(gateway_id: str, observers: tuple[str, ...] = ()) -> str:
+    watch = [line for name in observers for line in (f"user {name}", "topic read fleet/#")]
     return "\n".join([
         "# Written by the fleetloop gateway at every start; edits are overwritten.",
         "# username = certificate CN = client id (use_identity_as_username, use_username_as_clientid)",
@@ -62,6 +64,9 @@ def render_acl(gateway_id: str) -> str:
         "# The gateway reads every device's uplink and writes acks and configs.",
         f"user {gateway_id}",
         "topic readwrite fleet/#",
+        "",
+        "# Observers (--observer): read every device's topics, write none.",
+        *watch,
         "",
         "# Every device: write only its own uplink topics, read only its own downlink topics.",
         "pattern write fleet/%u/telemetry",
@@ -124,7 +129,7 @@ def render_config(cfg: BrokerConfig) -> str:
 def write_config(cfg: BrokerConfig) -> None:
     cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(cfg.directory, 0o700)  # its log and persistence hold device data
-    for path, text in ((cfg.acl_path, render_acl(cfg.gateway_id)), (cfg.conf_path, render_config(cfg))):
+    for path, text in ((cfg.acl_path, render_acl(cfg.gateway_id, cfg.observers)), (cfg.conf_path, render_config(cfg))):
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -61,6 +61,10 @@ def run(
     reconnect_rate: Annotated[int | None, typer.Option(
         help="Device connections per second a restarted broker should take; the computed hint "
              "spreads the known devices over that (default 100).", show_default=False)] = None,
+    observer: Annotated[list[str] | None, typer.Option(
+        help="A certificate CN the broker lets read every device's topics and write none (a "
+             "site's monitoring, a technician's tap); repeat for more.",
+        show_default=False)] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     """Run the gateway: its Mosquitto (mTLS, per-device ACL), durable ingest, signed batches to
@@ -78,7 +82,7 @@ def run(
             home=home, gateway_id=gateway_id, mqtt_port=mqtt_port, status_port=status_port,
             cloud_url=cloud, token_file=token_file, batch_max_records=batch_size,
             batch_interval_s=batch_interval, min_reconnect_ms=min_reconnect_ms,
-            reconnect_rate=reconnect_rate,
+            reconnect_rate=reconnect_rate, observers=tuple(observer) if observer else None,
         )
         gateway_app.run(settings)
     except GatewayError as exc:

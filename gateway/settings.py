@@ -68,6 +68,10 @@ class Settings:
                                    "take (sets the computed back-pressure hint)")
     hint_interval_s: float = _setting(30.0, "FLEETLOOP_HINT_INTERVAL_S", float,
                                       "how often to recompute the back-pressure hint")
+    observers: tuple[str, ...] = _setting(
+        (), "FLEETLOOP_OBSERVERS", lambda text: tuple(x for x in text.split(",") if x),
+        "certificate CNs the broker lets read every device's topics, never write (a site's "
+        "monitoring or a technician's tap); comma-separated")
 
     def __post_init__(self) -> None:
         if not valid_device_id(self.gateway_id):
@@ -95,6 +99,10 @@ class Settings:
                 raise SettingsError(f"{name} must be > 0")
         if self.retry_max_s < self.retry_min_s:
             raise SettingsError("retry_max_s must be >= retry_min_s")
+        for name in self.observers:
+            if not valid_device_id(name) or name == self.gateway_id:
+                raise SettingsError(f"invalid observer {name!r}: a certificate CN of 1-64 of "
+                                    "[A-Za-z0-9_-], not the gateway's own")
         fixed = self.min_reconnect_ms
         if fixed is not None and (type(fixed) is not int or not 0 <= fixed <= MAX_HINT_MS):
             raise SettingsError(f"min_reconnect_ms must be an int in 0..{MAX_HINT_MS} "

@@ -5,8 +5,12 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from gateway.broker_config import BrokerConfig, render_acl, render_config, write_config
+from gateway.errors import SettingsError
 from gateway.keys import GatewayKeys
+from gateway.settings import Settings
 
 
 def _cfg(tmp_path: Path) -> BrokerConfig:
@@ -73,3 +77,18 @@ def test_written_files_are_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert cfg.data_dir.is_dir()
     assert cfg.conf_path.read_text() == render_config(cfg)
+
+
+def test_observers_read_every_device_and_write_nothing() -> None:
+    acl = render_acl("gw-1", ("tap-1",))
+    block = acl.split("user tap-1\n", 1)[1].split("\n\n", 1)[0]
+    assert block == "topic read fleet/#"
+    assert render_acl("gw-1").count("user ") == 1  # none unless asked for
+
+
+def test_an_observer_must_be_a_valid_cn_other_than_the_gateway() -> None:
+    assert Settings.build(env={}, observers=("tap-1",)).observers == ("tap-1",)
+    assert Settings.build(env={"FLEETLOOP_OBSERVERS": "tap-1,tap-2"}).observers == ("tap-1", "tap-2")
+    for bad in ("gw-1", "a/b", "#"):
+        with pytest.raises(SettingsError, match="observer"):
+            Settings.build(env={}, observers=(bad,))
