@@ -29,7 +29,18 @@ from device import codec, mqtt, port
 from device.port import const
 
 RESTART_FOR_CONFIG = "config"
+RESTART_FOR_CONSENT = "consent"  # too little heap to apply a request now: main.py applies it
 _ALIVE_MS = const(2000)  # an "alive" event at least this often: the host runner's watchdog
+# The state (protocol.state, version 2, with the vitals), the tag appended after. With every
+# counter at its bound and 160 characters of reason and link error it stays within
+# protocol.state.MAX_STATE_BYTES (tests/device checks it). Ids, words and versions are ours:
+# no escaping; reason and link error come JSON-encoded.
+_STATE = ('{"v":2,"d":"%s","i":%d,"t":%d,"impl":"%s","fw":"%s","profile":"%s",'
+          '"config_version":%d,"config_status":"%s","reason":%s,"heap_free":%d,"buffered":%d,'
+          '"dropped":%d,"seq":%d,"floor":%d,"reset_cause":"%s","resets":%d,"link_error":%s,'
+          '"link_failures":%d,"why":"%s","uptime_s":%d,"heap_low":%d,"buffer_bytes":%d,'
+          '"reconnects":%d,"consent":"%s","hint_ms":%d}')
+_MAX_SIGNED = const(1024 - 40)  # protocol.state.MAX_STATE_BYTES less the tag
 HINT_TOPIC = b"fleet/hint"  # protocol.hint.TOPIC
 
 
@@ -67,8 +78,10 @@ class Agent:
         self.data = ""
         self.tier = "essential"
         self.allowed = ()  # type: tuple
+        self.names = ((), (), ())  # type: tuple  # allowed names per tier, narrowest first
         self.logged = 0
         self.request_path = ""  # data/consent.request, set by run()
+        self.why_up = "connect"  # why the next state on connecting is sent
         self.tick = self.progress_at  # uptime: whole seconds counted up to this tick
         self.uptime_s = 0
         self.beat_at = self.progress_at  # ticks of the last state published
@@ -82,7 +95,9 @@ class Agent:
         self.sent = self.buf.acked  # resend everything unacked, oldest first
         self.progress_at = port.ticks_ms()
         self.emit({"event": "connected", "connects": self.link.connects})
-        self.publish_state("connect")
+        why = self.why_up
+        self.why_up = "connect"
+        self.publish_state(why)
 
     def _on_down(self, reason):
         self.emit({"event": "disconnected", "reason": reason})
@@ -117,13 +132,21 @@ class Agent:
 
     def _consent_request(self):
         """The product's button was pressed: apply (or refuse) data/consent.request."""
-        from device import consent  # rare; unloaded again below
+        done = None
+        try:
+            from device import consent  # rare; unloaded again below
 
-        done = consent.request(self.data, self.buf, self.conf.version, self.emit)
-        if done is not None:
-            self.tier, self.logged = done
-            self.allowed = consent.allowed(self.profile.name, self.tier)
-        del consent
+            done = consent.request(self.data, self.buf, self.conf.version, self.emit)
+            if done is not None:
+                self.tier, self.logged = done
+                self.allowed = self.names[consent.TIERS.index(self.tier)]
+        except MemoryError:
+            # Too fragmented now: stop, and main.py applies it first thing on a fresh heap
+            # (the request stays; a change half made is finished there: consent.py).
+            self.stop = RESTART_FOR_CONSENT
+            self.emit({"event": "consent", "status": "deferred",
+                       "reason": "not enough memory now; applied at the restart"})
+        consent = None  # type: ignore[assignment]
         port.unload("device.consent")
         if done is not None and self.link.up:
             try:
@@ -175,24 +198,22 @@ class Agent:
         now = port.ticks_ms()
         self._clock(now)
         self.beat_at = now
-        fields = {
-            "v": 2, "d": self.device_id, "i": buf.incarnation, "t": port.time_ms(),
-            "impl": port.IMPL,
-            "fw": device.__version__, "profile": self.profile.name,
-            "config_version": self.conf.version, "config_status": self.conf.status,
-            "reason": self.conf.reason[:200], "heap_free": heap, "buffered": buf.buffered,
-            "dropped": buf.dropped, "seq": buf.last, "floor": buf.floor,
-            "reset_cause": self.boot[0], "resets": self.boot[1],
-            "link_error": link.last_error[:200], "link_failures": link.failures,
-            "why": why, "uptime_s": self.uptime_s, "heap_low": self.heap_min,
-            "buffer_bytes": buf.bytes, "reconnects": link.connects - 1 if link.connects else 0,
-            "consent": self.tier, "hint_ms": link.hint_ms,
-        }
-        # protocol.state's encode is this dumps and tag after checking the fields; the fields
-        # are ours and tests check them with protocol.state.decode, so the device skips the
-        # import. The tag is last whatever order the interpreter's dict keeps.
-        signed = json.dumps(fields, separators=(",", ":")).encode()
-        del fields  # garbage now, reclaimable below
+        # protocol.state's encode checks the fields, dumps and tags them; the fields are ours
+        # and tests check them with protocol.state.decode, so the device skips the import and
+        # writes the JSON from one constant format (no dict of 26 entries on a small heap).
+        # Only the two texts need JSON escaping.
+        for cut in (160, 32):  # escapes made the texts long: say less of them
+            reason = json.dumps(self.conf.reason[:cut])
+            error = json.dumps(link.last_error[:cut])
+            signed = (_STATE % (
+                self.device_id, buf.incarnation, port.time_ms(), port.IMPL, device.__version__,
+                self.profile.name, self.conf.version, self.conf.status, reason, heap,
+                buf.buffered, buf.dropped, buf.last, buf.floor, self.boot[0], self.boot[1],
+                error, link.failures, why, self.uptime_s, self.heap_min, buf.bytes,
+                link.connects - 1 if link.connects else 0, self.tier, link.hint_ms)).encode()
+            if len(signed) <= _MAX_SIGNED:
+                break
+        del reason, error  # garbage now, reclaimable below
         # protocol.tag.append's bytes, handed over in pieces: no copy of the state is made.
         self.client.publish(self.t_state, (memoryview(signed)[:-1], codec.HEAD,
                                            codec.mac_tag(buf.mac, signed), codec.TAIL), 1)
@@ -269,7 +290,8 @@ class Agent:
         self.heap_rest = port.mem_free()
 
     def run(self):
-        """Loop until a staged config needs verifying (returns RESTART_FOR_CONFIG)."""
+        """Loop until a staged config needs verifying (returns RESTART_FOR_CONFIG) or a consent
+        request a fresh heap (RESTART_FOR_CONSENT)."""
         self.next_sample = port.ticks_ms()
         idle_sync = alive = port.ticks_ms()
         feed = self.boot[2]

@@ -8,7 +8,8 @@ from device.profiles import load
 def run(image, ident, conf, records, emit, boot, consent):
     """Wire and run the agent once. Returns (why it stopped, records produced). boot is
     (reset cause, resets, watchdog feed) from main.py, consent (tier, consent records logged
-    in this incarnation, allowed metric names) from consent.start(). A MemoryError or any other exception
+    in this incarnation, allowed metric names per tier, whether that changed now) from
+    consent.start(). A MemoryError or any other exception
     propagates (main.py turns it into a reset) after a best-effort close."""
     dev = ident["id"]
     # The record key (provisioned into the image, 0600): its HMAC keys, computed once for this
@@ -17,7 +18,8 @@ def run(image, ident, conf, records, emit, boot, consent):
                         codec.mac_key(port.read_bytes(image + "/keys/record.key")))
     buf.open()
     data = image + "/data"
-    tier, logged, allowed = consent
+    tier, logged, names, changed = consent
+    allowed = names[("essential", "usage", "personal").index(tier)]
     from device import hint
 
     hint_ms = hint.read(data)
@@ -40,6 +42,9 @@ def run(image, ident, conf, records, emit, boot, consent):
     app.data = data
     app.tier = tier
     app.allowed = allowed
+    app.names = names
+    if changed:  # the first state says so (a button pressed before the start, a narrowing)
+        app.why_up = "consent"
     app.logged = logged
     port.collect()
     emit({"event": "boot", "id": dev, "impl": port.IMPL, "i": buf.incarnation, "seq": buf.last,

@@ -86,9 +86,16 @@ def log(data_dir, c, buf):
 
 def allowed(product, tier):
     """protocol.consent.allowed, imported for the moment and unloaded again."""
+    return table(product)[TIERS.index(tier)]
+
+
+def table(product):
+    """protocol.consent.allowed for every tier, narrowest first (a few small tuples of names
+    the profile's own samples use): a change while the agent runs needs no protocol import."""
     from protocol import consent as tiers
 
-    names = tiers.allowed(product, tier)
+    names = (tiers.allowed(product, TIERS[0]), tiers.allowed(product, TIERS[1]),
+             tiers.allowed(product, TIERS[2]))
     tiers = None  # type: ignore[assignment]  # drop the module so unload() can free it
     port.unload("protocol.consent", "protocol")
     return names
@@ -96,18 +103,19 @@ def allowed(product, tier):
 
 def start(image, ident, cfg, emit):
     """What a start does for consent, before the agent's code is loaded (main.py): open the
-    buffer, begin(), learn the metric names the tier allows. Returns (tier, consent records
-    in this incarnation, allowed names)."""
+    buffer, begin(), learn the metric names each tier allows. Returns (tier, consent records
+    in this incarnation, table(), whether a consent record was logged now)."""
     from device import buffer, codec
 
     buf = buffer.Buffer(image + "/data/buffer", ident["id"],
                         codec.mac_key(port.read_bytes(image + "/keys/record.key")))
     buf.open()
+    last = buf.last
     try:
         tier, logged = begin(image + "/data", buf, cfg, emit)
     finally:
         buf.close()
-    return tier, logged, allowed(ident["profile"], tier)
+    return tier, logged, table(ident["profile"]), buf.last != last
 
 
 def begin(data_dir, buf, cfg, emit):

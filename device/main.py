@@ -88,7 +88,7 @@ def main(args):
             why, _ = app.run(image, ident, conf, records, emit, (cause, resets, feed), agreed)
             fresh = False
             del app
-            if why != "config":
+            if why not in ("config", "consent"):
                 return 0
             # Drop the agent's code so verification has the heap: MicroPython keeps bytecode in
             # RAM. It is imported again afterwards.

@@ -286,6 +286,7 @@ class Device:
                                      stderr=open(self.stderr_path, "wb"),
                                      start_new_session=True)
         self.events: list[dict] = []
+        self.times: list[float] = []  # time.monotonic() when each event arrived
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -297,6 +298,7 @@ class Device:
                 event = json.loads(line)
             except ValueError:
                 event = {"event": "unparsed", "line": line.decode(errors="replace")}
+            self.times.append(time.monotonic())
             self.events.append(event)
 
     def wait_event(self, name: str, timeout: float = 20, **match: object) -> dict:

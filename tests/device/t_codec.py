@@ -210,3 +210,39 @@ def test_hints_match_the_shared_vectors_and_protocol(tmp):
         raises(ValueError, hint.decode, bad)
     for ms in (0, 1, 12000, 600000):
         equal(dhint.decode(hint.encode(ms)), ms, "round trip")
+
+
+class _Stub:
+    def __init__(self, **kw):
+        for k in kw:
+            setattr(self, k, kw[k])
+
+
+def _agent_state(reason, error, big):
+    from device import agent
+
+    sent = []
+    client = _Stub(publish=lambda topic, parts, qos: sent.append(b"".join(bytes(p) for p in parts)))
+    link = _Stub(connects=big, failures=big, last_error=error, hint_ms=600000)
+    buf = _Stub(incarnation=2 ** 31 - 1, buffered=big, dropped=big, last=big, floor=big,
+                bytes=big, mac=codec.mac_key(b"\x42" * 32))
+    conf = _Stub(version=2 ** 31 - 1, status="rejected", reason=reason)
+    a = agent.Agent("x" * 64, _Stub(name="engine"), buf, conf, client, link, lambda e: None)
+    a.boot, a.heap_min, a.uptime_s, a.tier = ("requested", big, None), 4096, 315000000, "usage"
+    a.publish_state("heartbeat")
+    return sent[0]
+
+
+def test_the_agents_state_at_its_longest_passes_protocol_state(tmp):
+    big = 2 ** 53 - 1
+    for reason, error in (("r" * 300, "e" * 300), ('"\\\x01' * 100, "\u00e9\u4e2d" * 150),
+                          ("", "")):
+        wire = _agent_state(reason, error, big)
+        check(len(wire) <= state.MAX_STATE_BYTES, "state of " + str(len(wire)) + " bytes")
+        got = state.decode(wire)
+        check(tag.verify(MAC, wire), "tagged")
+        equal((got["why"], got["consent"], got["hint_ms"], got["buffer_bytes"], got["reconnects"],
+               got["heap_low"], got["seq"]), ("heartbeat", "usage", 600000, big, big - 1, 4096, big),
+              "vitals")
+        check(got["reason"] == reason[:160] or got["reason"] == reason[:32], "reason cut")
+        check("rssi" not in got, "no rssi on this port")
