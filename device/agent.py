@@ -124,10 +124,13 @@ class Agent:
             self._on_hint(payload)
 
     def _on_hint(self, payload):
-        from device import hint  # rare (once per connect: retained); unloaded again below
+        try:
+            from device import hint  # rare (once per connect: retained); unloaded again below
 
-        self.link.hint_ms = hint.receive(self.data, payload, self.link.hint_ms, self.emit)
-        del hint
+            self.link.hint_ms = hint.receive(self.data, payload, self.link.hint_ms, self.emit)
+        except MemoryError:  # a fragmented heap: the retained hint comes again next connect
+            self.emit({"event": "bad_hint", "reason": "not enough memory to read it now"})
+        hint = None  # type: ignore[assignment]
         port.unload("device.hint")
 
     def _consent_request(self):

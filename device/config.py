@@ -8,6 +8,12 @@ pulls in ed25519 + sha512) needs ~35 KB of heap that a 64 KB device lacks while 
 2. process_pending() at (soft) boot, before the agent is imported (main.py): verify the
    signature, check device and version again on the verified body, apply and persist.
 
+A body carrying `consent` (protocol.config) is the customer's account narrowing the device's
+consent: a tier wider than the device's own refuses the whole envelope (only the customer
+widens, on the product); a narrower one is written to data/consent.json (origin "cloud",
+cfg = this version, not logged yet: device/consent.py logs its record at the next start)
+before the version is recorded; the same tier changes nothing.
+
 This module is imported only for those moments and unloaded afterwards (port.unload).
 """
 

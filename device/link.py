@@ -1,7 +1,9 @@
 """MQTT session: connect, subscribe, keepalive, liveness, capped jittered backoff, reconnect.
 
 One state variable (DOWN -> CONNECTING -> UP) and one idempotent entry point for every failure,
-mark_down(reason). The application never sees sockets: it gets on_up() after each CONNACK
+mark_down(reason). With the gateway's back-pressure hint in effect (hint_ms, protocol.hint) a
+reconnect waits max(the jittered backoff, hint + random below hint + 1): at least the hint,
+spread over up to twice it. The application never sees sockets: it gets on_up() after each CONNACK
 (subscriptions are already sent) and on_down(reason) once per lost connection.
 """
 
