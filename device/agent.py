@@ -42,6 +42,7 @@ _STATE = ('{"v":2,"d":"%s","i":%d,"t":%d,"impl":"%s","fw":"%s","profile":"%s",'
           '"reconnects":%d,"consent":"%s","hint_ms":%d}')
 _MAX_SIGNED = const(1024 - 40)  # protocol.state.MAX_STATE_BYTES less the tag
 HINT_TOPIC = b"fleet/hint"  # protocol.hint.TOPIC
+_TIERS = ("essential", "usage", "personal")  # protocol.consent.TIERS, narrowest first
 
 
 def _topic(device_id, kind):
@@ -73,14 +74,12 @@ class Agent:
         # (reset cause of this start, resets so far, the hardware watchdog's feed or None):
         # set by app.py from main.py
         self.boot = ("none", 0, None)
-        # Set by app.py: the data directory, the consent tier, the metric names it allows and
-        # the consent records logged in this incarnation.
+        # Set by app.py: the data directory, the metric names each consent tier allows
+        # (narrowest first) and the rank of the tier in effect. (Few attributes: a 30th grows
+        # the instance's dict by 0.6 KB at once.)
         self.data = ""
-        self.tier = "essential"
-        self.allowed = ()  # type: tuple
-        self.names = ((), (), ())  # type: tuple  # allowed names per tier, narrowest first
-        self.logged = 0
-        self.request_path = ""  # data/consent.request, set by run()
+        self.names = ((), (), ())  # type: tuple
+        self.rank = 0  # "essential"
         self.why_up = "connect"  # why the next state on connecting is sent
         self.tick = self.progress_at  # uptime: whole seconds counted up to this tick
         self.uptime_s = 0
@@ -141,8 +140,7 @@ class Agent:
 
             done = consent.request(self.data, self.buf, self.conf.version, self.emit)
             if done is not None:
-                self.tier, self.logged = done
-                self.allowed = self.names[consent.TIERS.index(self.tier)]
+                self.rank = consent.TIERS.index(done[0])
         except MemoryError:
             # Too fragmented now: stop, and main.py applies it first thing on a fresh heap
             # (the request stays; a change half made is finished there: consent.py).
@@ -213,7 +211,7 @@ class Agent:
                 self.profile.name, self.conf.version, self.conf.status, reason, heap,
                 buf.buffered, buf.dropped, buf.last, buf.floor, self.boot[0], self.boot[1],
                 error, link.failures, why, self.uptime_s, self.heap_min, buf.bytes,
-                link.connects - 1 if link.connects else 0, self.tier, link.hint_ms)).encode()
+                link.connects - 1 if link.connects else 0, _TIERS[self.rank], link.hint_ms)).encode()
             if len(signed) <= _MAX_SIGNED:
                 break
         del reason, error  # garbage now, reclaimable below
@@ -246,7 +244,7 @@ class Agent:
             return
         metrics = self.profile.sample()
         # Consent before the buffer: what the customer did not agree to never touches flash.
-        allowed = self.allowed
+        allowed = self.names[self.rank]
         keep = 0
         for name in metrics:
             if name in allowed:
@@ -298,7 +296,7 @@ class Agent:
         self.next_sample = port.ticks_ms()
         idle_sync = alive = port.ticks_ms()
         feed = self.boot[2]
-        self.request_path = self.data + "/consent.request"
+        request = self.data + "/consent.request"
         self.tick = self.beat_at = port.ticks_ms()
         port.collect()
         self.heap_min = self.heap_rest = port.mem_free()
@@ -324,7 +322,7 @@ class Agent:
             if port.ticks_diff(now, idle_sync) > 1000:
                 idle_sync = now
                 self.buf.sync()
-                if port.exists(self.request_path):
+                if port.exists(request):
                     self._consent_request()
             if self.link.up and port.ticks_diff(now, self.beat_at) >= \
                     self.conf.get("heartbeat_s") * 1000:

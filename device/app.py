@@ -19,7 +19,7 @@ def run(image, ident, conf, records, emit, boot, consent):
     buf.open()
     data = image + "/data"
     tier, logged, names, changed = consent
-    allowed = names[("essential", "usage", "personal").index(tier)]
+    rank = ("essential", "usage", "personal").index(tier)
     from device import hint
 
     hint_ms = hint.read(data)
@@ -40,15 +40,13 @@ def run(image, ident, conf, records, emit, boot, consent):
                       session, emit, records)
     app.boot = boot
     app.data = data
-    app.tier = tier
-    app.allowed = allowed
+    app.rank = rank
     app.names = names
     if changed:  # the first state says so (a button pressed before the start, a narrowing)
         app.why_up = "consent"
-    app.logged = logged
     port.collect()
     emit({"event": "boot", "id": dev, "impl": port.IMPL, "i": buf.incarnation, "seq": buf.last,
-          "acked": buf.acked, "consent": tier, "allowed": len(allowed),
+          "acked": buf.acked, "consent": tier, "allowed": len(names[rank]),
           "hint_ms": session.hint_ms,
           "buffered": buf.buffered, "dropped": buf.dropped, "repaired": buf.repaired,
           "heap_free": port.mem_free()})
