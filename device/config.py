@@ -70,15 +70,21 @@ def precheck(conf, payload):
     return STAGE, version
 
 
-def _consent(data_dir, tier):
+def _consent(data_dir, tier, version):
     """The body's consent `tier` against the device's own: ValueError if it is wider (only
-    the customer widens, on the product); the tier if narrower; None if the same."""
+    the customer widens, on the product); the tier if narrower; None if the same.
+
+    A refusal restates the device's own tier in a consent record with cfg = this version: the
+    cloud, which carries its narrowing in every config until a consent record with a cfg that
+    high confirms it, learns that the device saw it and is narrower still, instead of having
+    every later config refused."""
     from device import consent
     from protocol import consent as tiers
 
     current = consent.tier_of(data_dir)
     wider = tiers.rank(tier) - tiers.rank(current)
     if wider > 0:
+        consent.change(data_dir, current, "device", version)
         raise ValueError("consent can only be widened on the product (%s is wider than %s)" % (
             tier, current))
     return tier if wider < 0 else None
@@ -109,7 +115,7 @@ def process_pending(conf, config_pub):
             raise ValueError("version %d is not newer than applied %d" % (
                 body["version"], conf.version))
         if "consent" in body:
-            narrow = _consent(data_dir, body["consent"])
+            narrow = _consent(data_dir, body["consent"], body["version"])
     except ValueError as e:
         body = None
         conf.decide("rejected", str(e), seen)

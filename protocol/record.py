@@ -20,8 +20,9 @@ once and in order with the records sampled around it:
      "c":{"cfg":3,"origin":"device","tier":"usage"},"h":"<32 lowercase hex>"}
 c  tier: the tier in effect from this record on; origin: "device" (the customer on the
    product) or "cloud" (a narrowing signed down from the customer's account); cfg: the config
-   version the device had applied when it changed (the cloud lifts its own narrowing once a
-   device's consent record shows it has applied it). Keys sorted, as written.
+   version the device had applied when it changed, or the version of a widening config it
+   refused while restating its own tier (the cloud lifts its own narrowing once a device's
+   consent record shows it has seen it). Keys sorted, as written.
 
 Version 1 (no i, no h) is still decoded, as incarnation 0, for devices on older firmware; the
 cloud stores it only for a device that has no record key registered.

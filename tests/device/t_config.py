@@ -137,7 +137,9 @@ def test_a_wider_consent_from_the_cloud_is_refused_whole(tmp):
     equal(event["reason"], "consent can only be widened on the product (usage is wider than "
           "essential)", "reason")
     equal(conf.get("interval_ms"), 500, "its settings not applied either")
-    equal(consent.load(tmp), None, "no consent change")
+    saved = consent.load(tmp)
+    equal((saved["tier"], saved["origin"], saved["cfg"], saved["logged"]),
+          ("essential", "device", 3, False), "its own tier restated for the cloud, with cfg 3")
 
 
 def test_a_narrower_consent_from_the_cloud_is_applied_with_the_settings(tmp):
@@ -159,6 +161,7 @@ def test_a_narrower_consent_from_the_cloud_is_applied_with_the_settings(tmp):
     event = _offer_bytes(conf, _consent_env(5, "personal"))
     equal((event["status"], conf.version), ("rejected", 4), "wider than usage now")
     check("personal is wider than usage" in event["reason"], event["reason"])
+    equal((consent.tier_of(tmp), consent.load(tmp)["cfg"]), ("usage", 5), "usage restated")
 
 
 def test_protocol_modules_are_unloaded_after_verifying(tmp):

@@ -151,6 +151,10 @@ def test_consent_before_the_first_boot_then_narrowed_from_the_cloud_and_widening
     st = wait_state(gateway, d="bike-1", config_status="rejected", timeout=40)
     assert (st["reason"], st["config_version"], st["consent"]) == (reason, 1, "usage")
     assert json.loads((image / "data" / "consent.json").read_text())["tier"] == "usage"
+    # ... and the device restates its own tier with that version, so the cloud stops asking.
+    wait_for(lambda: len(_consent_records(gateway, "bike-1")) == 3, 20, "the restatement")
+    assert _consent_records(gateway, "bike-1")[2]["c"] == {
+        "cfg": 2, "origin": "device", "tier": "usage"}
     assert gateway.conflicts == [] and gateway.bad_tags == []
 
 
