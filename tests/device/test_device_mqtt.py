@@ -16,6 +16,13 @@ from protocol import config
 
 pytestmark = pytest.mark.e2e
 
+# These devices run from .mpy files, whose bytecode sits on the heap: about 15 KB more than the
+# ROMFS image that ships. 72 KB here is the shipped image's 56 KB budget plus that; the budget
+# itself is measured on the ROMFS image (tests/e2e/test_heap.py, fleetloop bench heap). Three
+# config decisions in a row at 64 KB of .mpy (about 49 KB of ROMFS) now and then ran out of
+# memory, which without the runner that restarts a board ends the test's device.
+MPY_HEAP = "72K"
+
 
 def _segments(image: Path) -> list[str]:
     buf = image / "data" / "buffer"
@@ -58,16 +65,20 @@ def test_records_delivered_acked_and_buffer_drained(
 
 
 @pytest.mark.parametrize("profile", ["mirror", "engine"])
-def test_other_profiles_fit_64k(profile: str, home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway,
-                                devices: list[Device]) -> None:
+def test_other_profiles_deliver_at_the_budget_plus_their_bytecode(
+        profile: str, home: Path, tmp_path: Path, broker: Mosquitto, gateway: Gateway,
+        devices: list[Device]) -> None:
+    """From .mpy files the bytecode sits in the heap (~16 KB more than the ROMFS image that
+    ships, where tests/e2e/test_heap.py and `fleetloop bench heap` hold every profile to the
+    56 KB budget): at 64 KB the engine now boots with ~7 KB free and sometimes runs out."""
     dev_id = profile + "-1"
     image = make_image(home, tmp_path / "img", dev_id, profile, broker.port)
-    dev = Device(image, "micropython", records=30, interval_ms=10)
+    dev = Device(image, "micropython", records=30, interval_ms=10, heap=MPY_HEAP)
     devices.append(dev)
     dev.wait_event("drained", timeout=30, acked=30)
     assert gateway.seqs(dev_id) == list(range(1, 31))
     state = _state(gateway, d=dev_id)
-    print(profile, "heap_free at 64K:", state["heap_free"])
+    print(profile, "heap_free at", MPY_HEAP, state["heap_free"])
 
 
 def test_a_new_device_samples_at_once_without_any_gateway(home: Path, tmp_path: Path) -> None:
@@ -178,12 +189,6 @@ def test_broker_restart_resends_unacked(home: Path, tmp_path: Path, broker: Mosq
     assert gateway.conflicts == []
 
 
-# These devices run from .mpy files, whose bytecode sits on the heap: about 15 KB more than the
-# ROMFS image that ships. 72 KB here is the shipped image's 56 KB budget plus that; the budget
-# itself is measured on the ROMFS image (tests/e2e/test_heap.py, fleetloop bench heap). Three
-# config decisions in a row at 64 KB of .mpy (about 49 KB of ROMFS) now and then ran out of
-# memory, which without the runner that restarts a board ends the test's device.
-MPY_HEAP = "72K"
 
 
 def test_signed_config_applied_then_older_and_forged_rejected(
