@@ -100,10 +100,14 @@ def test_the_gateway_publishes_the_computed_hint_as_devices_become_known(
         wait_for(lambda b=bike: b.acked == 1, 10, f"{name} acked")
     wait_for(lambda: gw.status()["hint"]["min_reconnect_ms"] == 2000, 5, "hint for 2 devices")
     time.sleep(0.6)  # three more recomputations: same value, so nothing published
-    assert [p for _, p in listener.received] == [hint.encode(0), hint.encode(2000)]
+    # 0, then 2000 (and 1000 between when a recomputation fell between the two bikes): each
+    # value once, only when it changed.
+    values = [hint.decode(p) for _, p in listener.received]
+    assert values in ([0, 2000], [0, 1000, 2000]), values
     st = gw.status()["hint"]
     assert st["source"] == "computed" and st["known_devices"] == 2
-    assert st["reconnect_rate"] == 1 and st["published"] == 2 and st["topic"] == hint.TOPIC
+    assert st["reconnect_rate"] == 1 and st["published"] == len(values)
+    assert st["topic"] == hint.TOPIC
     late = devices(home, "engine-1", gw.port, subscribe=[hint.TOPIC])
     wait_for(lambda: late.received, 5, "the retained hint")
     assert late.received == [(hint.TOPIC, hint.encode(2000))]
