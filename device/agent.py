@@ -42,7 +42,7 @@ _STATE = ('{"v":2,"d":"%s","i":%d,"t":%d,"impl":"%s","fw":"%s","profile":"%s",'
           '"reconnects":%d,"consent":"%s","hint_ms":%d}')
 _MAX_SIGNED = const(1024 - 40)  # protocol.state.MAX_STATE_BYTES less the tag
 HINT_TOPIC = b"fleet/hint"  # protocol.hint.TOPIC
-_TIERS = ("essential", "usage", "personal")  # protocol.consent.TIERS, narrowest first
+TIERS = ("essential", "usage", "personal")  # protocol.consent.TIERS, narrowest first
 
 
 def _topic(device_id, kind):
@@ -211,7 +211,7 @@ class Agent:
                 self.profile.name, self.conf.version, self.conf.status, reason, heap,
                 buf.buffered, buf.dropped, buf.last, buf.floor, self.boot[0], self.boot[1],
                 error, link.failures, why, self.uptime_s, self.heap_min, buf.bytes,
-                link.connects - 1 if link.connects else 0, _TIERS[self.rank], link.hint_ms)).encode()
+                link.connects - 1 if link.connects else 0, TIERS[self.rank], link.hint_ms)).encode()
             if len(signed) <= _MAX_SIGNED:
                 break
         del reason, error  # garbage now, reclaimable below

@@ -1,25 +1,21 @@
-"""One run of the agent: build buffer, MQTT client, session, profile and agent; run until
-the agent stops. Imported by main.py per run and unloaded afterwards (see main.py)."""
+"""One run of the agent: build MQTT client, session, profile and agent around the buffer
+consent.start() opened; run until the agent stops. Imported by main.py per run and unloaded afterwards (see main.py)."""
 
-from device import agent, buffer, codec, link, mqtt, port
+from device import agent, link, mqtt, port
 from device.profiles import load
 
 
 def run(image, ident, conf, records, emit, boot, consent):
     """Wire and run the agent once. Returns (why it stopped, records produced). boot is
-    (reset cause, resets, watchdog feed) from main.py, consent (tier, consent records logged
-    in this incarnation, allowed metric names per tier, whether that changed now) from
-    consent.start(). A MemoryError or any other exception
+    (reset cause, resets, watchdog feed) from main.py, consent (rank of the tier, consent
+    records logged in this incarnation, allowed metric names per tier, whether that changed
+    now, the buffer it opened) from consent.start(). A MemoryError or any other exception
     propagates (main.py turns it into a reset) after a best-effort close."""
     dev = ident["id"]
-    # The record key (provisioned into the image, 0600): its HMAC keys, computed once for this
-    # start, tag every record and state. start.py has checked that the key is there.
-    buf = buffer.Buffer(image + "/data/buffer", dev,
-                        codec.mac_key(port.read_bytes(image + "/keys/record.key")))
-    buf.open()
+    # The buffer consent.start() opened (tagging with the record key's HMAC keys, computed
+    # once for this start): opened once per start, flash read once.
+    rank, logged, names, changed, buf = consent
     data = image + "/data"
-    tier, logged, names, changed = consent
-    rank = ("essential", "usage", "personal").index(tier)
     from device import hint
 
     hint_ms = hint.read(data)
@@ -46,7 +42,7 @@ def run(image, ident, conf, records, emit, boot, consent):
         app.why_up = "consent"
     port.collect()
     emit({"event": "boot", "id": dev, "impl": port.IMPL, "i": buf.incarnation, "seq": buf.last,
-          "acked": buf.acked, "consent": tier, "allowed": len(names[rank]),
+          "acked": buf.acked, "consent": agent.TIERS[rank], "allowed": len(names[rank]),
           "hint_ms": session.hint_ms,
           "buffered": buf.buffered, "dropped": buf.dropped, "repaired": buf.repaired,
           "heap_free": port.mem_free()})

@@ -103,8 +103,9 @@ def table(product):
 
 def start(image, ident, cfg, emit):
     """What a start does for consent, before the agent's code is loaded (main.py): open the
-    buffer, begin(), learn the metric names each tier allows. Returns (tier, consent records
-    in this incarnation, table(), whether a consent record was logged now)."""
+    buffer, begin(), learn the metric names each tier allows. Returns (rank of the tier in
+    TIERS, consent records in this incarnation, table(), whether a consent record was logged
+    now, the open buffer: the agent's, app.py closes it)."""
     from device import buffer, codec
 
     buf = buffer.Buffer(image + "/data/buffer", ident["id"],
@@ -113,9 +114,21 @@ def start(image, ident, cfg, emit):
     last = buf.last
     try:
         tier, logged = begin(image + "/data", buf, cfg, emit)
-    finally:
+    except BaseException:
         buf.close()
-    return tier, logged, table(ident["profile"]), buf.last != last
+        raise
+    return TIERS.index(tier), logged, table(ident["profile"]), buf.last != last, buf
+
+
+def _of_buffer(c, buf):
+    """`c` (a saved consent) made this buffer's: a buffer of another incarnation (wiped) starts
+    the count over and has not logged the tier yet. True when it changed."""
+    if c["i"] == buf.incarnation:
+        return False
+    c["i"] = buf.incarnation
+    c["count"] = 0
+    c["logged"] = False
+    return True
 
 
 def begin(data_dir, buf, cfg, emit):
@@ -124,10 +137,7 @@ def begin(data_dir, buf, cfg, emit):
     this incarnation)."""
     c = load(data_dir)
     if c is not None:
-        if c["i"] != buf.incarnation:
-            c["i"] = buf.incarnation
-            c["count"] = 0
-            c["logged"] = False
+        _of_buffer(c, buf)
         if not c["logged"]:
             log(data_dir, c, buf)
             emit({"event": "consent", "status": "logged", "tier": c["tier"],
@@ -161,11 +171,10 @@ def request(data_dir, buf, cfg, emit):
         port.remove(path)
         emit({"event": "consent", "status": "unchanged", "tier": tier})
         return None
-    if saved is not None and saved["i"] != buf.incarnation:
-        saved["i"] = buf.incarnation
-        saved["count"] = 0
-    elif saved is None:
+    if saved is None:
         saved = {"i": buf.incarnation, "count": 0}
+    else:
+        _of_buffer(saved, buf)
     c = change(data_dir, tier, "device", cfg, saved)
     log(data_dir, c, buf)
     port.remove(path)

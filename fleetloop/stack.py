@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 
 from fleetloop.procs import Process, ProcessError, Supervisor, free_port
 
@@ -167,6 +169,19 @@ class Stack:
 
         self.wait_until(ready, proc, what="the gateway's broker up and its ingest subscribed")
         return proc
+
+    def mqtt_client(self, identity: str) -> mqtt.Client:
+        """A paho client (MQTT 3.1.1) holding `identity`'s fleet certificate (a device's, or an
+        observer's: both are issued by `fw keygen`), its client id the CN as the broker
+        demands; not connected yet: connect it to ("localhost", self.mqtt_port)."""
+        keys = self.home / "keys"
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=identity,
+                             protocol=mqtt.MQTTv311)
+        client.tls_set(ca_certs=str(keys / "ca.crt.pem"),
+                       certfile=str(keys / "devices" / identity / "cert.pem"),
+                       keyfile=str(keys / "devices" / identity / "key.pem"),
+                       cert_reqs=ssl.CERT_REQUIRED)
+        return client
 
     def gateway_status(self) -> dict[str, Any] | None:
         try:

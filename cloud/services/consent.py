@@ -8,9 +8,10 @@ Two sources, one rule:
   one the cloud holds that arrives late changes nothing. None: the device never sent one
   (firmware from before consent): its data is stored as sent;
 - the customer's account: a narrowing requested in the cloud (`consent_cap`, PUT
-  .../consent), carried to the device by the one config version it created
-  (`consent_cap_version`). The cap holds until a consent record of the device shows it has
-  applied that version (c.cfg >= consent_cap_version); from then on the device's word is the
+  .../consent), carried to the device by the config version it created
+  (`consent_cap_version`) and by every later one while the cap holds (services/config.py).
+  The cap holds until a consent record of the device shows it has seen that version
+  (c.cfg >= consent_cap_version: applied it, or refused it while restating a narrower tier); from then on the device's word is the
   truth again, including a later widening by the customer on the product.
 The effective tier is the narrower of the two (either may be missing; both missing: None,
 unrestricted). Whenever it narrows, every metric it does not allow is removed from all of the
@@ -92,6 +93,13 @@ class Screen:
         names = self.names
         return {name: value for name, value in metrics.items() if name in names}
 
+    def removed(self, metrics: dict[str, Any]) -> tuple[dict[str, Any], set[str]] | None:
+        """(what is kept, the names removed) when the screen removes anything; else None."""
+        kept = self.apply(metrics)
+        if len(kept) == len(metrics):
+            return None
+        return kept, {name for name in metrics if name not in kept}
+
 
 def _origin(device: DeviceRow) -> str:
     """Who set the limit in force: the cloud when its cap is the narrower, else the device."""
@@ -108,14 +116,15 @@ def _purge(store: Store, device: DeviceRow) -> tuple[DeviceRow, list[str], int]:
     removed: set[str] = set()
     updates: list[tuple[int, int, dict[str, Any]]] = []
     for row in store.metric_rows(device.id):
-        kept = screen.apply(row.m)
-        if len(kept) != len(row.m):
-            removed.update(name for name in row.m if name not in kept)
-            updates.append((row.incarnation, row.seq, kept))
+        cut = screen.removed(row.m)
+        if cut is not None:
+            removed |= cut[1]
+            updates.append((row.incarnation, row.seq, cut[0]))
     store.set_metrics(device.id, updates)
-    last = screen.apply(device.last_metrics)
-    removed.update(name for name in device.last_metrics if name not in last)
-    return replace(device, last_metrics=last), sorted(removed), len(updates)
+    last = screen.removed(device.last_metrics)
+    if last is None:
+        return device, sorted(removed), len(updates)
+    return replace(device, last_metrics=last[0]), sorted(removed | last[1]), len(updates)
 
 
 def _changed(
@@ -181,11 +190,11 @@ def screen_records(device: DeviceRow, records: Sequence[dict[str, Any]]) -> Scre
     removed: set[str] = set()
     rows = 0
     for rec in records:
-        kept = screen.apply(rec["m"])
-        if len(kept) != len(rec["m"]):
-            removed.update(name for name in rec["m"] if name not in kept)
+        cut = screen.removed(rec["m"])
+        if cut is not None:
+            removed |= cut[1]
             rows += 1
-            rec = {**rec, "m": kept}
+            rec = {**rec, "m": cut[0]}
         out.append(rec)
     return Screened(out, sorted(removed), rows)
 

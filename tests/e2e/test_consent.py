@@ -7,7 +7,6 @@ records every byte the bike publishes."""
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
 from typing import Any
@@ -26,16 +25,10 @@ class Tap:
     message of `device_id`, decoded, in arrival order."""
 
     def __init__(self, stack: Stack, device_id: str) -> None:
-        keys = stack.home / "keys"
         self.messages: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=OBSERVER,
-                                  protocol=mqtt.MQTTv311)
-        self.client.tls_set(ca_certs=str(keys / "ca.crt.pem"),
-                            certfile=str(keys / "devices" / OBSERVER / "cert.pem"),
-                            keyfile=str(keys / "devices" / OBSERVER / "key.pem"),
-                            cert_reqs=ssl.CERT_REQUIRED)
+        self.client = stack.mqtt_client(OBSERVER)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
             f"fleet/{device_id}/telemetry", qos=1)
         self.client.on_subscribe = lambda c, u, mid, rc, p: self._subscribed.set()

@@ -6,12 +6,10 @@ Real Mosquitto, gateway and cloud; the devices are MQTT clients holding device c
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,12 +28,7 @@ class DeviceClient:
     def __init__(self, stack: Stack, device_id: str) -> None:
         keys = stack.home / "keys"
         self.device_id = device_id
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id,
-                                  protocol=mqtt.MQTTv311)
-        self.client.tls_set(ca_certs=str(keys / "ca.crt.pem"),
-                            certfile=str(keys / "devices" / device_id / "cert.pem"),
-                            keyfile=str(keys / "devices" / device_id / "key.pem"),
-                            cert_reqs=ssl.CERT_REQUIRED)
+        self.client = stack.mqtt_client(device_id)
         self.client.connect("localhost", stack.mqtt_port)
         self.client.loop_start()
         self.mac = tag.Hmac((keys / "devices" / device_id / "record.key").read_bytes())

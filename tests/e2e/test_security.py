@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import ssl
 import subprocess
 import time
 import zlib
 from pathlib import Path
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,13 +27,7 @@ HERE = Path(__file__).parent
 def publish_as(stack: Stack, device_id: str, topic: str, payload: bytes) -> None:
     """One publish from a fresh connection with `device_id`'s certificate. Mosquitto answers a
     denied QoS 1 publish and may then drop the connection, so each attempt has its own."""
-    keys = stack.home / "keys"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id,
-                         protocol=mqtt.MQTTv311)
-    client.tls_set(ca_certs=str(keys / "ca.crt.pem"),
-                   certfile=str(keys / "devices" / device_id / "cert.pem"),
-                   keyfile=str(keys / "devices" / device_id / "key.pem"),
-                   cert_reqs=ssl.CERT_REQUIRED)
+    client = stack.mqtt_client(device_id)
     client.connect("localhost", stack.mqtt_port)
     client.loop_start()
     try:
