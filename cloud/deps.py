@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 
+from cloud.access import Principal, Role, requires
 from cloud.errors import Forbidden, TooLarge, Unauthorized
 from cloud.services import gateways as gateway_service
 from cloud.services import telemetry as telemetry_service
@@ -51,31 +52,16 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def _is_admin(settings: Settings, token: str | None) -> bool:
-    return token is not None and hmac.compare_digest(
-        token.encode(), settings.admin_token.encode()
-    )
-
-
-def require_admin(request: Request, settings: SettingsDep) -> None:
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("admin token required (Authorization: Bearer <token>)")
-    if not _is_admin(settings, token):
-        raise Unauthorized("invalid admin token")
-
-
-def current_gateway(request: Request, store: DbDep) -> GatewayRow:
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("gateway token required (Authorization: Bearer <token>)")
-    gateway = gateway_service.authenticate(store, token)
+def current_gateway(
+    caller: Annotated[Principal, Depends(requires(Role.GATEWAY))], store: DbDep
+) -> GatewayRow:
+    """The gateway whose token made the request."""
+    gateway = store.get_gateway(caller.gateway or "")
     if gateway is None:
-        raise Unauthorized("invalid gateway token")
+        raise Unauthorized("invalid token")
     return gateway
 
 
-AdminDep = Annotated[None, Depends(require_admin)]
 GatewayDep = Annotated[GatewayRow, Depends(current_gateway)]
 
 
@@ -143,8 +129,9 @@ def dashboard_access(
     """Open in dev mode; otherwise the admin token as ?token= or Authorization: Bearer."""
     if settings.dev:
         return
-    if _is_admin(settings, token) or _is_admin(settings, bearer_token(request)):
-        return
+    for given in (token, bearer_token(request)):
+        if given is not None and hmac.compare_digest(given.encode(), settings.admin_token.encode()):
+            return
     raise Unauthorized("dashboard needs the admin token: /?token=<admin token>")
 
 

@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from cloud.deps import DbDep, DeviceOr404, GatewayDep, NowDep, SignerDep, require_admin
+from cloud.access import Role, requires
+from cloud.deps import DbDep, DeviceOr404, GatewayDep, NowDep, SignerDep
 from cloud.schemas import (
     ConfigEnvelope,
     ConfigPublic,
@@ -18,10 +19,11 @@ from cloud.services import config as service
 from cloud.services import telemetry
 
 router = APIRouter(tags=["configs"])
-admin = [Depends(require_admin)]
+OPS = [Depends(requires(Role.OPS))]
+READ = [Depends(requires(Role.OPS, Role.TECHNICIAN))]
 
 
-@router.put("/api/v1/devices/{device_id}/config", response_model=ConfigPublic, dependencies=admin)
+@router.put("/api/v1/devices/{device_id}/config", response_model=ConfigPublic, dependencies=OPS)
 def put_config(
     device_id: str, body: ConfigPut, store: DbDep, signer: SignerDep, now_ms: NowDep
 ) -> ConfigPublic:
@@ -36,7 +38,7 @@ def put_config(
     return ConfigPublic(device=row.device, version=row.version, settings=row.settings)
 
 
-@router.get("/api/v1/devices/{device_id}/config", response_model=DeviceConfig, dependencies=admin)
+@router.get("/api/v1/devices/{device_id}/config", response_model=DeviceConfig, dependencies=READ)
 def get_config(device: DeviceOr404, store: DbDep) -> DeviceConfig:
     """Desired config (latest version) and what the device last reported about its config."""
     desired = service.desired(store, device.id)

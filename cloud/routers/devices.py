@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from cloud.deps import DbDep, DeviceOr404, NowDep, SignerDep, require_admin
+from cloud.access import Role, requires
+from cloud.deps import DbDep, DeviceOr404, NowDep, SignerDep
 from cloud.routers.quarantine import Limit
 from cloud.routers.quarantine import public as quarantine_public
 from cloud.schemas import (
@@ -28,7 +29,11 @@ from cloud.services import telemetry as service
 from cloud.store import DeviceRow, Store
 from protocol.record import MAX_INCARNATION
 
-router = APIRouter(prefix="/api/v1/devices", tags=["devices"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+# Who reads what (cloud.access: admin joins every one of them).
+FLEET = [Depends(requires(Role.OPS, Role.TECHNICIAN, Role.ANALYST))]
+DATA = [Depends(requires(Role.OPS, Role.ANALYST))]
+SITE = [Depends(requires(Role.OPS, Role.TECHNICIAN))]
 
 
 def public(row: DeviceRow, quarantined: int, keyed: bool) -> DevicePublic:
@@ -46,7 +51,10 @@ def public_one(store: Store, row: DeviceRow) -> DevicePublic:
     return public(row, store.quarantine_count(row.id), store.record_key(row.id) is not None)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DevicePublic)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=DevicePublic,
+    dependencies=[Depends(requires(Role.FACTORY, Role.OPS))],
+)
 def create_device(
     body: DeviceCreate, store: DbDep, now_ms: NowDep, response: Response
 ) -> DevicePublic:
@@ -63,7 +71,7 @@ def create_device(
     return public_one(store, device)
 
 
-@router.get("", response_model=list[DevicePublic])
+@router.get("", response_model=list[DevicePublic], dependencies=FLEET)
 def list_devices(store: DbDep) -> list[DevicePublic]:
     """Every device with its gateway, last values, latest reported state, quarantine and
     conflict counts."""
@@ -72,14 +80,14 @@ def list_devices(store: DbDep) -> list[DevicePublic]:
     return [public(row, counts.get(row.id, 0), row.id in keyed) for row in store.list_devices()]
 
 
-@router.get("/{device_id}", response_model=DevicePublic)
+@router.get("/{device_id}", response_model=DevicePublic, dependencies=FLEET)
 def get_device(device: DeviceOr404, store: DbDep) -> DevicePublic:
     """One device with its gateway, last values, latest reported state, quarantine and
     conflict counts."""
     return public_one(store, device)
 
 
-@router.put("/{device_id}/gateway", response_model=DevicePublic)
+@router.put("/{device_id}/gateway", response_model=DevicePublic, dependencies=SITE)
 def put_gateway(device: DeviceOr404, body: DeviceGatewayPut, store: DbDep) -> DevicePublic:
     """Move the device to another gateway (a device is otherwise bound to the first gateway
     that delivered its data). Its records from any other gateway are quarantined from now on,
@@ -91,14 +99,16 @@ def put_gateway(device: DeviceOr404, body: DeviceGatewayPut, store: DbDep) -> De
     return public_one(store, moved)
 
 
-@router.get("/{device_id}/quarantine", response_model=list[QuarantinePublic])
+@router.get(
+    "/{device_id}/quarantine", response_model=list[QuarantinePublic], dependencies=SITE
+)
 def get_quarantine(device: DeviceOr404, store: DbDep, limit: Limit = 100) -> list[QuarantinePublic]:
     """The device's quarantined records and states, newest first, each with its reason."""
     return [quarantine_public(row) for row in quarantine_service.page(store, device.id, limit)]
 
 
 @router.get("/{device_id}/telemetry", response_model=TelemetryPage,
-            response_model_exclude_none=True)
+            response_model_exclude_none=True, dependencies=DATA)
 def get_telemetry(
     device: DeviceOr404,
     store: DbDep,
@@ -131,7 +141,10 @@ def consent_view(row: DeviceRow) -> ConsentView:
     )
 
 
-@router.put("/{device_id}/consent", response_model=ConsentView)
+@router.put(
+    "/{device_id}/consent", response_model=ConsentView,
+    dependencies=[Depends(requires(Role.CUSTOMER))],
+)
 def put_consent(
     device_id: str, body: ConsentPut, store: DbDep, signer: SignerDep, now_ms: NowDep
 ) -> ConsentView:
@@ -147,7 +160,10 @@ def put_consent(
     return consent_view(consent_service.narrow(store, signer, device_id, body.tier, now_ms))
 
 
-@router.get("/{device_id}/consent", response_model=ConsentHistory)
+@router.get(
+    "/{device_id}/consent", response_model=ConsentHistory,
+    dependencies=[Depends(requires(Role.CUSTOMER, Role.OPS, Role.TECHNICIAN, Role.ANALYST))],
+)
 def get_consent(device: DeviceOr404, store: DbDep) -> ConsentHistory:
     """The device's consent: effective tier, the tier it reported, a cap requested in the
     cloud, and its audit history (every change of the effective tier and every deletion of
@@ -161,7 +177,7 @@ def get_consent(device: DeviceOr404, store: DbDep) -> ConsentHistory:
     return ConsentHistory(**view.model_dump(), audit=audit)
 
 
-@router.get("/{device_id}/vitals", response_model=list[Heartbeat])
+@router.get("/{device_id}/vitals", response_model=list[Heartbeat], dependencies=FLEET)
 def get_vitals(
     device: DeviceOr404,
     store: DbDep,

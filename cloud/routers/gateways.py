@@ -4,13 +4,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from cloud.deps import DbDep, GatewayOr404, NowDep, require_admin
+from cloud.access import Role, requires
+from cloud.deps import DbDep, GatewayOr404, NowDep
 from cloud.schemas import GapPublic, GatewayCreate, GatewayPublic, GatewayRegistered
 from cloud.services import gaps as gap_service
 from cloud.services import gateways as service
 from cloud.store import BatchRow
 
-router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/api/v1/gateways", tags=["gateways"])
+READ = [Depends(requires(Role.OPS, Role.TECHNICIAN))]
 
 
 def gap_public(row: BatchRow) -> GapPublic:
@@ -21,7 +23,10 @@ def gap_public(row: BatchRow) -> GapPublic:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=GatewayRegistered)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=GatewayRegistered,
+    dependencies=[Depends(requires(Role.OPS))],
+)
 def register_gateway(body: GatewayCreate, store: DbDep, now_ms: NowDep) -> GatewayRegistered:
     """Register a gateway's Ed25519 batch key; returns its bearer token (shown only now).
 
@@ -32,7 +37,7 @@ def register_gateway(body: GatewayCreate, store: DbDep, now_ms: NowDep) -> Gatew
     return GatewayRegistered(id=reg.gateway.id, token=reg.token)
 
 
-@router.get("", response_model=list[GatewayPublic])
+@router.get("", response_model=list[GatewayPublic], dependencies=READ)
 def list_gateways(store: DbDep) -> list[GatewayPublic]:
     """Every gateway with its chain head, its number of gaps and the newest gaps' reasons."""
     return [
@@ -45,7 +50,7 @@ def list_gateways(store: DbDep) -> list[GatewayPublic]:
     ]
 
 
-@router.get("/{gateway_id}/gaps", response_model=list[GapPublic])
+@router.get("/{gateway_id}/gaps", response_model=list[GapPublic], dependencies=READ)
 def list_gaps(
     gateway: GatewayOr404,
     store: DbDep,

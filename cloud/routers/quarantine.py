@@ -4,12 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from cloud.deps import DbDep, require_admin
+from cloud.access import Role, requires
+from cloud.deps import DbDep
 from cloud.schemas import QuarantinePublic
 from cloud.services import quarantine as service
 from cloud.store import QuarantineRow
 
-router = APIRouter(tags=["quarantine"], dependencies=[Depends(require_admin)])
+router = APIRouter(tags=["quarantine"], dependencies=[Depends(requires(Role.OPS, Role.TECHNICIAN))])
 
 Limit = Annotated[int, Query(ge=1, le=service.MAX_PAGE)]
 

@@ -98,7 +98,7 @@ def test_move_refusals(client: TestClient, gateway: GatewaySim) -> None:
         assert client.put("/api/v1/devices/bike-1/gateway", json=body, headers=ADMIN).status_code == 422
     r = client.put("/api/v1/devices/bike-1/gateway", json={"gateway": "gw-1"},
                    headers={"Authorization": f"Bearer {gateway.token}"})
-    assert r.status_code == 401  # a gateway cannot claim devices
+    assert r.status_code == 403  # a gateway cannot claim devices
     assert device(client) == before
 
 

@@ -117,7 +117,7 @@ def test_gateway_feed_by_revision(client: TestClient) -> None:
 
 def test_gateway_feed_needs_a_gateway_token(client: TestClient) -> None:
     assert client.get("/api/v1/gateway/configs").status_code == 401
-    assert client.get("/api/v1/gateway/configs", headers=ADMIN).status_code == 401
+    assert client.get("/api/v1/gateway/configs", headers=ADMIN).status_code == 403
     assert client.get("/api/v1/gateway/configs", params={"after": -1},
                       headers=gateway_token(client)).status_code == 422
 

@@ -248,10 +248,10 @@ def test_consent_needs_a_device_and_the_admin(client: TestClient, gateway: Gatew
     assert put(client, "usage", "bike-9").status_code == 404
     assert client.get("/api/v1/devices/bike-9/consent", headers=ADMIN).status_code == 404
     enrol(client, "bike-1", KEY)
-    for headers in ({}, {"Authorization": f"Bearer {gateway.token}"}):
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {gateway.token}"}, 403)):
         assert client.put("/api/v1/devices/bike-1/consent", json={"tier": "usage"},
-                          headers=headers).status_code == 401
-        assert client.get("/api/v1/devices/bike-1/consent", headers=headers).status_code == 401
+                          headers=headers).status_code == status
+        assert client.get("/api/v1/devices/bike-1/consent", headers=headers).status_code == status
 
 
 def test_the_device_applying_the_cap_lifts_it(client: TestClient, gateway: GatewaySim) -> None:

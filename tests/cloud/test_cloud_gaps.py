@@ -82,7 +82,7 @@ def test_gaps_are_visible(client: TestClient, gateway: GatewaySim) -> None:
     assert client.get("/api/v1/gateways/gw-2/gaps", headers=ADMIN).json() == []
     assert client.get("/api/v1/gateways/gw-9/gaps", headers=ADMIN).status_code == 404
     assert client.get("/api/v1/gateways", headers={"Authorization": f"Bearer {gateway.token}"}
-                      ).status_code == 401
+                      ).status_code == 403
     html = client.get("/", headers=ADMIN).text
     (row,) = re.findall(r'<tr data-gateway="gw-1">(.*?)</tr>', html, re.S)
     assert "batch 1 (1 records): 400 " + REASON in row

@@ -90,7 +90,7 @@ def test_quarantine_listings_need_admin_and_page(
 ) -> None:
     gateway.push_raw([rec("bike-1", 1), *({**rec("bike-1", s), "t": -1} for s in range(2, 6))])
     assert client.get(path).status_code == 401
-    assert client.get(path, headers={"Authorization": f"Bearer {gateway.token}"}).status_code == 401
+    assert client.get(path, headers={"Authorization": f"Bearer {gateway.token}"}).status_code == 403
     r = client.get(path, params={"limit": 2}, headers=ADMIN)
     assert [i["seq"] for i in r.json()] == [5, 4]  # newest first
     assert client.get(path, params={"limit": 0}, headers=ADMIN).status_code == 422

@@ -69,7 +69,7 @@ def test_a_key_must_be_base64_of_32_bytes(client: TestClient, value: object) -> 
 def test_only_the_admin_enrols_keys(client: TestClient, gateway: GatewaySim) -> None:
     body = {"id": "bike-1", "product": "bike", "record_key": b64(record_key())}
     assert post(client, body, headers={}).status_code == 401
-    assert post(client, body, headers={"Authorization": f"Bearer {gateway.token}"}).status_code == 401
+    assert post(client, body, headers={"Authorization": f"Bearer {gateway.token}"}).status_code == 403
     assert client.get("/api/v1/devices/bike-1", headers=ADMIN).status_code == 404
 
 

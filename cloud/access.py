@@ -1,0 +1,103 @@
+"""Who may call what: the roles, the caller as the cloud knows it, and the dependency every
+endpoint declares its roles with.
+
+    @router.get("/things", dependencies=[Depends(requires(Role.OPS, Role.TECHNICIAN))])
+    def things(...): ...
+
+or, when the endpoint needs to know who calls (audit, a customer's own products):
+
+    def put_thing(caller: Annotated[Principal, Depends(requires(Role.OPS))], ...): ...
+
+`admin` is allowed wherever a staff role is (ops, technician, analyst, factory) and on the
+customer's endpoints, never on the gateway's: a gateway endpoint knows its caller's chain.
+A missing or unknown token is 401; a valid token of another role is 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from cloud.errors import Forbidden, Unauthorized
+from cloud.services import gateways as gateway_service
+from cloud.settings import Settings
+from cloud.store import Store
+
+
+class Role(StrEnum):
+    OPS = "ops"  # config, rollouts, policies
+    TECHNICIAN = "technician"  # read fleet state, diagnostics
+    ANALYST = "analyst"  # read telemetry and insights
+    FACTORY = "factory"  # enrol devices
+    GATEWAY = "gateway"  # ingest, pull its work
+    ADMIN = "admin"  # tokens, and every staff endpoint
+    CUSTOMER = "customer"  # the product's owner: their own products only
+
+
+STAFF = frozenset({Role.OPS, Role.TECHNICIAN, Role.ANALYST, Role.FACTORY})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request."""
+
+    role: Role
+    name: str  # a token's name, a gateway's id, or "bootstrap admin"
+    token_id: int | None = None  # the token row, None for the bootstrap admin and gateways
+    customer: str | None = None  # the customer a customer-role token belongs to
+    gateway: str | None = None  # the gateway a gateway-role token belongs to
+
+
+# auto_error=False: a missing token is our 401 with our message; the scheme still shows in
+# the OpenAPI document of every endpoint that depends on it.
+bearer_scheme = HTTPBearer(auto_error=False, description="a fleetloop API token")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def authenticate(settings: Settings, store: Store, token: str) -> Principal | None:
+    """The principal a bearer token stands for, or None when nobody issued it."""
+    if settings.admin_token and hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        return Principal(role=Role.ADMIN, name="bootstrap admin")
+    gateway = gateway_service.authenticate(store, token)
+    if gateway is not None:
+        return Principal(role=Role.GATEWAY, name=gateway.id, gateway=gateway.id)
+    return None
+
+
+def allowed(roles: frozenset[Role]) -> frozenset[Role]:
+    """The roles an endpoint declaring `roles` accepts: admin joins unless it is the
+    gateway's alone."""
+    return roles if roles == {Role.GATEWAY} else roles | {Role.ADMIN}
+
+
+def requires(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that lets in the given roles (see `allowed`) and returns the caller."""
+    accepted = allowed(frozenset(roles))
+    names = ", ".join(sorted(accepted))
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    ) -> Principal:
+        if credentials is None or not credentials.credentials.strip():
+            raise Unauthorized(f"token required (Authorization: Bearer <token>; roles: {names})")
+        with request.app.state.db.connection() as store:
+            principal = authenticate(_settings(request), store, credentials.credentials.strip())
+        if principal is None:
+            raise Unauthorized("invalid token")
+        if principal.role not in accepted:
+            raise Forbidden(f"role {principal.role} may not do this (roles: {names})")
+        return principal
+
+    dependency.roles = accepted  # type: ignore[attr-defined]  # read by the OpenAPI and tests
+    return dependency
