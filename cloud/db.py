@@ -1,11 +1,13 @@
 """SQLite behind the store.Store interface: connections, file modes, and every SQL statement
-(the tables themselves and their versions are in cloud.schema).
+(the tables themselves and their versions are in cloud.schema). PostgreSQL (cloud.pg) runs the
+very same SqliteStore methods through a connection adapter; `open_database` picks the backend.
 
 One connection per request (sqlite3 connections are cheap; WAL lets readers run while one
 writer commits). Writes happen only inside `transaction()` (BEGIN IMMEDIATE), with
 synchronous=FULL: a 200 to a gateway means the batch is on disk, because the gateway deletes
 it on that answer. The SQL sticks to what PostgreSQL also accepts (ON CONFLICT ... DO NOTHING /
-DO UPDATE, no INSERT OR IGNORE); only the DDL, the pragmas and the `?` placeholders differ.
+DO UPDATE, no INSERT OR IGNORE, RETURNING rather than lastrowid); only the DDL, the pragmas,
+the `?` placeholders and how a writer transaction begins differ, and cloud.pg bridges those.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cloud.errors import CloudError
 from cloud.private import create_private_file
 from cloud.schema import SCHEMA_VERSION, migrate
+from cloud.settings import POSTGRES_SCHEMES
 from cloud.store import (
     BatchRow,
     ConfigRow,
@@ -29,6 +32,7 @@ from cloud.store import (
     GatewayRow,
     HeartbeatRow,
     QuarantineRow,
+    Store,
     TelemetryRow,
 )
 
@@ -37,7 +41,42 @@ from cloud.store import (
 _INT64 = (-(2**63), 2**63 - 1)
 
 class DatabaseError(CloudError):
-    """The database file cannot be used (newer schema, unreadable path)."""
+    """The database cannot be used (newer schema, unreadable path, server unreachable)."""
+
+
+class Cursor(Protocol):
+    """What SqliteStore uses of a cursor: sqlite3's, or psycopg's through cloud.pg."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What SqliteStore uses of a connection: `?` placeholders, rows as tuples."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+
+class AnyDatabase(Protocol):
+    """A Database (SQLite) or a cloud.pg.PgDatabase."""
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def connection(self) -> AbstractContextManager[Store]: ...
+
+
+def open_database(target: str | Path) -> AnyDatabase:
+    """The database `target` names: a postgresql:// URL, else an SQLite file path. Nothing is
+    opened yet (`open()` does that)."""
+    if isinstance(target, str) and target.startswith(POSTGRES_SCHEMES):
+        from cloud.pg import PgDatabase  # psycopg is imported only when PostgreSQL is used
+
+        return PgDatabase(str(target))
+    return Database(Path(target))
 
 
 def _dumps(value: Any) -> str:
@@ -199,9 +238,13 @@ _QUARANTINE_COLS = "id, device, seq, gateway, batch_seq, kind, reason, body, rec
 
 
 class SqliteStore:
-    """store.Store over one sqlite3 connection."""
+    """store.Store over one sqlite3 connection (or, through cloud.pg, one PostgreSQL one)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    # How a transaction begins: BEGIN IMMEDIATE takes the write lock at once, so writers are
+    # serialised from their first read (cloud.pg: an advisory lock does the same).
+    BEGIN: tuple[str, ...] = ("BEGIN IMMEDIATE",)
+
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._in_transaction = False
 
@@ -209,7 +252,8 @@ class SqliteStore:
     def transaction(self) -> Iterator[None]:
         if self._in_transaction:
             raise RuntimeError("transactions do not nest")
-        self._conn.execute("BEGIN IMMEDIATE")
+        for statement in self.BEGIN:
+            self._conn.execute(statement)
         self._in_transaction = True
         try:
             yield
@@ -520,14 +564,12 @@ class SqliteStore:
     def insert_config(
         self, device_id: str, version: int, issued_ms: int, settings: dict[str, Any], envelope: str
     ) -> int:
-        cur = self._conn.execute(
+        row = self._one(
             "INSERT INTO configs (device, version, issued_ms, settings, envelope)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) RETURNING revision",
             (device_id, version, issued_ms, _dumps(settings), envelope),
         )
-        if cur.lastrowid is None:
-            raise RuntimeError("no revision assigned")
-        return int(cur.lastrowid)
+        return int(row[0])
 
     def configs_after(self, revision: int, gateway_id: str) -> list[ConfigRow]:
         rows = self._conn.execute(

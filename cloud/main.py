@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud import errors
-from cloud.db import Database, DatabaseError
+from cloud.db import DatabaseError, open_database
 from cloud.deps import DbDep
 from cloud.routers import configs, dashboard, devices, gateways, ingest, quarantine
 from cloud.schemas import Health
@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     """Build the app. Raises SettingsError for settings it must refuse (e.g. the default
     admin token outside dev mode). No I/O happens before the app starts."""
     settings.check()
-    db = Database(settings.db_path)
+    db = open_database(settings.database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

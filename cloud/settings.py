@@ -3,7 +3,8 @@
 Precedence: explicit arguments (CLI options) > environment > defaults.
 
     FLEETLOOP_HOME          home directory                (default ./.fleetloop)
-    FLEETLOOP_CLOUD_DB      SQLite database path          (default <home>/cloud/cloud.db)
+    FLEETLOOP_CLOUD_DB      SQLite database path, or a postgresql:// URL
+                                                          (default <home>/cloud/cloud.db)
     FLEETLOOP_ADMIN_TOKEN   admin bearer token            (default "dev-admin-token", dev only)
     FLEETLOOP_DEV           1/true/yes/on: dev mode       (default off)
     FLEETLOOP_CONFIG_KEY    Ed25519 config-signing key    (default <home>/keys/config.key.pem)
@@ -20,6 +21,7 @@ from cloud.errors import SettingsError
 from protocol.home import resolve_home
 
 ENV_DB = "FLEETLOOP_CLOUD_DB"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 ENV_ADMIN_TOKEN = "FLEETLOOP_ADMIN_TOKEN"
 ENV_DEV = "FLEETLOOP_DEV"
 ENV_CONFIG_KEY = "FLEETLOOP_CONFIG_KEY"
@@ -39,6 +41,12 @@ class Settings:
     dev: bool
     config_key_path: Path
     dashboard_refresh_s: int = DASHBOARD_REFRESH_S
+    db_url: str | None = None  # a postgresql:// URL: PostgreSQL instead of the SQLite file
+
+    @property
+    def database(self) -> str | Path:
+        """What cloud.db.open_database opens: the PostgreSQL URL, else the SQLite path."""
+        return self.db_url if self.db_url is not None else self.db_path
 
     @classmethod
     def load(
@@ -57,6 +65,9 @@ class Settings:
         if dev is None:
             dev = env.get(ENV_DEV, "").strip().lower() in _TRUE
         db = db_path if db_path is not None else env.get(ENV_DB)
+        url = db if isinstance(db, str) and db.startswith(POSTGRES_SCHEMES) else None
+        if url is not None:
+            db = None
         key = config_key_path if config_key_path is not None else env.get(ENV_CONFIG_KEY)
         token = admin_token if admin_token is not None else env.get(ENV_ADMIN_TOKEN)
         return cls(
@@ -67,6 +78,7 @@ class Settings:
             config_key_path=(
                 Path(key).expanduser() if key else home_path / "keys" / "config.key.pem"
             ),
+            db_url=url,
         )
 
     def check(self) -> None:

@@ -1,4 +1,9 @@
-"""Fixtures of the cloud tests: an app on a tmp database, a config key, a registered gateway."""
+"""Fixtures of the cloud tests: an app on a fresh database, a config key, a registered gateway.
+
+Every test that takes `settings` (and so `app`, `client`, `gateway`) runs twice: on an SQLite
+file under tmp_path and on a fresh PostgreSQL database of the session's throwaway cluster
+(tests/conftest.py); `backend` tells which.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +41,22 @@ def config_key(home: Path) -> Ed25519PrivateKey:
     return key
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def settings(home: Path, config_key: Ed25519PrivateKey) -> Settings:
-    return Settings.load(home=home, admin_token=ADMIN_TOKEN, dev=False, env={})
+def db_target(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The database the settings name: None (the SQLite file in home), or a PostgreSQL URL."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return None
+
+
+@pytest.fixture
+def settings(home: Path, config_key: Ed25519PrivateKey, db_target: str | None) -> Settings:
+    return Settings.load(home=home, admin_token=ADMIN_TOKEN, dev=False, env={}, db_path=db_target)
 
 
 @pytest.fixture
@@ -47,8 +65,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def app(settings: Settings, clock: Clock) -> FastAPI:
-    return create_app(settings, clock=clock)
+def app(settings: Settings, clock: Clock) -> Iterator[FastAPI]:
+    application = create_app(settings, clock=clock)
+    try:
+        yield application
+    finally:
+        application.state.db.close()  # a test may use the store after the client stopped
 
 
 @pytest.fixture
