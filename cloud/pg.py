@@ -157,10 +157,13 @@ class PgDatabase:
     """Knows the URL; `open()` makes the pool and brings the schema up to SCHEMA_VERSION,
     `connection()` lends a pooled connection as a store, `close()` releases the pool."""
 
-    def __init__(self, url: str, *, max_size: int = POOL_MAX) -> None:
+    def __init__(
+        self, url: str, *, max_size: int = POOL_MAX, timeout_s: float = POOL_TIMEOUT_S
+    ) -> None:
         self.url = url
         self.label = redact(url)
         self._max_size = max_size
+        self._timeout_s = timeout_s
         self._pool: ConnectionPool[Any] | None = None
         self._lock = threading.Lock()
 
@@ -170,11 +173,11 @@ class PgDatabase:
                 return
             pool: ConnectionPool[Any] = ConnectionPool(
                 self.url, min_size=1, max_size=self._max_size, open=False,
-                kwargs={"autocommit": True}, configure=_configure, timeout=POOL_TIMEOUT_S,
+                kwargs={"autocommit": True}, configure=_configure, timeout=self._timeout_s,
                 name="fleetloop-cloud",
             )
             try:
-                pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+                pool.open(wait=True, timeout=self._timeout_s)
                 with pool.connection() as conn:
                     self._migrate(conn)
             except PoolTimeout:
@@ -229,7 +232,9 @@ class PgDatabase:
             with pool.connection() as conn:
                 yield conn
         except PoolTimeout:
-            raise DatabaseError(f"no connection to {self.label} within {POOL_TIMEOUT_S:.0f} s") from None
+            raise DatabaseError(
+                f"no connection to {self.label} within {self._timeout_s:.0f} s"
+            ) from None
 
     @contextmanager
     def connection(self) -> Iterator[PgStore]:

@@ -177,12 +177,6 @@ _V4 = [
 MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4}
 
 
-def create_v1(conn: sqlite3.Connection) -> None:
-    """Version 1's tables (a fresh file starts here, then migrates)."""
-    for statement in v1_statements():
-        conn.execute(statement)
-
-
 def v1_statements() -> list[str]:
     """Version 1's DDL, one statement each."""
     return [s for s in _V1.split(";") if s.strip()]

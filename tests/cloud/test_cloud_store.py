@@ -1,26 +1,127 @@
-"""The SQLite store on its own: the guarantees the services rely on (store.Store docstring)."""
+"""The store on its own, on SQLite and on PostgreSQL: the guarantees the services rely on
+(store.Store docstring), and databases of every older version upgraded to the current one."""
 
 from __future__ import annotations
 
 import sqlite3
 import stat
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cloud.db import SCHEMA_VERSION, Database, DatabaseError
-from cloud.schema import MIGRATIONS, create_v1
+from cloud.db import SCHEMA_VERSION, AnyDatabase, Database, DatabaseError, open_database
+from cloud.schema import MIGRATIONS, v1_statements
 from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, TelemetryRow
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "sub" / "cloud.db")
+def target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str | Path:
+    """Where the backend's database lives: an SQLite path, or a fresh PostgreSQL database
+    (empty: the tests build old versions in it)."""
+    if backend == "sqlite":
+        return tmp_path / "sub" / "cloud.db"
+    databases = request.getfixturevalue("pg_databases")
+    url = databases.create(migrated=False)
+    request.addfinalizer(lambda: databases.drop(url))
+    return str(url)
+
+
+@pytest.fixture
+def db(target: str | Path) -> Iterator[AnyDatabase]:
+    database = open_database(target)
     database.open()
-    return database
+    try:
+        yield database
+    finally:
+        database.close()
 
 
-def test_open_creates_wal_database(db: Database) -> None:
+class Raw:
+    """A database written the way an older cloud wrote it: its own DDL (translated for
+    PostgreSQL as cloud.pg does) and `?` statements; `version` sets the schema version."""
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = target
+        if isinstance(target, Path):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._sqlite: sqlite3.Connection | None = sqlite3.connect(target)
+        else:
+            import psycopg
+
+            from cloud.pg import Adapter
+
+            self._sqlite = None
+            self._pg = psycopg.connect(target, autocommit=True)
+            self._adapter = Adapter(self._pg)
+
+    def ddl(self, statements: Sequence[str]) -> None:
+        from cloud.pg import to_postgres
+
+        for statement in statements:
+            if self._sqlite is not None:
+                self._sqlite.execute(statement)
+            elif (translated := to_postgres(statement)) is not None:
+                self._pg.execute(translated)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        if self._sqlite is not None:
+            self._sqlite.execute(sql, params)
+        else:
+            self._adapter.execute(sql, params)
+
+    def version(self, version: int) -> None:
+        if self._sqlite is not None:
+            self._sqlite.execute(f"PRAGMA user_version={version}")
+        else:
+            self._pg.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            self._pg.execute("DELETE FROM schema_version")
+            self._pg.execute("INSERT INTO schema_version VALUES (%s)", (version,))
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.commit()
+            self._sqlite.close()
+        else:
+            self._pg.close()
+
+
+def schema_version(target: str | Path) -> int:
+    if isinstance(target, Path):
+        conn = sqlite3.connect(target)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    from cloud.pg import PgDatabase
+
+    database = PgDatabase(target)
+    try:
+        return database.schema_version()
+    finally:
+        database.close()
+
+
+def columns(target: str | Path, table: str) -> set[str]:
+    if isinstance(target, Path):
+        conn = sqlite3.connect(target)
+        try:
+            return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        finally:
+            conn.close()
+    import psycopg
+
+    with psycopg.connect(target) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
+        )
+        return {r[0] for r in rows}
+
+
+def test_open_creates_wal_database(tmp_path: Path) -> None:
+    db = Database(tmp_path / "sub" / "cloud.db")
+    db.open()
     conn = sqlite3.connect(db.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
@@ -35,7 +136,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         Database(path).open()
 
 
-def test_insert_telemetry_counts_only_new_rows(db: Database) -> None:
+def test_insert_telemetry_counts_only_new_rows(db: AnyDatabase) -> None:
     with db.connection() as store, store.transaction():
         store.insert_device(DeviceRow(id="bike-1", product=None, created_ms=0))
         rows = [TelemetryRow("bike-1", s, s, {"p": s}, "gw-1", 1) for s in (1, 2, 2, 3)]
@@ -46,7 +147,7 @@ def test_insert_telemetry_counts_only_new_rows(db: Database) -> None:
         assert [r.seq for r in store.telemetry("bike-1", 0, 1, 10)] == [2, 3]
 
 
-def test_transaction_rolls_back_on_error(db: Database) -> None:
+def test_transaction_rolls_back_on_error(db: AnyDatabase) -> None:
     with db.connection() as store:
         with pytest.raises(RuntimeError), store.transaction():
             store.insert_gateway(GatewayRow("gw-1", b"k" * 32, 0, 0, "0" * 64), "hash")
@@ -56,7 +157,7 @@ def test_transaction_rolls_back_on_error(db: Database) -> None:
             pass
 
 
-def test_configs_after_returns_latest_per_device(db: Database) -> None:
+def test_configs_after_returns_latest_per_device(db: AnyDatabase) -> None:
     with db.connection() as store, store.transaction():
         for device in ("a", "b"):
             store.insert_device(DeviceRow(id=device, product=None, created_ms=0))
@@ -109,31 +210,26 @@ def test_a_shared_sticky_directory_is_left_alone(tmp_path: Path) -> None:
     assert _mode(shared) == 0o1777 and _mode(database.path) == 0o600
 
 
-def _version_1_file(path: Path) -> None:
+def _version_1(target: str | Path) -> None:
     """A database as the version-1 cloud left it, with a gateway, a device, a record, a config."""
-    conn = sqlite3.connect(path)
-    create_v1(conn)
-    conn.execute("PRAGMA user_version=1")
-    conn.execute("INSERT INTO gateways VALUES ('gw-1', ?, 'hash', 0, 1, ?, 5)", (b"k" * 32, "d" * 64))
-    conn.execute("INSERT INTO batches VALUES ('gw-1', 1, ?, ?, 0, 5, 1, 1, 0)", ("d" * 64, "0" * 64))
-    conn.execute("INSERT INTO devices VALUES ('bike-1', 'bike', 0, 'gw-1', 7, 1, 1, '{}', NULL)")
-    conn.execute("INSERT INTO telemetry VALUES ('bike-1', 1, 7, '{\"p\":1}', 'gw-1', 1)")
-    conn.execute("INSERT INTO configs (device, version, issued_ms, settings, envelope)"
-                 " VALUES ('bike-1', 1, 0, '{}', 'env')")
-    conn.commit()
-    conn.close()
+    raw = Raw(target)
+    raw.ddl(v1_statements())
+    raw.version(1)
+    raw.execute("INSERT INTO gateways VALUES ('gw-1', ?, 'hash', 0, 1, ?, 5)", (b"k" * 32, "d" * 64))
+    raw.execute("INSERT INTO batches VALUES ('gw-1', 1, ?, ?, 0, 5, 1, 1, 0)", ("d" * 64, "0" * 64))
+    raw.execute("INSERT INTO devices VALUES ('bike-1', 'bike', 0, 'gw-1', 7, 1, 1, '{}', NULL)")
+    raw.execute("INSERT INTO telemetry VALUES ('bike-1', 1, 7, '{\"p\":1}', 'gw-1', 1)")
+    raw.execute("INSERT INTO configs (device, version, issued_ms, settings, envelope)"
+                " VALUES ('bike-1', 1, 0, '{}', 'env')")
+    raw.close()
 
 
-def test_version_1_database_is_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "cloud.db"
-    _version_1_file(path)
-    database = Database(path)
+def test_version_1_database_is_migrated(target: str | Path) -> None:
+    _version_1(target)
+    database = open_database(target)
     database.open()
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-    columns = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
-    assert {"quarantined", "gap_status", "gap_reason"} <= columns
-    conn.close()
+    assert schema_version(target) == SCHEMA_VERSION == 4
+    assert {"quarantined", "gap_status", "gap_reason"} <= columns(target, "batches")
     with database.connection() as store:
         assert store.counts() == {"gateways": 1, "batches": 1, "devices": 1, "telemetry": 1,
                                   "configs": 1, "quarantine": 0}
@@ -144,44 +240,48 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
             store.insert_quarantine([QuarantineRow("gw-1", 2, "record", "why", "{}", 9, "bike-1", 3)])
             store.append_batch(BatchRow("gw-1", 2, "e" * 64, "d" * 64, 0, 9, 1, 0, 0,
                                         gap_status=400, gap_reason="bad"))
+            # the version 1 config's revision was assigned by its key: inserts continue above
+            assert store.insert_config("bike-1", 2, 0, {}, "env2") == 2
         assert [(g.seq, g.gap_reason) for g in store.gaps("gw-1", 10)] == [(2, "bad")]
         assert store.quarantine_counts() == {"bike-1": 1}
-    Database(path).open()  # opening again changes nothing
+    database.close()
+    again = open_database(target)
+    again.open()  # opening again changes nothing
+    again.close()
+    assert schema_version(target) == SCHEMA_VERSION
 
 
-def _version_2_file(path: Path) -> None:
+def _version_2(target: str | Path) -> None:
     """A database as the version-2 cloud (protocol v1) left it: two devices with records, a
     quarantined record, a reported state."""
-    conn = sqlite3.connect(path)
-    create_v1(conn)
-    for statement in MIGRATIONS[2]:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version=2")
-    conn.execute("INSERT INTO gateways VALUES ('gw-1', ?, 'hash', 0, 2, ?, 5)", (b"k" * 32, "d" * 64))
-    conn.execute("INSERT INTO devices VALUES ('bike-1', 'bike', 3, 'gw-1', 9, 2, 2,"
-                 " '{\"p\":2}', '{\"v\":1,\"d\":\"bike-1\",\"t\":8}')")
-    conn.execute("INSERT INTO devices VALUES ('bike-2', NULL, 4, 'gw-1', 7, 1, 1, '{}', NULL)")
-    conn.execute("INSERT INTO devices VALUES ('bike-3', NULL, 4, NULL, NULL, 0, 0, '{}', NULL)")
+    raw = Raw(target)
+    raw.ddl(v1_statements())
+    raw.ddl(MIGRATIONS[2])
+    raw.version(2)
+    raw.execute("INSERT INTO gateways VALUES ('gw-1', ?, 'hash', 0, 2, ?, 5)", (b"k" * 32, "d" * 64))
+    raw.execute("INSERT INTO devices VALUES ('bike-1', 'bike', 3, 'gw-1', 9, 2, 2,"
+                " '{\"p\":2}', '{\"v\":1,\"d\":\"bike-1\",\"t\":8}')")
+    raw.execute("INSERT INTO devices VALUES ('bike-2', NULL, 4, 'gw-1', 7, 1, 1, '{}', NULL)")
+    raw.execute("INSERT INTO devices VALUES ('bike-3', NULL, 4, NULL, NULL, 0, 0, '{}', NULL)")
     for device, seq, t in (("bike-1", 1, 7), ("bike-1", 2, 9), ("bike-2", 1, 7)):
-        conn.execute("INSERT INTO telemetry VALUES (?, ?, ?, ?, 'gw-1', 1)",
-                     (device, seq, t, f'{{"p":{seq}}}'))
-    conn.execute("INSERT INTO quarantine (device, seq, gateway, batch_seq, kind, reason, body,"
-                 " received_ms) VALUES ('bike-3', 1, 'gw-1', 2, 'record', 'why', '{}', 5)")
-    conn.commit()
-    conn.close()
+        raw.execute("INSERT INTO telemetry VALUES (?, ?, ?, ?, 'gw-1', 1)",
+                    (device, seq, t, f'{{"p":{seq}}}'))
+    raw.execute("INSERT INTO quarantine (device, seq, gateway, batch_seq, kind, reason, body,"
+                " received_ms) VALUES ('bike-3', 1, 'gw-1', 2, 'record', 'why', '{}', 5)")
+    raw.close()
 
 
-def test_version_2_database_is_migrated_to_record_identities(tmp_path: Path) -> None:
-    path = tmp_path / "cloud.db"
-    _version_2_file(path)
-    database = Database(path)
+def test_version_2_database_is_migrated_to_record_identities(target: str | Path) -> None:
+    _version_2(target)
+    database = open_database(target)
     database.open()
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-    key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(telemetry)"), key=lambda r: r[5])
-           if r[5]]
-    assert key == ["device", "incarnation", "seq"]
-    conn.close()
+    assert schema_version(target) == SCHEMA_VERSION == 4
+    if isinstance(target, Path):
+        conn = sqlite3.connect(target)
+        key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(telemetry)"),
+                                    key=lambda r: r[5]) if r[5]]
+        conn.close()
+        assert key == ["device", "incarnation", "seq"]
     with database.connection() as store:
         assert store.counts() == {"gateways": 1, "batches": 0, "devices": 3, "telemetry": 3,
                                   "configs": 0, "quarantine": 1}
@@ -198,32 +298,30 @@ def test_version_2_database_is_migrated_to_record_identities(tmp_path: Path) -> 
             rows = [TelemetryRow("bike-1", 1, 1, {}, "gw-1", 2, incarnation=5),
                     TelemetryRow("bike-1", 1, 1, {}, "gw-1", 2, incarnation=0)]
             assert store.insert_telemetry(rows) == 1
-    Database(path).open()  # opening again changes nothing
+    database.close()
+    again = open_database(target)
+    again.open()  # opening again changes nothing
+    again.close()
 
 
-def _version_3_file(path: Path) -> None:
+def _version_3(target: str | Path) -> None:
     """A database as the version-3 cloud (protocol v2, before consent) left it."""
-    _version_2_file(path)
-    conn = sqlite3.connect(path)
-    for statement in MIGRATIONS[3]:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version=3")
-    conn.execute("INSERT INTO telemetry VALUES ('bike-1', 1234567, 1, 10, '{\"heart_rate\":90}',"
-                 " 'gw-1', 2)")
-    conn.commit()
-    conn.close()
+    _version_2(target)
+    raw = Raw(target)
+    raw.ddl(MIGRATIONS[3])
+    raw.version(3)
+    raw.execute("INSERT INTO telemetry VALUES ('bike-1', 1234567, 1, 10, '{\"heart_rate\":90}',"
+                " 'gw-1', 2)")
+    raw.close()
 
 
-def test_version_3_database_is_migrated_to_consent(tmp_path: Path) -> None:
-    path = tmp_path / "cloud.db"
-    _version_3_file(path)
-    database = Database(path)
+def test_version_3_database_is_migrated_to_consent(target: str | Path) -> None:
+    _version_3(target)
+    database = open_database(target)
     database.open()
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"consent_audit", "heartbeats"} <= tables
-    conn.close()
+    assert schema_version(target) == SCHEMA_VERSION == 4
+    assert "consent" in columns(target, "telemetry") and columns(target, "heartbeats")
+    assert columns(target, "consent_audit")
     with database.connection() as store:
         # nothing stored before consent is touched: it was stored as sent, and stays so
         assert [r.m for r in store.telemetry("bike-1", 1234567, 0, 10)] == [{"heart_rate": 90}]
@@ -241,10 +339,13 @@ def test_version_3_database_is_migrated_to_consent(tmp_path: Path) -> None:
         # a consent record is no metric row: consent deletions never touch it
         assert {(r.incarnation, r.seq) for r in store.metric_rows("bike-1")} == {
             (0, 1), (0, 2), (1234567, 1)}
-    Database(path).open()  # opening again changes nothing
+    database.close()
+    again = open_database(target)
+    again.open()  # opening again changes nothing
+    again.close()
 
 
-def test_a_migrated_database_serves_protocol_v2(tmp_path: Path) -> None:
+def test_a_migrated_database_serves_protocol_v2(target: str | Path, tmp_path: Path) -> None:
     from cloudkit import ADMIN, ADMIN_TOKEN, GatewaySim, enrol, rec, record_key, register, signed
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from fastapi.testclient import TestClient
@@ -253,9 +354,8 @@ def test_a_migrated_database_serves_protocol_v2(tmp_path: Path) -> None:
     from cloud.settings import Settings
     from protocol.batch import GENESIS
 
-    path = tmp_path / "cloud.db"
-    _version_2_file(path)
-    settings = Settings.load(home=tmp_path, db_path=path, admin_token=ADMIN_TOKEN, env={})
+    _version_2(target)
+    settings = Settings.load(home=tmp_path, db_path=target, admin_token=ADMIN_TOKEN, env={})
     with TestClient(create_app(settings)) as client:
         key = Ed25519PrivateKey.generate()
         gw = GatewaySim(client, "gw-2", key, register(client, "gw-2", key), prev=GENESIS)
@@ -273,16 +373,15 @@ def test_a_migrated_database_serves_protocol_v2(tmp_path: Path) -> None:
         assert [(x["incarnation"], x["seq"]) for x in records] == [(0, 1), (0, 2), (1234567, 1)]
 
 
-def test_a_version_1_database_serves_the_app(tmp_path: Path) -> None:
+def test_a_version_1_database_serves_the_app(target: str | Path, tmp_path: Path) -> None:
     from cloudkit import ADMIN, ADMIN_TOKEN
     from fastapi.testclient import TestClient
 
     from cloud.main import create_app
     from cloud.settings import Settings
 
-    path = tmp_path / "cloud.db"
-    _version_1_file(path)
-    settings = Settings.load(home=tmp_path, db_path=path, admin_token=ADMIN_TOKEN, env={})
+    _version_1(target)
+    settings = Settings.load(home=tmp_path, db_path=target, admin_token=ADMIN_TOKEN, env={})
     with TestClient(create_app(settings)) as client:
         r = client.get("/api/v1/devices/bike-1", headers=ADMIN)
         assert r.status_code == 200, r.text
@@ -290,7 +389,7 @@ def test_a_version_1_database_serves_the_app(tmp_path: Path) -> None:
         assert client.get("/api/v1/gateways", headers=ADMIN).json()[0]["gaps"] == 0
 
 
-def test_reannounce_gives_the_latest_config_the_next_revision(db: Database) -> None:
+def test_reannounce_gives_the_latest_config_the_next_revision(db: AnyDatabase) -> None:
     with db.connection() as store, store.transaction():
         store.insert_device(DeviceRow(id="a", product=None, created_ms=0))
         store.insert_device(DeviceRow(id="b", product=None, created_ms=0))

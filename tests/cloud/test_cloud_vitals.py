@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from cloudkit import ADMIN, ADMIN_TOKEN, T0, GatewaySim, enrol, rec, signed, signed_state, state
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from cloud.db import Database
 from cloud.services import vitals
 from cloud.store import DeviceRow, HeartbeatRow
 
@@ -66,9 +66,8 @@ def test_states_are_pruned_to_the_bound(
     assert len(listed(client, "bike-7").json()) == 1  # another device's are its own
 
 
-def test_the_store_keeps_the_newest_thousand(tmp_path: Path) -> None:
-    db = Database(tmp_path / "cloud.db")
-    with db.connection() as store, store.transaction():
+def test_the_store_keeps_the_newest_thousand(app: FastAPI) -> None:
+    with app.state.db.connection() as store, store.transaction():
         store.insert_device(DeviceRow(id="bike-1", product=None, created_ms=0))
         for start in range(0, 1010, 101):
             store.insert_heartbeats([HeartbeatRow("bike-1", 1, t, 0, {"t": t})
