@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cloud.errors import CloudError
-from cloud.settings import ENV_DEV, Settings
+from cloud.settings import ENV_DB, ENV_DEV, Settings
 from protocol.home import ENV_HOME
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 _TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 
@@ -62,6 +66,19 @@ def serve(
             help=f"dev mode: accept the default admin token, open dashboard (or ${ENV_DEV}=1)",
         ),
     ] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help=f"SQLite file, or a postgresql://user@host/db URL; default ${ENV_DB} or "
+            "<home>/cloud/cloud.db",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="uvicorn worker processes (more than 1: PostgreSQL only)"),
+    ] = 1,
 ) -> None:
     """Serve the API and the dashboard with uvicorn until interrupted.
 
@@ -70,21 +87,52 @@ def serve(
     (default <home>/cloud/cloud.db).
 
     Example: fleetloop cloud serve --home .fleetloop --port 8000 --dev
+
+    Example: fleetloop cloud serve --db postgresql://fleet@db.local/fleet --workers 4
     """
     import uvicorn
 
+    from cloud.db import open_database
     from cloud.main import create_app
 
     try:
-        settings = Settings.load(home=home, dev=True if dev else None)
-        application = create_app(settings)
+        settings = Settings.load(home=home, dev=True if dev else None, db_path=db)
+        if workers > 1 and settings.db_url is None:
+            raise CloudError(
+                "--workers above 1 needs PostgreSQL (--db postgresql://...): on SQLite every "
+                "write goes through one file lock, so more processes add contention, not speed"
+            )
+        application = create_app(settings)  # checks the settings; no I/O yet
+        if workers > 1:
+            # Migrate once here, and fail here with a clear message, before any worker starts.
+            database = open_database(settings.database)
+            database.open()
+            database.close()
     except CloudError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if workers > 1:
+        # Each worker process builds its own app (and pool) from the environment.
+        os.environ[ENV_HOME] = str(settings.home)
+        os.environ[ENV_DB] = str(settings.database)
+        if settings.dev:
+            os.environ[ENV_DEV] = "1"
+        uvicorn.run("cloud.cli:worker_app", factory=True, host=host, port=port,
+                    workers=workers, log_level="info")
+        return
     server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info"))
     # uvicorn.Config has configured logging by now; the filter goes on its access logger.
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     server.run()
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker of `serve --workers N`: the settings come from the environment
+    that `serve` set before starting the workers."""
+    from cloud.main import create_app
+
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    return create_app(Settings.load())
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ leaves the previous version whole. The version lives in a `schema_version` table
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -173,7 +174,9 @@ class PgDatabase:
                 return
             pool: ConnectionPool[Any] = ConnectionPool(
                 self.url, min_size=1, max_size=self._max_size, open=False,
-                kwargs={"autocommit": True}, configure=_configure, timeout=self._timeout_s,
+                # application_name tells the processes apart in pg_stat_activity
+                kwargs={"autocommit": True, "application_name": f"fleetloop-cloud-{os.getpid()}"},
+                configure=_configure, timeout=self._timeout_s,
                 name="fleetloop-cloud",
             )
             try:
