@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint typecheck bench chaos clean mosquitto
+.PHONY: setup demo test lint typecheck bench chaos clean mosquitto postgresql
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto postgresql
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -25,12 +25,21 @@ mosquitto:
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto mosquitto-clients; \
 	fi
 
+# PostgreSQL's server binaries (initdb, pg_ctl) from the system's packages, installed only when
+# missing: the tests start their own throwaway cluster with them (never the machine's own server).
+postgresql:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing postgresql with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; \
+	fi
+
 demo: setup
 	$(BIN)/fleetloop demo
 
-# Lint and types first (seconds), then the whole suite.
+# Lint and types first (seconds), then the whole suite. Every store test runs on SQLite and on
+# PostgreSQL; FLEETLOOP_REQUIRE_POSTGRES=1 makes "PostgreSQL unavailable" a failure, not a skip.
 test: setup lint typecheck
-	$(BIN)/python -m pytest -q
+	FLEETLOOP_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -q
 
 # Many faults in a row on a running fleet (about five minutes; CHAOS_FAULTS, CHAOS_SEED).
 chaos: setup

@@ -1,16 +1,15 @@
 """The storage interface the services use, and the rows it returns.
 
-db.SqliteStore implements it with sqlite3; a PostgreSQL store implements the same methods.
+db.SqliteStore implements it with sqlite3; pg.PgStore runs the same methods on PostgreSQL.
 Rules the services rely on:
 - `transaction()` makes everything inside it one atomic unit and serialises writers, so a
   chain head or a config version read inside it cannot change before the commit (SQLite:
-  BEGIN IMMEDIATE; PostgreSQL: SELECT ... FOR UPDATE on the row read).
+  BEGIN IMMEDIATE; PostgreSQL: one advisory lock, pg_advisory_xact_lock, taken first).
 - Nothing outside a transaction writes.
 - JSON-shaped values (metrics, settings, reported state) go in and come out as dicts.
 - Config revisions become visible in increasing order (the gateways' feed pages by them).
-  SQLite gets this from its single writer; a PostgreSQL store must serialise config inserts
-  and re-announcements (one global lock, e.g. pg_advisory_xact_lock) so no lower revision
-  commits later.
+  Both get this from their single writer (PostgreSQL: the advisory lock above), so no lower
+  revision commits later.
 - A device's `gateway` is the gateway it is assigned to: set by the first gateway that
   delivers data the cloud accepts as the device's, changed only by an operator.
 - A record's identity is (device, incarnation, seq); version 1 records are incarnation 0.
