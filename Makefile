@@ -49,6 +49,7 @@ chaos: setup
 bench: setup
 	$(BIN)/fleetloop bench path --devices 4 --records 10000
 	$(BIN)/fleetloop bench heap
+	$(BIN)/fleetloop bench cloud
 
 lint: setup
 	$(BIN)/ruff check .

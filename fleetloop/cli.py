@@ -154,6 +154,39 @@ def bench_path_cmd(
         raise typer.Exit(1)
 
 
+@bench_app.command("cloud")
+def bench_cloud_cmd(
+    gateways: Annotated[int, typer.Option(min=1, max=64, help="Gateways posting at once.")] = 8,
+    batches: Annotated[int, typer.Option(min=1, max=1000, help="Batches per gateway.")] = 5,
+    records: Annotated[int, typer.Option(min=4, max=20000, help="Records per batch.")] = 2000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Workers of the PostgreSQL run.")] = 4,
+    postgres: Annotated[bool, typer.Option(help="Also run on a throwaway PostgreSQL cluster.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Records/s the cloud ingests over HTTP (signature, chain and tag checks) on SQLite and
+    PostgreSQL, 1 and N workers, next to a bare parse loop; database bytes per million records.
+
+    Example: fleetloop bench cloud --json
+    """
+    import json
+
+    from fleetloop.bench_cloud import as_dict, bench_cloud
+
+    result = bench_cloud(gateways, batches, records, workers, postgres)
+    if json_out:
+        typer.echo(json.dumps(as_dict(result)))
+    else:
+        typer.echo(f"parse only: {result.parse_records_per_s} records/s ({result.cores} cores)")
+        for run in result.runs:
+            typer.echo(f"{run.backend}, {run.workers} worker(s): {run.records_per_s} records/s, "
+                       f"{run.db_bytes_per_million} DB bytes per million records, "
+                       f"exactly once: {'yes' if run.exactly_once else 'NO'}")
+        for note in result.notes:
+            typer.echo(note)
+    if not all(run.exactly_once for run in result.runs):
+        raise typer.Exit(1)
+
+
 @bench_app.command("heap")
 def bench_heap_cmd(
     profile: Annotated[list[str] | None, typer.Option(
