@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint typecheck bench chaos clean mosquitto
+.PHONY: setup demo test lint typecheck bench chaos clean mosquitto chromium
 
-setup: $(STAMP) mosquitto
+setup: $(STAMP) mosquitto chromium
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -23,6 +23,14 @@ mosquitto:
 	    ! command -v mosquitto_pub >/dev/null 2>&1; then \
 		echo "installing mosquitto with apt-get"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto mosquitto-clients; \
+	fi
+
+# Headless Chromium and its WebDriver drive the dashboard's browser test; from the system's
+# packages, installed only when missing.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; \
 	fi
 
 demo: setup
