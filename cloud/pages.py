@@ -134,8 +134,8 @@ def _config(device: DeviceRow, desired: ConfigRow | None, now_ms: int) -> str:
         ["desired", escape(f"v{desired.version}") + "<br><code>"
          + escape(json.dumps(desired.settings, sort_keys=True)) + "</code>"
          if desired else '<span class="empty">none</span>'],
-        ["reported", escape(f"v{state.get('config_version', '-')} "
-                            f"{state.get('config_status', 'none')}")],
+        ["reported", escape(f"v{state['config_version']} {state.get('config_status', '')}"
+                            if "config_version" in state else "none")],
         ["drift", f'<span class="{escape(drift.state.replace(" ", "-"))}">'
                   f"{escape(drift.text)}</span>"],
         ["firmware", escape(" ".join(str(state[k]) for k in ("fw", "impl") if k in state))],

@@ -35,7 +35,7 @@ def online(device: DeviceRow, now_ms: int, heartbeat: int = DEFAULT_HEARTBEAT_S 
 class Drift:
     """How the device's reported config relates to its desired one."""
 
-    state: str  # "none" (nothing desired), "in sync", "rejected", "pending", "offline"
+    state: str  # "not set" (nothing desired), "in sync", "rejected", "pending", "offline"
     text: str
 
 
@@ -44,7 +44,7 @@ def drift(device: DeviceRow, desired: int | None, is_online: bool) -> Drift:
     reported = state.get("config_version")
     status = state.get("config_status")
     if desired is None:
-        return Drift("none", "no desired config")
+        return Drift("not set", "no desired config")
     if reported == desired and status == "applied":
         return Drift("in sync", f"v{desired} applied")
     if reported == desired and status == "rejected":

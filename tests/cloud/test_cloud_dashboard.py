@@ -193,7 +193,7 @@ def test_overview_shows_online_firmware_drift_and_consent(
     (fw,) = re.findall(r'<table id="firmware">(.*?)</table>', html, re.S)
     assert "<td>0.1.0</td>" in fw and "<td>0.2.0</td>" in fw
     (drift,) = re.findall(r'<table id="drift">(.*?)</table>', html, re.S)
-    assert "<td>offline</td>" in drift and "<td>none</td>" in drift
+    assert "<td>offline</td>" in drift and "<td>not set</td>" in drift
     (tiers,) = re.findall(r'<table id="consent">(.*?)</table>', html, re.S)
     assert "<td>not reported</td><td class=\"num\">2</td>" in tiers
     assert "1 device offline: <a href=\"/devices/bike-2\">bike-2</a>" in html
