@@ -238,5 +238,5 @@ def test_dashboard_in_chromium(stack: Stack, browser: Any, tmp_path: Path) -> No
     for name in ("overview", "device", "device-zoomed", "device-week", "gateway", "device-mirror"):
         assert (shots / f"{name}.png").stat().st_size > 10_000, name
     print(f"screenshots in {shots}")
-    os.environ.get("KEEP_SCREENSHOTS") and shutil.copytree(
-        shots, os.environ["KEEP_SCREENSHOTS"], dirs_exist_ok=True)
+    if os.environ.get("KEEP_SCREENSHOTS"):  # a directory to copy them to, for a look
+        shutil.copytree(shots, os.environ["KEEP_SCREENSHOTS"], dirs_exist_ok=True)
