@@ -53,16 +53,17 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """Round tick values covering [low, high]: about `count` of them, 1/2/5 x 10^n apart."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return [0.0, 1.0]
-    if high <= low:
-        pad = abs(low) * 0.1 or 1.0
+    if high - low < 1e-9 * max(1.0, abs(low)):  # one value (or float noise): pad around it
+        pad = abs(low) * 0.1 if abs(low) >= 1e-6 else 1.0
         low, high = low - pad, high + pad
     raw = (high - low) / max(1, count - 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    digits = max(0, 3 - math.floor(math.log10(step)))  # round away float noise, not the step
     first = math.floor(low / step) * step
-    ticks = [round(first, 12)]
+    ticks = [round(first, digits)]
     while ticks[-1] < high - step * 1e-9 or len(ticks) < 2:
-        ticks.append(round(first + len(ticks) * step, 12))
+        ticks.append(round(first + len(ticks) * step, digits))
     return ticks
 
 

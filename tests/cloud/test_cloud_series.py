@@ -223,3 +223,14 @@ def test_time_ticks_fit_every_span() -> None:
         step, ticks = charts.time_ticks(T0, T0 + span)
         assert 1 <= len(ticks) <= charts.MAX_TIME_TICKS + 1
         assert all(t % step == 0 and T0 <= t <= T0 + span for t in ticks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1e12, 1e12), st.floats(0, 1e12))
+def test_value_ticks_cover_any_range(low: float, span: float) -> None:
+    ticks = charts.nice_ticks(low, low + span)
+    assert 2 <= len(ticks) <= 12
+    step = ticks[1] - ticks[0]
+    slack = step * 1e-6  # float noise at the edges
+    assert ticks[0] <= low + slack and ticks[-1] >= low + span - slack
+    assert all(abs((b - a) - step) <= slack for a, b in zip(ticks, ticks[1:], strict=False))
