@@ -62,7 +62,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     digits = max(0, 3 - math.floor(math.log10(step)))  # round away float noise, not the step
     first = math.floor(low / step) * step
     ticks = [round(first, digits)]
-    while ticks[-1] < high - step * 1e-9 or len(ticks) < 2:
+    while (ticks[-1] < high - step * 1e-9 or len(ticks) < 2) and len(ticks) <= 2 * count + 2:
         ticks.append(round(first + len(ticks) * step, digits))
     return ticks
 
