@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint typecheck bench chaos clean mosquitto postgresql
+.PHONY: setup demo test lint typecheck bench chaos clean mosquitto postgresql chromium
 
-setup: $(STAMP) mosquitto postgresql
+setup: $(STAMP) mosquitto postgresql chromium
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -31,6 +31,14 @@ postgresql:
 	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing postgresql with apt-get"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; \
+	fi
+
+# Headless Chromium and its WebDriver drive the dashboard's browser test; from the system's
+# packages, installed only when missing.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; \
 	fi
 
 demo: setup

@@ -26,6 +26,7 @@ from cloud.schema import SCHEMA_VERSION, migrate
 from cloud.settings import POSTGRES_SCHEMES
 from cloud.store import (
     BatchRow,
+    Bucket,
     ConfigRow,
     ConsentAuditRow,
     DeviceRow,
@@ -601,3 +602,45 @@ class SqliteStore:
     def desired_versions(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT device, MAX(version) FROM configs GROUP BY device")
         return {r[0]: int(r[1]) for r in rows}
+
+    # series (cloud.services.series) -----------------------------------------------------
+
+    def metric_buckets(
+        self, device_id: str, metric: str, from_ms: int, to_ms: int, bucket_ms: int
+    ) -> list[Bucket]:
+        """Buckets computed in SQL over the (device, t) index: only the range's rows are read.
+
+        The one statement in the store with dialect-specific JSON: SQLite's
+        `json_extract(m, '$."name"')`, numbers and booleans only (`json_type`). A PostgreSQL
+        store overrides just this method with `(m::jsonb ->> %s)::float8` on rows whose
+        `jsonb_typeof` is number or boolean (booleans as 0/1); the rest of the statement
+        (integer division for the bucket, GROUP BY, MIN/MAX/AVG) is the same.
+        """
+        rows = self._conn.execute(
+            "SELECT (t - ?) / ?, COUNT(*), MIN(v), MAX(v), AVG(v) FROM ("
+            " SELECT t, json_extract(m, '$.\"' || ? || '\"') AS v,"
+            " json_type(m, '$.\"' || ? || '\"') AS kind"
+            " FROM telemetry WHERE device = ? AND t >= ? AND t < ?"
+            ") AS picked WHERE kind IN ('integer', 'real', 'true', 'false')"
+            " GROUP BY 1 ORDER BY 1",
+            (from_ms, bucket_ms, metric, metric, device_id, from_ms, to_ms),
+        )
+        return [
+            Bucket(start_ms=from_ms + int(r[0]) * bucket_ms, count=int(r[1]), min=float(r[2]),
+                   max=float(r[3]), mean=float(r[4]))
+            for r in rows
+        ]
+
+    def heartbeats_between(
+        self, device_id: str, from_ms: int, to_ms: int, limit: int
+    ) -> list[HeartbeatRow]:
+        rows = self._conn.execute(
+            f"SELECT {_HEARTBEAT_COLS} FROM heartbeats WHERE device = ? AND t >= ? AND t < ?"
+            " ORDER BY t, id LIMIT ?",
+            (device_id, from_ms, to_ms, limit),
+        )
+        return [
+            HeartbeatRow(id=r[0], device=r[1], incarnation=r[2], t=r[3], received_ms=r[4],
+                         body=json.loads(r[5]))
+            for r in rows
+        ]

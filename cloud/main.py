@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from cloud import errors
 from cloud.db import DatabaseError, open_database
 from cloud.deps import DbDep
-from cloud.routers import configs, dashboard, devices, gateways, ingest, quarantine
+from cloud.routers import configs, dashboard, devices, gateways, ingest, quarantine, series
 from cloud.schemas import Health
 from cloud.services.config import ConfigSigner
 from cloud.settings import Settings
@@ -88,7 +88,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.add_exception_handler(errors.CloudError, _cloud_error)
     app.add_exception_handler(RequestValidationError, _invalid_body)
 
-    for module in (gateways, devices, configs, ingest, quarantine, dashboard):
+    for module in (gateways, devices, series, configs, ingest, quarantine, dashboard):
         app.include_router(module.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])

@@ -41,6 +41,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cloud.db import DatabaseError, SqliteStore
 from cloud.schema import SCHEMA_VERSION, upgrade_statements
+from cloud.store import Bucket
 
 # Advisory lock keys (advisory locks are per database): one for writers, one for migrations.
 WRITER_LOCK = 0x666C_7772  # "flwr"
@@ -152,6 +153,26 @@ class PgStore(SqliteStore):
                 "SELECT setval(pg_get_serial_sequence('configs', 'revision'), ?)", (revision,)
             )
         return revision
+
+    def metric_buckets(
+        self, device_id: str, metric: str, from_ms: int, to_ms: int, bucket_ms: int
+    ) -> list[Bucket]:
+        """SqliteStore.metric_buckets with PostgreSQL's JSON: numbers as they are, booleans
+        as 0/1, anything else left out."""
+        rows = self._conn.execute(
+            "SELECT (t - ?) / ?, COUNT(*), MIN(v), MAX(v), AVG(v) FROM ("
+            " SELECT t, CASE jsonb_typeof(m::jsonb -> ?)"
+            " WHEN 'number' THEN (m::jsonb ->> ?)::float8"
+            " WHEN 'boolean' THEN CASE WHEN (m::jsonb -> ?)::boolean THEN 1.0 ELSE 0.0 END"
+            " END AS v FROM telemetry WHERE device = ? AND t >= ? AND t < ?"
+            ") AS picked WHERE v IS NOT NULL GROUP BY 1 ORDER BY 1",
+            (from_ms, bucket_ms, metric, metric, metric, device_id, from_ms, to_ms),
+        )
+        return [
+            Bucket(start_ms=from_ms + int(r[0]) * bucket_ms, count=int(r[1]), min=float(r[2]),
+                   max=float(r[3]), mean=float(r[4]))
+            for r in rows
+        ]
 
 
 class PgDatabase:

@@ -1,37 +1,71 @@
-"""Server-rendered dashboard HTML: no scripts, no external resources, every value escaped."""
+"""Server-rendered dashboard HTML: no scripts, no external resources, every value escaped.
+
+Every page is the layout (templates/layout.html: head, the stylesheet the cloud serves, a
+navigation of plain links) around a body; this module renders the fleet overview and the
+pieces the other pages (cloud.pages) share."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from html import escape
 from importlib import resources
 from string import Template
 from typing import Any
+from urllib.parse import quote
 
 from cloud.services import consent as consent_service
+from cloud.services import fleet
 from cloud.services.gateways import GatewayStatus
 from cloud.services.telemetry import Overview
 from cloud.store import DeviceRow, QuarantineRow
 
-# Headers for the page: nothing may load from elsewhere, nothing may run.
+# Headers for every page: nothing may load from elsewhere, nothing may run; the only
+# resource is the stylesheet the cloud serves itself.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; base-uri 'none'; form-action 'self';"
+        " frame-ancestors 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+STYLESHEET = "dashboard.css"
 
 STALE_AFTER_MS = 5 * 60 * 1000
 
-_template: Template | None = None
+
+@cache
+def template(name: str) -> Template:
+    return Template(resources.files("cloud.templates").joinpath(name).read_text("utf-8"))
 
 
-def _page() -> Template:
-    global _template
-    if _template is None:
-        text = resources.files("cloud.templates").joinpath("dashboard.html").read_text("utf-8")
-        _template = Template(text)
-    return _template
+@cache
+def stylesheet() -> str:
+    return resources.files("cloud.templates").joinpath(STYLESHEET).read_text("utf-8")
+
+
+def layout(title: str, body: str, crumbs: list[str] | None = None, refresh_s: int = 0) -> str:
+    """A whole page: `title` is text (escaped here), `body` and `crumbs` are HTML."""
+    meta = f'<meta http-equiv="refresh" content="{int(refresh_s)}">\n' if refresh_s else ""
+    return template("layout.html").substitute(
+        title=escape(title), body=body, refresh_meta=meta,
+        crumbs="".join(f" &rsaquo; {c}" for c in crumbs or []),
+    )
+
+
+def device_href(device_id: str) -> str:
+    return "/devices/" + quote(device_id, safe="")
+
+
+def gateway_href(gateway_id: str) -> str:
+    return "/gateways/" + quote(gateway_id, safe="")
+
+
+def link(href: str, text: str) -> str:
+    """<a> with an escaped href and escaped text."""
+    return f'<a href="{escape(href)}">{escape(text)}</a>'
 
 
 def format_time(ms: int | None) -> str:
@@ -140,10 +174,12 @@ def device_row(device: DeviceRow, desired: int | None, now_ms: int, quarantined:
     seen = format_time(device.last_seen_ms)
     age = format_age(device.last_seen_ms, now_ms)
     stale = device.last_seen_ms is None or now_ms - device.last_seen_ms > STALE_AFTER_MS
+    up = fleet.online(device, now_ms)
     cells = [
-        _cell(f"<strong>{escape(device.id)}</strong>"),
+        _cell(f'<a href="{escape(device_href(device.id))}"><strong>{escape(device.id)}</strong></a>'),
         _cell(escape(device.product or "")),
-        _cell(escape(device.gateway or "")),
+        _cell(link(gateway_href(device.gateway), device.gateway) if device.gateway else ""),
+        _cell("online" if up else "offline", "online" if up else "offline"),
         _cell(escape(seen) + (f"<br><small>{escape(age)}</small>" if age else ""),
               "stale" if stale else ""),
         _cell(str(device.last_seq), "num"),
@@ -173,7 +209,7 @@ def gateway_row(status: GatewayStatus) -> str:
     gateway = status.gateway
     return (
         f'<tr data-gateway="{escape(gateway.id)}">'
-        + _cell(f"<strong>{escape(gateway.id)}</strong>")
+        + _cell(f'<a href="{escape(gateway_href(gateway.id))}"><strong>{escape(gateway.id)}</strong></a>')
         + _cell(str(gateway.last_seq), "num")
         + _cell(escape(format_time(gateway.last_batch_ms)))
         + _cell(_gaps(status), "gaps" if status.gaps else "")
@@ -195,6 +231,42 @@ def quarantine_row(row: QuarantineRow) -> str:
     )
 
 
+def _count_rows(pairs: list[tuple[str, int]], empty: str) -> str:
+    if not pairs:
+        return f'<tr><td colspan="2" class="empty">{escape(empty)}</td></tr>'
+    return "\n".join(f"<tr><td>{escape(k)}</td><td class=\"num\">{n}</td></tr>" for k, n in pairs)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def alerts(overview: Overview, now_ms: int) -> list[str]:
+    """What needs a look, as HTML list items: quarantine, conflicts, rejected configs,
+    gateways with gaps, devices gone quiet."""
+    out = []
+    for d in overview.devices:
+        href = device_href(d.id)
+        quarantined = overview.quarantined.get(d.id, 0)
+        if quarantined:
+            out.append(f"{link(href, d.id)}: {_plural(quarantined, 'item')} in quarantine")
+        if d.conflicts:
+            out.append(f"{link(href, d.id)}: {_plural(d.conflicts, 'conflict')}")
+        state = fleet.drift(d, overview.desired_versions.get(d.id), fleet.online(d, now_ms))
+        if state.state == "rejected":
+            out.append(f"{link(href, d.id)}: config {escape(state.text)}")
+    for g in overview.gateways:
+        if g.gaps:
+            out.append(f"{link(gateway_href(g.gateway.id), g.gateway.id)}: "
+                       f"{_plural(g.gaps, 'gap')} in its chain (refused batches)")
+    offline = [d for d in overview.devices if not fleet.online(d, now_ms)]
+    if offline:
+        names = ", ".join(link(device_href(d.id), d.id) for d in offline[:10])
+        more = f" and {len(offline) - 10} more" if len(offline) > 10 else ""
+        out.append(f"{_plural(len(offline), 'device')} offline: {names}{more}")
+    return out
+
+
 def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str:
     devices = overview.devices
     if devices:
@@ -205,7 +277,7 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
             for d in devices
         )
     else:
-        rows = '<tr><td colspan="12" class="empty">No devices yet.</td></tr>'
+        rows = '<tr><td colspan="13" class="empty">No devices yet.</td></tr>'
     if overview.gateways:
         gw_rows = "\n".join(gateway_row(g) for g in overview.gateways)
     else:
@@ -214,19 +286,29 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
         q_rows = "\n".join(quarantine_row(q) for q in overview.latest_quarantined)
     else:
         q_rows = '<tr><td colspan="6" class="empty">Nothing in quarantine.</td></tr>'
-    counts = overview.counts
+    tally = fleet.tally(devices, overview.desired_versions, now_ms)
+    quarantined = sum(overview.quarantined.values())
     summary = (
-        f"{len(devices)} devices &middot; {len(overview.gateways)} gateways &middot; "
-        f"{counts.get('telemetry', 0)} records &middot; {counts.get('batches', 0)} batches"
-        f" &middot; {counts.get('quarantine', 0)} quarantined"
+        f"{len(devices)} devices ({tally.online} online, {tally.offline} offline) &middot; "
+        f"{len(overview.gateways)} gateways &middot; {overview.records} records &middot; "
+        f"{overview.batches} batches &middot; {quarantined} quarantined"
     )
-    return _page().substitute(
+    items = alerts(overview, now_ms)
+    alert_html = (
+        '<ul class="alerts" id="alerts">' + "".join(f"<li>{a}</li>" for a in items) + "</ul>"
+        if items else '<p class="empty" id="alerts">No alerts.</p>'
+    )
+    body = template("dashboard.html").substitute(
         refresh=int(refresh_s),
-        device_count=len(devices),
         summary=summary,
         updated=escape(format_time(now_ms)),
         dev_badge=' &middot; <span class="dev">dev mode: open without token</span>' if dev else "",
+        firmware_rows=_count_rows(tally.firmware, "no devices"),
+        drift_rows=_count_rows(tally.drift, "no devices"),
+        consent_rows=_count_rows(tally.consent, "no devices"),
+        alerts=alert_html,
         device_rows=rows,
         gateway_rows=gw_rows,
         quarantine_rows=q_rows,
     )
+    return layout(f"fleetloop: {len(devices)} devices", body, refresh_s=refresh_s)

@@ -145,6 +145,18 @@ class ConfigRow:
     envelope: str  # protocol.config envelope text, exactly as signed
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """One bucket of a downsampled series: the numeric values whose time falls in
+    [start_ms, start_ms + bucket_ms)."""
+
+    start_ms: int
+    count: int
+    min: float
+    max: float
+    mean: float
+
+
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
@@ -277,3 +289,19 @@ class Store(Protocol):
 
     def max_config_revision(self) -> int: ...
     def desired_versions(self) -> dict[str, int]: ...
+
+    # series (cloud.services.series)
+    def metric_buckets(
+        self, device_id: str, metric: str, from_ms: int, to_ms: int, bucket_ms: int
+    ) -> list[Bucket]:
+        """The device's numeric values of `metric` (booleans as 0/1) in records with
+        from_ms <= t < to_ms, grouped into buckets of bucket_ms from from_ms: count, min,
+        max and mean per non-empty bucket, oldest first. The only method with
+        dialect-specific JSON SQL."""
+        ...
+
+    def heartbeats_between(
+        self, device_id: str, from_ms: int, to_ms: int, limit: int
+    ) -> list[HeartbeatRow]:
+        """The device's states with from_ms <= t < to_ms, oldest first, at most `limit`."""
+        ...

@@ -1,9 +1,23 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
-from cloudkit import ADMIN, ADMIN_TOKEN, GatewaySim, enrol, rec, record_key, signed, state
+from cloudkit import (
+    ADMIN,
+    ADMIN_TOKEN,
+    T0,
+    Clock,
+    GatewaySim,
+    enrol,
+    rec,
+    record_key,
+    signed,
+    signed_state,
+    state,
+)
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud.main import create_app
@@ -32,10 +46,21 @@ def test_dashboard_lists_devices_and_their_values(client: TestClient, gateway: G
     assert "&lt;b&gt;nope&lt;/b&gt;" in bike and "<b>nope</b>" not in html
     assert "reps=12" in rows[1][1] and "active=true" in rows[1][1]
     assert 'data-gateway="gw-1"' in html
-    # nothing loads from elsewhere, nothing runs
+    # nothing loads from elsewhere, nothing runs: links and the stylesheet are this cloud's
     assert "<script" not in html.lower()
-    assert not re.search(r"(src|href)=", html)
-    assert "default-src 'none'" in r.headers["content-security-policy"]
+    assert not re.search(r"\ssrc=", html)
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert "/dashboard.css" in hrefs and "/devices/bike-1" in hrefs and "/gateways/gw-1" in hrefs
+    assert all(h.startswith("/") and not h.startswith("//") for h in hrefs)
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+
+
+def test_dashboard_stylesheet_is_served_without_a_token(client: TestClient) -> None:
+    r = client.get("/dashboard.css")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/css")
+    assert "svg.chart" in r.text
 
 
 def test_dashboard_empty_fleet(client: TestClient) -> None:
@@ -73,6 +98,8 @@ def test_dashboard_shows_quarantined_counts(client: TestClient, gateway: Gateway
     assert '<td class="num quarantined">1</td>' in rows["bike-1"]
     assert '<td class="num">0</td>' in rows["mirror-1"]
     assert "1 quarantined" in html
+    (alerts,) = re.findall(r'<ul class="alerts" id="alerts">(.*?)</ul>', html, re.S)
+    assert '<a href="/devices/bike-1">bike-1</a>: 1 item in quarantine' in alerts
     (table,) = re.findall(r'<table id="quarantine">(.*?)</table>', html, re.S)
     assert "bike-1" in table and "t must be an int in 0..2**53-1" in table
     assert "gw-1 batch 1" in table
@@ -121,3 +148,131 @@ def test_dashboard_shows_consent(client: TestClient, gateway: GatewaySim) -> Non
     html = client.get("/", params={"token": ADMIN_TOKEN}).text
     rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
     assert "usage<br><small>capped in the cloud (config v1)</small>" in rows["bike-1"]
+
+
+def _sql_seen(app: FastAPI) -> list[str]:
+    """Every SQL statement the app's connections run from now on."""
+    seen: list[str] = []
+    db = app.state.db
+    connect = db._connect
+
+    def traced() -> sqlite3.Connection:
+        conn = connect()
+        conn.set_trace_callback(seen.append)
+        return conn
+
+    db._connect = traced
+    return seen
+
+
+def test_overview_reads_no_telemetry(app: FastAPI, client: TestClient, gateway: GatewaySim) -> None:
+    gateway.push([rec("bike-1", i) for i in range(1, 51)] + [rec("mirror-1", 1, reps=3)])
+    seen = _sql_seen(app)
+    html = client.get("/", headers=ADMIN).text
+    assert seen, "the trace saw nothing"
+    assert not [s for s in seen if re.search(r"\btelemetry\b", s)]
+    assert "51 records" in html and "1 batches" in html
+
+
+def test_overview_shows_online_firmware_drift_and_consent(
+    client: TestClient, gateway: GatewaySim, clock: Clock
+) -> None:
+    gateway.push(
+        [rec("bike-1", 1, t=T0), rec("bike-2", 1, t=T0 - 3_600_000)],
+        [state("bike-1", fw="0.2.0", impl="micropython"),
+         {**state("bike-2", fw="0.1.0", impl="micropython"), "t": T0 - 3_600_000}],
+    )
+    client.post("/api/v1/devices", json={"id": "bike-2", "product": "bike"}, headers=ADMIN)
+    client.put("/api/v1/devices/bike-2/config", json={"settings": {"interval_ms": 700}},
+               headers=ADMIN)
+    html = client.get("/", headers=ADMIN).text
+    assert "2 devices (1 online, 1 offline)" in html
+    rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
+    assert '<td class="online">online</td>' in rows["bike-1"]
+    assert '<td class="offline">offline</td>' in rows["bike-2"]
+    (fw,) = re.findall(r'<table id="firmware">(.*?)</table>', html, re.S)
+    assert "<td>0.1.0</td>" in fw and "<td>0.2.0</td>" in fw
+    (drift,) = re.findall(r'<table id="drift">(.*?)</table>', html, re.S)
+    assert "<td>offline</td>" in drift and "<td>not set</td>" in drift
+    (tiers,) = re.findall(r'<table id="consent">(.*?)</table>', html, re.S)
+    assert "<td>not reported</td><td class=\"num\">2</td>" in tiers
+    assert "1 device offline: <a href=\"/devices/bike-2\">bike-2</a>" in html
+
+
+def _fill_bike(client: TestClient, gateway: GatewaySim, hours: int = 48) -> None:
+    key = record_key()
+    enrol(client, "bike-1", key)
+    records = [signed("bike-1", i + 1, key, t=T0 - (hours * 60 - i) * 60_000,
+                      power=150 + i % 60, cadence=80, speed=25.5)
+               for i in range(hours * 60)]
+    for start in range(0, len(records), 1000):
+        assert gateway.push(records[start:start + 1000]).status_code == 200
+    states = [signed_state("bike-1", key, t=T0 - (hours - h) * 3_600_000, heap_low=40_000 - h,
+                           buffer_bytes=64 * h, reconnects=h // 6, rssi=-60 - h % 5,
+                           why="heartbeat")
+              for h in range(hours)]
+    assert gateway.push([], states).status_code == 200
+
+
+def test_device_page_plots_metrics_and_vitals_with_zoom_links(
+    client: TestClient, gateway: GatewaySim
+) -> None:
+    _fill_bike(client, gateway)
+    r = client.get("/devices/bike-1", headers=ADMIN)
+    assert r.status_code == 200 and "default-src 'none'" in r.headers["content-security-policy"]
+    html = r.text
+    (rng,) = re.findall(r'id="range" data-from-ms="(\d+)" data-to-ms="(\d+)"', html)
+    assert int(rng[1]) - int(rng[0]) == 86_400_000 and int(rng[1]) == T0 - 60_000 + 1
+    figures = dict(re.findall(r'<figure class="metric" data-name="(\w+)">(.*?)</figure>', html, re.S))
+    assert list(figures) == ["cadence", "power", "speed", "heart_rate"]
+    power = re.findall(r'<polyline class="mean" points="([^"]*)"', figures["power"])
+    assert len(power) == 1 and len(power[0].split()) > 200
+    assert "power (W)" in figures["power"] and "no data in this range" in figures["heart_rate"]
+    vitals = dict(re.findall(r'<figure class="vital" data-name="(\w+)">(.*?)</figure>', html, re.S))
+    assert list(vitals) == ["heap_low", "buffer_bytes", "reconnects", "rssi"]
+    assert "rssi (dBm)" in vitals["rssi"] and "<polyline" in vitals["heap_low"]
+    links = dict((rel, href) for href, rel in
+                 re.findall(r'<a href="([^"]*)" data-range="([^"]*)"', html))
+    assert set(links) == {"1 h", "24 h", "7 d", "30 d", "earlier", "zoom-in", "zoom-out",
+                          "later", "latest"}
+    zoomed = client.get(links["zoom-in"].replace("&amp;", "&"), headers=ADMIN).text
+    (zr,) = re.findall(r'id="range" data-from-ms="(\d+)" data-to-ms="(\d+)"', zoomed)
+    assert int(zr[1]) - int(zr[0]) == 43_200_000
+    assert int(zr[0]) + int(zr[1]) == int(rng[0]) + int(rng[1])  # same centre
+    assert "<td><code>power</code></td>" in html and "<td>W</td>" in html  # last values, unit
+
+
+def test_device_page_refuses_a_bad_range_and_unknown_devices(
+    client: TestClient, gateway: GatewaySim
+) -> None:
+    gateway.push([rec("bike-1", 1)])
+    assert client.get("/devices/bike-1", params={"from_ms": 10, "to_ms": 5},
+                      headers=ADMIN).status_code == 400
+    assert client.get("/devices/nobody", headers=ADMIN).status_code == 404
+    assert client.get("/devices/bike-1").status_code == 401
+
+
+def test_device_and_gateway_pages_escape_what_devices_send(
+    client: TestClient, gateway: GatewaySim
+) -> None:
+    gateway.push_raw([], [{**state("bike-1"), "fw": "<i>x</i>"}])
+    gateway.push([rec("bike-1", 1)], [state("bike-1", fw="<i>x</i>", reason="<b>r</b>")])
+    for path in ("/devices/bike-1", "/gateways/gw-1", "/"):
+        html = client.get(path, headers=ADMIN).text
+        assert "<i>" not in html and "<b>" not in html, path
+
+
+def test_gateway_page_shows_its_chain_gaps_and_devices(
+    client: TestClient, gateway: GatewaySim
+) -> None:
+    gateway.push([rec("bike-1", 1), rec("mirror-1", 1, reps=2)])
+    r = client.get("/gateways/gw-1", headers=ADMIN)
+    assert r.status_code == 200
+    html = r.text
+    assert 'data-gateway="gw-1"' in html
+    (chain,) = re.findall(r'<table id="chain">(.*?)</table>', html, re.S)
+    assert "<td>1</td>" in chain and gateway.prev in chain
+    assert "No gaps" in html
+    (devices,) = re.findall(r'<table id="gateway-devices">(.*?)</table>', html, re.S)
+    assert '<a href="/devices/bike-1">bike-1</a>' in devices and "mirror-1" in devices
+    assert client.get("/gateways/nobody", headers=ADMIN).status_code == 404

@@ -228,7 +228,7 @@ def test_version_1_database_is_migrated(target: str | Path) -> None:
     _version_1(target)
     database = open_database(target)
     database.open()
-    assert schema_version(target) == SCHEMA_VERSION == 4
+    assert schema_version(target) == SCHEMA_VERSION
     assert {"quarantined", "gap_status", "gap_reason"} <= columns(target, "batches")
     with database.connection() as store:
         assert store.counts() == {"gateways": 1, "batches": 1, "devices": 1, "telemetry": 1,
@@ -275,7 +275,7 @@ def test_version_2_database_is_migrated_to_record_identities(target: str | Path)
     _version_2(target)
     database = open_database(target)
     database.open()
-    assert schema_version(target) == SCHEMA_VERSION == 4
+    assert schema_version(target) == SCHEMA_VERSION
     if isinstance(target, Path):
         conn = sqlite3.connect(target)
         key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(telemetry)"),
@@ -319,7 +319,7 @@ def test_version_3_database_is_migrated_to_consent(target: str | Path) -> None:
     _version_3(target)
     database = open_database(target)
     database.open()
-    assert schema_version(target) == SCHEMA_VERSION == 4
+    assert schema_version(target) == SCHEMA_VERSION
     assert "consent" in columns(target, "telemetry") and columns(target, "heartbeats")
     assert columns(target, "consent_audit")
     with database.connection() as store:
