@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -12,20 +10,6 @@ import typer
 from cloud.errors import CloudError
 from cloud.settings import ENV_DEV, Settings
 from protocol.home import ENV_HOME
-
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
-
-
-class RedactTokens(logging.Filter):
-    """Keeps `?token=<admin token>` (the dashboard link) out of uvicorn's access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
 
 app = typer.Typer(
     help="The fleetloop cloud: ingest API, device config, dashboard.\n\n"
@@ -59,13 +43,15 @@ def serve(
         bool,
         typer.Option(
             "--dev",
-            help=f"dev mode: accept the default admin token, open dashboard (or ${ENV_DEV}=1)",
+            help=f"dev mode: the default bootstrap admin token, an open dashboard "
+            f"(or ${ENV_DEV}=1)",
         ),
     ] = False,
 ) -> None:
     """Serve the API and the dashboard with uvicorn until interrupted.
 
-    Settings from the environment: FLEETLOOP_ADMIN_TOKEN (required outside --dev),
+    Settings from the environment: FLEETLOOP_ADMIN_TOKEN (the bootstrap admin, optional:
+    `fleetloop token create --home ...` makes admin tokens in the database),
     FLEETLOOP_CONFIG_KEY (default <home>/keys/config.key.pem), FLEETLOOP_CLOUD_DB
     (default <home>/cloud/cloud.db).
 
@@ -82,8 +68,6 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info"))
-    # uvicorn.Config has configured logging by now; the filter goes on its access logger.
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     server.run()
 
 

@@ -18,7 +18,7 @@ def test_dashboard_lists_devices_and_their_values(client: TestClient, gateway: G
         [state("bike-1", fw="0.1.0", impl="micropython", config_version=1,
                config_status="rejected", reason="<b>nope</b>")],
     )
-    r = client.get("/", params={"token": ADMIN_TOKEN})
+    r = client.get("/", headers=ADMIN)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
     html = r.text
@@ -44,11 +44,13 @@ def test_dashboard_empty_fleet(client: TestClient) -> None:
     assert "Nothing in quarantine." in r.text
 
 
-def test_dashboard_needs_admin_token_outside_dev(client: TestClient) -> None:
-    assert client.get("/").status_code == 401
-    assert client.get("/", params={"token": "wrong"}).status_code == 401
+def test_dashboard_needs_a_session_or_a_token_outside_dev(client: TestClient) -> None:
+    # no session: to the login page, never a token in a URL
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    r = client.get("/", params={"token": ADMIN_TOKEN}, follow_redirects=False)
+    assert r.status_code == 303, "a token in the URL must not open the dashboard"
     assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/", params={"token": ADMIN_TOKEN}).status_code == 200
     assert client.get("/", headers=ADMIN).status_code == 200
 
 
@@ -113,11 +115,11 @@ def test_dashboard_shows_consent(client: TestClient, gateway: GatewaySim) -> Non
     enrol(client, "bike-1", key)
     gateway.push([consent("bike-1", 1, key, "personal")])
     gateway.push([rec("bike-7", 1)])
-    html = client.get("/", params={"token": ADMIN_TOKEN}).text
+    html = client.get("/", headers=ADMIN).text
     rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
     assert '<td class="consent">personal</td>' in rows["bike-1"]
     assert "not reported" in rows["bike-7"]
     client.put("/api/v1/devices/bike-1/consent", json={"tier": "usage"}, headers=ADMIN)
-    html = client.get("/", params={"token": ADMIN_TOKEN}).text
+    html = client.get("/", headers=ADMIN).text
     rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
     assert "usage<br><small>capped in the cloud (config v1)</small>" in rows["bike-1"]
