@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, status
 
 from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, NowDep
+from cloud.openapi import errors
 from cloud.schemas import TokenCreate, TokenIssued, TokenPublic
 from cloud.services import tokens as service
 from cloud.store import TokenRow
@@ -26,7 +27,7 @@ def public(row: TokenRow) -> TokenPublic:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TokenIssued,
-             openapi_extra={"x-audit-action": "token.create"})
+             responses=errors(400), openapi_extra={"x-audit-action": "token.create"})
 def create_token(body: TokenCreate, caller: Admin, store: DbDep, now_ms: NowDep) -> TokenIssued:
     """Create an API token with a role (and, for role customer, its customer) that expires
     after `expires_days` (default 90). The token is in this answer only: the cloud keeps its

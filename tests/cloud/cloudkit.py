@@ -218,3 +218,20 @@ def enrol(
     assert r.status_code in (200, 201), r.text
     body: dict[str, Any] = r.json()
     return body
+
+
+def api_token(app: FastAPI, role: str, name: str | None = None, *, customer: str | None = None,
+              expires_days: int = 90, now_ms: int = T0) -> str:
+    """A database API token of `role` (cloud.services.tokens), made as the offline CLI does."""
+    from cloud.services import audit, tokens
+
+    if role == "customer" and customer is None:
+        customer = "acme"
+    with app.state.db.connection() as store:
+        issued = tokens.create(store, audit.Offline(), name or f"{role}-token", role, now_ms,
+                               customer=customer, expires_days=expires_days)
+    return issued.token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
