@@ -5,8 +5,8 @@ On top of FastAPI's document, for every operation:
   its dependency), also written at the end of its description; the bearer scheme is there
   already (cloud.access.bearer_scheme);
 - its error answers, each with the body that is really sent: 401 and 403 when it needs a
-  token, 404 when its path names something, 422 when it takes input, 413 when it takes a
-  body, 503 always (the database or a key may be missing), plus the ones its route declares
+  token, 404 when its path names something, 422 when it takes input, 400 and 413 when it
+  takes a body, 503 always (the database or a key may be missing), plus the ones its route declares
   with `responses=errors(...)` (400, 409, ...). Every error is `{"detail": "<reason>"}`
   (ErrorDetail), except a 422, whose detail is either the list of issues FastAPI found in the
   request's shape or a reason (ValidationErrorDetail): the schema says both.
@@ -131,7 +131,7 @@ def document(app: FastAPI) -> dict[str, Any]:
             if route.param_convertors:
                 codes.add(404)
             if body:
-                codes.add(413)
+                codes |= {400, 413}  # a body that is no JSON (not UTF-8), one too large
             if roles and "security" not in op:  # the dashboard: a session cookie or a bearer
                 op["security"] = [{"HTTPBearer": []}, {SESSION_SCHEME: []}]
                 responses.setdefault("303", {"description": REASONS[303]})

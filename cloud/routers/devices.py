@@ -104,8 +104,8 @@ def get_device(device: DeviceOr404, store: DbDep) -> DevicePublic:
 @router.put("/{device_id}/gateway", response_model=DevicePublic,
             openapi_extra={"x-audit-action": "device.assign"})
 def put_gateway(
-    device: DeviceOr404, body: DeviceGatewayPut, store: DbDep, now_ms: NowDep,
     caller: Annotated[Principal, Depends(requires(Role.OPS, Role.TECHNICIAN))],
+    device: DeviceOr404, body: DeviceGatewayPut, store: DbDep, now_ms: NowDep,
 ) -> DevicePublic:
     """Move the device to another gateway (a device is otherwise bound to the first gateway
     that delivered its data). Its records from any other gateway are quarantined from now on,
