@@ -49,6 +49,21 @@ def _no_5xx_and_clear_4xx(response: Any) -> None:
         assert detail, f"{response.status_code} without a reason: {response.text}"
 
 
+def _runner(operation: Any, headers: dict[str, str], mode: GenerationMode) -> Any:
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case: Any) -> None:
+        # our Authorization header, unless a negative case generated one on purpose
+        given_headers = dict(case.headers or {})
+        case.headers = ({**headers, **given_headers} if mode.is_negative
+                        else {**given_headers, **headers})
+        response = case.call_and_validate(checks=CHECKS)
+        _no_5xx_and_clear_4xx(response)
+
+    return run
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_generated_requests_conform(
     app: FastAPI, client: TestClient, gateway: GatewaySim, mode: GenerationMode
@@ -62,17 +77,7 @@ def test_generated_requests_conform(
         roles = spec["paths"][operation.path][operation.method.lower()].get("x-roles", [])
         headers = bearer(gateway.token) if roles == ["gateway"] else dict(ADMIN)
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy(generation_mode=mode))
-        def run(case: Any) -> None:
-            # the caller's own Authorization header, unless the case generated one on purpose
-            case.headers = {**headers, **(case.headers or {})} if mode.is_negative else {
-                **(case.headers or {}), **headers}
-            response = case.call_and_validate(checks=CHECKS)
-            _no_5xx_and_clear_4xx(response)
-
+        run = _runner(operation, headers, mode)
         try:
             run()
         except Unsatisfiable:  # nothing to get wrong (no input) in negative mode
