@@ -117,7 +117,7 @@ def document(app: FastAPI) -> dict[str, Any]:
         roles = roles_of(route.dependant)
         takes_input, body = _takes_input(route.dependant)
         body = body or bool((route.openapi_extra or {}).get("requestBody"))
-        for method in route.methods:
+        for method in route.methods or ():
             op = spec["paths"][route.path_format].get(method.lower())
             if op is None:
                 continue

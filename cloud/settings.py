@@ -84,8 +84,9 @@ class Settings:
             return
         if self.admin_token == DEFAULT_ADMIN_TOKEN:
             raise SettingsError(
-                f"refusing the default admin token outside dev mode: set {ENV_ADMIN_TOKEN} "
-                f"or run with --dev ({ENV_DEV}=1)"
+                f"refusing the default admin token outside dev mode: unset {ENV_ADMIN_TOKEN} "
+                f"(and make tokens with `fleetloop token create`), set a strong one, or run "
+                f"with --dev ({ENV_DEV}=1)"
             )
         if len(self.admin_token) < MIN_ADMIN_TOKEN_LEN:
             raise SettingsError(
