@@ -10,12 +10,19 @@ or, when the endpoint needs to know who calls (audit, a customer's own products)
 
 `admin` is allowed wherever a staff role is (ops, technician, analyst, factory) and on the
 customer's endpoints, never on the gateway's: a gateway endpoint knows its caller's chain.
-A missing or unknown token is 401; a valid token of another role is 403.
+A missing or unknown token is 401 (an expired or revoked one says so); a valid token of another
+role is 403.
+
+Who is known (`authenticate`): the bootstrap admin (FLEETLOOP_ADMIN_TOKEN, when set), the
+database's API tokens (cloud.services.tokens, `flt_...`) and the gateways' tokens. The
+dependency leaves the caller on `request.state.principal` as soon as it is known (also when
+it is then refused with 403), so the app can audit refused writes of known callers.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +33,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud.errors import Forbidden, Unauthorized
 from cloud.services import gateways as gateway_service
+from cloud.services import tokens as token_service
 from cloud.settings import Settings
 from cloud.store import Store
 
@@ -64,10 +72,27 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def authenticate(settings: Settings, store: Store, token: str) -> Principal | None:
-    """The principal a bearer token stands for, or None when nobody issued it."""
+BOOTSTRAP_ADMIN = "bootstrap admin"
+
+
+def _now_ms(request: Request) -> int:
+    clock: Callable[[], float] = getattr(request.app.state, "clock", time.time)
+    return round(clock() * 1000)
+
+
+def authenticate(
+    settings: Settings, store: Store, token: str, now_ms: int | None = None
+) -> Principal | None:
+    """The principal a bearer token stands for, or None when nobody issued it.
+    Raises Unauthorized ("token expired", "token revoked") for an API token that no longer
+    counts."""
     if settings.admin_token and hmac.compare_digest(token.encode(), settings.admin_token.encode()):
-        return Principal(role=Role.ADMIN, name="bootstrap admin")
+        return Principal(role=Role.ADMIN, name=BOOTSTRAP_ADMIN)
+    now = round(time.time() * 1000) if now_ms is None else now_ms
+    row = token_service.authenticate(store, token, now)
+    if row is not None:
+        return Principal(role=Role(row.role), name=row.name, token_id=row.id,
+                         customer=row.customer)
     gateway = gateway_service.authenticate(store, token)
     if gateway is not None:
         return Principal(role=Role.GATEWAY, name=gateway.id, gateway=gateway.id)
@@ -92,9 +117,12 @@ def requires(*roles: Role) -> Callable[..., Principal]:
         if credentials is None or not credentials.credentials.strip():
             raise Unauthorized(f"token required (Authorization: Bearer <token>; roles: {names})")
         with request.app.state.db.connection() as store:
-            principal = authenticate(_settings(request), store, credentials.credentials.strip())
+            principal = authenticate(
+                _settings(request), store, credentials.credentials.strip(), _now_ms(request)
+            )
         if principal is None:
             raise Unauthorized("invalid token")
+        request.state.principal = principal
         if principal.role not in accepted:
             raise Forbidden(f"role {principal.role} may not do this (roles: {names})")
         return principal

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,20 +14,6 @@ from protocol.home import ENV_HOME
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
-
-
-class RedactTokens(logging.Filter):
-    """Keeps `?token=<admin token>` (the dashboard link) out of uvicorn's access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
 
 app = typer.Typer(
     help="The fleetloop cloud: ingest API, device config, dashboard.\n\n"
@@ -63,7 +47,8 @@ def serve(
         bool,
         typer.Option(
             "--dev",
-            help=f"dev mode: accept the default admin token, open dashboard (or ${ENV_DEV}=1)",
+            help=f"dev mode: the default bootstrap admin token, an open dashboard "
+            f"(or ${ENV_DEV}=1)",
         ),
     ] = False,
     db: Annotated[
@@ -82,7 +67,8 @@ def serve(
 ) -> None:
     """Serve the API and the dashboard with uvicorn until interrupted.
 
-    Settings from the environment: FLEETLOOP_ADMIN_TOKEN (required outside --dev),
+    Settings from the environment: FLEETLOOP_ADMIN_TOKEN (the bootstrap admin, optional:
+    `fleetloop token create --home ...` makes admin tokens in the database),
     FLEETLOOP_CONFIG_KEY (default <home>/keys/config.key.pem), FLEETLOOP_CLOUD_DB
     (default <home>/cloud/cloud.db).
 
@@ -121,8 +107,6 @@ def serve(
                     workers=workers, log_level="info")
         return
     server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info"))
-    # uvicorn.Config has configured logging by now; the filter goes on its access logger.
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     server.run()
 
 
@@ -131,7 +115,6 @@ def worker_app() -> FastAPI:
     that `serve` set before starting the workers."""
     from cloud.main import create_app
 
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     return create_app(Settings.load())
 
 

@@ -25,6 +25,7 @@ from cloud.private import create_private_file
 from cloud.schema import SCHEMA_VERSION, migrate
 from cloud.settings import POSTGRES_SCHEMES
 from cloud.store import (
+    AuditRow,
     BatchRow,
     Bucket,
     ConfigRow,
@@ -33,8 +34,10 @@ from cloud.store import (
     GatewayRow,
     HeartbeatRow,
     QuarantineRow,
+    SessionRow,
     Store,
     TelemetryRow,
+    TokenRow,
 )
 
 # The range of a 64-bit INTEGER/BIGINT column: a quarantined item's seq outside it is kept in
@@ -644,3 +647,105 @@ class SqliteStore:
                          body=json.loads(r[5]))
             for r in rows
         ]
+
+    # access: tokens, audit, dashboard sessions ------------------------------------------
+
+    _TOKEN_COLS = (
+        "id, name, role, customer, created_ms, created_by, expires_ms, revoked_ms, last_used_ms"
+    )
+    _AUDIT_LOG_COLS = (
+        "id, at_ms, actor, role, token_id, action, target, before_value, after_value, outcome,"
+        " reason"
+    )
+    _SESSION_COLS = "id_hash, token_id, role, name, created_ms, expires_ms, csrf"
+
+    def _returning(self, sql: str, params: Sequence[Any]) -> Any:
+        # fetchall: the statement runs to its end (and its write is done) before we return
+        return self._conn.execute(sql, params).fetchall()[0]
+
+    @staticmethod
+    def _token(r: Sequence[Any] | None) -> TokenRow | None:
+        if r is None:
+            return None
+        return TokenRow(id=int(r[0]), name=r[1], role=r[2], customer=r[3], created_ms=r[4],
+                        created_by=r[5], expires_ms=r[6], revoked_ms=r[7], last_used_ms=r[8])
+
+    def insert_token(self, row: TokenRow, token_hash: str) -> int:
+        r = self._returning(
+            "INSERT INTO tokens (name, role, customer, token_hash, created_ms, created_by,"
+            " expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (row.name, row.role, row.customer, token_hash, row.created_ms, row.created_by,
+             row.expires_ms),
+        )
+        return int(r[0])
+
+    def token_by_hash(self, token_hash: str) -> TokenRow | None:
+        return self._token(self._one(
+            f"SELECT {self._TOKEN_COLS} FROM tokens WHERE token_hash = ?", (token_hash,)))
+
+    def get_token(self, token_id: int) -> TokenRow | None:
+        return self._token(self._one(
+            f"SELECT {self._TOKEN_COLS} FROM tokens WHERE id = ?", (token_id,)))
+
+    def list_tokens(self) -> list[TokenRow]:
+        rows = self._conn.execute(f"SELECT {self._TOKEN_COLS} FROM tokens ORDER BY id")
+        return [t for t in map(self._token, rows) if t is not None]
+
+    def revoke_token(self, token_id: int, now_ms: int) -> None:
+        self._conn.execute(
+            "UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL",
+            (now_ms, token_id),
+        )
+
+    def touch_token(self, token_id: int, now_ms: int) -> None:
+        self._conn.execute("UPDATE tokens SET last_used_ms = ? WHERE id = ?", (now_ms, token_id))
+
+    def insert_audit(self, row: AuditRow) -> int:
+        r = self._returning(
+            "INSERT INTO audit_log (at_ms, actor, role, token_id, action, target, before_value,"
+            " after_value, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (row.at_ms, row.actor, row.role, row.token_id, row.action, row.target, row.before,
+             row.after, row.outcome, row.reason),
+        )
+        return int(r[0])
+
+    def audit_entries(
+        self, limit: int, before: int | None, actor: str | None, action: str | None,
+        target: str | None,
+    ) -> list[AuditRow]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("id < ?", before), ("actor = ?", actor), ("action = ?", action),
+                              ("target = ?", target)):
+            if value is not None:
+                where.append(column)
+                params.append(value)
+        sql = f"SELECT {self._AUDIT_LOG_COLS} FROM audit_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [
+            AuditRow(id=int(r[0]), at_ms=r[1], actor=r[2], role=r[3], token_id=r[4], action=r[5],
+                     target=r[6], before=r[7], after=r[8], outcome=r[9], reason=r[10])
+            for r in rows
+        ]
+
+    def insert_session(self, row: SessionRow) -> None:
+        self._conn.execute(
+            f"INSERT INTO sessions ({self._SESSION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row.id_hash, row.token_id, row.role, row.name, row.created_ms, row.expires_ms,
+             row.csrf),
+        )
+
+    def session_by_hash(self, id_hash: str) -> SessionRow | None:
+        r = self._one(f"SELECT {self._SESSION_COLS} FROM sessions WHERE id_hash = ?", (id_hash,))
+        if r is None:
+            return None
+        return SessionRow(id_hash=r[0], token_id=r[1], role=r[2], name=r[3], created_ms=r[4],
+                          expires_ms=r[5], csrf=r[6])
+
+    def delete_session(self, id_hash: str) -> None:
+        self._conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
+
+    def delete_sessions_before(self, now_ms: int) -> None:
+        self._conn.execute("DELETE FROM sessions WHERE expires_ms < ?", (now_ms,))

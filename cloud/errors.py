@@ -46,3 +46,7 @@ class TooLarge(CloudError):
 
 class Unavailable(CloudError):
     """A resource the request needs is missing on the server (e.g. the config-signing key)."""
+
+
+class LoginRequired(CloudError):
+    """A dashboard page without a session: answered with a redirect (303) to the login page."""

@@ -1,5 +1,10 @@
 """The FastAPI application: `create_app(settings)` wires settings, store, signer and routers,
-and translates the cloud's exceptions into HTTP statuses (the only place that does)."""
+and translates the cloud's exceptions into HTTP statuses (the only place that does).
+
+Also here, for every endpoint at once: the audit entry of a write refused to a known caller,
+the OpenAPI document's roles and error answers (cloud.openapi), OPTIONS and 405 answers that
+list exactly the methods a path has, and the bound on JSON request bodies (cloud.http).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,28 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
-from cloud import errors
+from cloud import errors, http, openapi
+from cloud.access import Principal
 from cloud.db import DatabaseError, open_database
 from cloud.deps import DbDep
-from cloud.routers import configs, dashboard, devices, gateways, ingest, quarantine, series
+from cloud.routers import (
+    audit,
+    configs,
+    dashboard,
+    devices,
+    gateways,
+    ingest,
+    quarantine,
+    series,
+    session,
+    tokens,
+)
 from cloud.schemas import Health
+from cloud.services import audit as audit_service
 from cloud.services.config import ConfigSigner
 from cloud.settings import Settings
 
@@ -41,12 +61,54 @@ def status_for(exc: errors.CloudError) -> int:
     return 500
 
 
-async def _cloud_error(request: Request, exc: Exception) -> JSONResponse:
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# path parameter -> the kind of target it names in the audit log
+TARGETS = {"device_id": "device", "gateway_id": "gateway", "token_id": "token"}
+
+
+def _target(request: Request, route: BaseRoute | None) -> str:
+    for name, value in request.path_params.items():
+        return f"{TARGETS.get(name, name.removesuffix('_id'))}:{value}"
+    return getattr(route, "path", request.url.path)
+
+
+def audit_refusal(request: Request, code: int, reason: str) -> None:
+    """Record a write (POST/PUT/PATCH/DELETE) refused with a 4xx to a caller whose token was
+    valid. Unauthenticated refusals are not recorded: an attacker without a token must not be
+    able to fill the table. A failure to record does not change the answer."""
+    principal = getattr(request.state, "principal", None)
+    if request.method not in WRITES or not 400 <= code < 500 or not isinstance(principal, Principal):
+        return
+    route = request.scope.get("route")
+    extra = getattr(route, "openapi_extra", None) or {}
+    action = extra.get("x-audit-action") or f"{request.method} {getattr(route, 'path', '?')}"
+    now_ms = round(request.app.state.clock() * 1000)
+    try:
+        with request.app.state.db.connection() as store:
+            audit_service.record_now(store, principal, action, _target(request, route), now_ms,
+                                     outcome=audit_service.REFUSED, reason=f"{code}: {reason}")
+    except errors.CloudError:
+        pass
+
+
+async def _cloud_error(request: Request, exc: Exception) -> JSONResponse | RedirectResponse:
     if not isinstance(exc, errors.CloudError):  # registered for CloudError only
         raise exc
+    if isinstance(exc, errors.LoginRequired):
+        return RedirectResponse("/login", status_code=303, headers={"Cache-Control": "no-store"})
     code = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    audit_refusal(request, code, str(exc))
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own answers (unknown path, 413 from the body bound): {"detail": text}."""
+    if not isinstance(exc, StarletteHTTPException):  # registered for it only
+        raise exc
+    audit_refusal(request, exc.status_code, str(exc.detail))
+    return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code,
+                        headers=exc.headers)
 
 
 async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
@@ -58,6 +120,8 @@ async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
         {k: v for k, v in error.items() if k not in ("input", "ctx", "url")}
         for error in exc.errors()
     ]
+    audit_refusal(request, 422, "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in errors_out))
     return JSONResponse({"detail": jsonable_encoder(errors_out)}, status_code=422)
 
 
@@ -87,8 +151,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.state.clock = clock
     app.add_exception_handler(errors.CloudError, _cloud_error)
     app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
-    for module in (gateways, devices, series, configs, ingest, quarantine, dashboard):
+    for module in (gateways, devices, series, configs, ingest, quarantine, tokens, audit, session,
+                   dashboard):
         app.include_router(module.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
@@ -97,4 +163,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         store.ping()
         return Health(ok=True)
 
+    openapi.install(app)
+    app.add_middleware(http.Methods, routes=lambda: list(openapi.api_routes(app.routes)))
     return app

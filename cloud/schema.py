@@ -173,6 +173,52 @@ _V4 = [
     "CREATE INDEX IF NOT EXISTS heartbeats_device ON heartbeats (device, t, id)",
 ]
 
+# Version 5: access (cloud.services.tokens, audit, sessions). `tokens` holds API tokens by
+# the SHA-256 of the token (never the token), each with a role, an expiry and, once revoked,
+# when; `audit_log` every change the API made and every write it refused to an authenticated
+# caller (small before/after JSON, never a secret); `sessions` the dashboard's sign-ins, by
+# the SHA-256 of the cookie's session id, with the CSRF secret of their forms.
+_V5 = [
+    """CREATE TABLE IF NOT EXISTS tokens (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        name         TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        customer     TEXT,
+        token_hash   TEXT NOT NULL UNIQUE,
+        created_ms   INTEGER NOT NULL,
+        created_by   TEXT NOT NULL,
+        expires_ms   INTEGER NOT NULL,
+        revoked_ms   INTEGER,
+        last_used_ms INTEGER
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms        INTEGER NOT NULL,
+        actor        TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        token_id     INTEGER,
+        action       TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        before_value TEXT,
+        after_value  TEXT,
+        outcome      TEXT NOT NULL,
+        reason       TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor, id)",
+    "CREATE INDEX IF NOT EXISTS audit_log_action ON audit_log (action, id)",
+    "CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target, id)",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id_hash    TEXT PRIMARY KEY,
+        token_id   INTEGER,
+        role       TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        csrf       TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms)",
+]
+
 # Version 7: the dashboard's time-range queries (cloud.services.series) read a device's records
 # by record time: an index on (device, t) serves them without touching other devices' rows.
 _V7 = [
@@ -180,7 +226,7 @@ _V7 = [
 ]
 
 # version -> statements that bring version - 1 up to it
-MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 7: _V7}
+MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 5: _V5, 7: _V7}
 
 
 def v1_statements() -> list[str]:

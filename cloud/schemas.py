@@ -266,3 +266,67 @@ class GapRecorded(BaseModel):
 
 class Health(BaseModel):
     ok: bool
+
+
+# -- access: tokens, audit, errors -----------------------------------------------------------
+
+TokenRole = Literal["ops", "technician", "analyst", "factory", "admin", "customer"]
+
+
+class TokenCreate(_In):
+    name: str = Field(min_length=1, max_length=64, examples=["ops-alice"],
+                      description="who or what uses the token (shown in the audit log)")
+    role: TokenRole = Field(examples=["ops"])
+    customer: Id | None = Field(default=None, examples=["acme"],
+                                description="the customer a customer token belongs to"
+                                " (required for role customer, refused for the others)")
+    expires_days: int = Field(default=90, ge=1, le=3650, description="days until it expires")
+
+
+class TokenPublic(BaseModel):
+    id: int
+    name: str
+    role: str
+    customer: str | None
+    created_ms: int
+    created_by: str = Field(description="the principal that created it")
+    expires_ms: int
+    revoked_ms: int | None = Field(description="when it was revoked; null: not revoked")
+    last_used_ms: int | None = Field(description="last use, to the minute; null: never used")
+
+
+class TokenIssued(TokenPublic):
+    token: str = Field(description="the bearer token: shown only now, stored as its SHA-256")
+
+
+class AuditEntry(BaseModel):
+    id: int = Field(description="increasing: newer entries have larger ids (page with before)")
+    at_ms: int = Field(description="cloud clock")
+    actor: str = Field(description="the caller's name (a token's name, a gateway id, ...)")
+    role: str
+    token_id: int | None = Field(description="the API token used, if any")
+    action: str = Field(examples=["config.put"])
+    target: str = Field(examples=["device:bike-1"])
+    before: Any = Field(default=None, description="small JSON of the state before, if any")
+    after: Any = Field(default=None, description="small JSON of the state after, if any")
+    outcome: Literal["ok", "refused"]
+    reason: str = Field(description="why a write was refused (empty when ok)")
+
+
+class ErrorDetail(BaseModel):
+    """Every error the API answers: a sentence saying what is wrong."""
+
+    detail: str = Field(examples=["device bike-9 not found"])
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query, path or header, then the field")
+    msg: str = Field(description="what is wrong")
+    type: str = Field(description="a short machine-readable kind")
+
+
+class ValidationErrorDetail(BaseModel):
+    """A 422: the request's shape was refused (a list of issues, never the input itself), or
+    its values were (a sentence)."""
+
+    detail: str | list[ValidationIssue]

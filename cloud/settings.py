@@ -5,7 +5,8 @@ Precedence: explicit arguments (CLI options) > environment > defaults.
     FLEETLOOP_HOME          home directory                (default ./.fleetloop)
     FLEETLOOP_CLOUD_DB      SQLite database path, or a postgresql:// URL
                                                           (default <home>/cloud/cloud.db)
-    FLEETLOOP_ADMIN_TOKEN   admin bearer token            (default "dev-admin-token", dev only)
+    FLEETLOOP_ADMIN_TOKEN   bootstrap admin bearer token  (default: none; "dev-admin-token"
+                                                           in dev mode)
     FLEETLOOP_DEV           1/true/yes/on: dev mode       (default off)
     FLEETLOOP_CONFIG_KEY    Ed25519 config-signing key    (default <home>/keys/config.key.pem)
 """
@@ -37,7 +38,7 @@ _TRUE = ("1", "true", "yes", "on")
 class Settings:
     home: Path
     db_path: Path
-    admin_token: str
+    admin_token: str | None  # the bootstrap admin; None: only the database's tokens
     dev: bool
     config_key_path: Path
     dashboard_refresh_s: int = DASHBOARD_REFRESH_S
@@ -73,7 +74,7 @@ class Settings:
         return cls(
             home=home_path,
             db_path=Path(db).expanduser() if db else home_path / "cloud" / "cloud.db",
-            admin_token=DEFAULT_ADMIN_TOKEN if token is None else token,
+            admin_token=(DEFAULT_ADMIN_TOKEN if dev else None) if token is None else token,
             dev=dev,
             config_key_path=(
                 Path(key).expanduser() if key else home_path / "keys" / "config.key.pem"
@@ -82,15 +83,22 @@ class Settings:
         )
 
     def check(self) -> None:
-        """Refuse settings a production service must not run with. Raises SettingsError."""
+        """Refuse settings a production service must not run with. Raises SettingsError.
+
+        No bootstrap admin token is fine: the database's tokens (`fleetloop token create
+        --home ...` makes the first admin token offline) are then the only ones. A token that
+        is set must be strong outside dev mode, and never the built-in default there."""
+        if self.admin_token is None:
+            return
         if not self.admin_token or self.admin_token != self.admin_token.strip():
             raise SettingsError("the admin token is empty or has surrounding spaces")
         if self.dev:
             return
         if self.admin_token == DEFAULT_ADMIN_TOKEN:
             raise SettingsError(
-                f"refusing the default admin token outside dev mode: set {ENV_ADMIN_TOKEN} "
-                f"or run with --dev ({ENV_DEV}=1)"
+                f"refusing the default admin token outside dev mode: unset {ENV_ADMIN_TOKEN} "
+                f"(and make tokens with `fleetloop token create`), set a strong one, or run "
+                f"with --dev ({ENV_DEV}=1)"
             )
         if len(self.admin_token) < MIN_ADMIN_TOKEN_LEN:
             raise SettingsError(

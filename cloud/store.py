@@ -157,6 +157,51 @@ class Bucket:
     mean: float
 
 
+@dataclass(frozen=True)
+class TokenRow:
+    """An API token as the cloud keeps it: never the token, only its SHA-256."""
+
+    id: int
+    name: str
+    role: str  # cloud.access.Role
+    customer: str | None  # for role customer: whose token it is
+    created_ms: int
+    created_by: str  # the principal that created it ("offline" for the CLI on the database)
+    expires_ms: int
+    revoked_ms: int | None = None
+    last_used_ms: int | None = None  # updated at most once a minute
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One change the API made, or a write it refused to an authenticated caller."""
+
+    at_ms: int
+    actor: str  # the principal's name
+    role: str
+    token_id: int | None
+    action: str  # e.g. token.create, config.put
+    target: str  # e.g. device:bike-1
+    before: str | None  # small JSON (cloud.services.audit bounds it), never a secret
+    after: str | None
+    outcome: str  # ok | refused
+    reason: str
+    id: int = 0  # assigned by the store, increasing
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A dashboard sign-in, by the SHA-256 of its cookie's session id."""
+
+    id_hash: str
+    token_id: int | None  # the token signed in with; None for the bootstrap admin
+    role: str
+    name: str
+    created_ms: int
+    expires_ms: int
+    csrf: str  # the secret every form of the session carries
+
+
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
@@ -304,4 +349,37 @@ class Store(Protocol):
         self, device_id: str, from_ms: int, to_ms: int, limit: int
     ) -> list[HeartbeatRow]:
         """The device's states with from_ms <= t < to_ms, oldest first, at most `limit`."""
+
+    # access: tokens, audit, dashboard sessions
+    def insert_token(self, row: TokenRow, token_hash: str) -> int:
+        """Store a token (row.id ignored); returns its id."""
+        ...
+
+    def token_by_hash(self, token_hash: str) -> TokenRow | None: ...
+    def get_token(self, token_id: int) -> TokenRow | None: ...
+    def list_tokens(self) -> list[TokenRow]:
+        """Every token, oldest first."""
+        ...
+
+    def revoke_token(self, token_id: int, now_ms: int) -> None: ...
+    def touch_token(self, token_id: int, now_ms: int) -> None:
+        """Set last_used_ms."""
+        ...
+
+    def insert_audit(self, row: AuditRow) -> int:
+        """Store an audit entry (row.id ignored); returns its id."""
+        ...
+
+    def audit_entries(
+        self, limit: int, before: int | None, actor: str | None, action: str | None,
+        target: str | None,
+    ) -> list[AuditRow]:
+        """Newest first; id < before when given; exact matches on the given filters."""
+        ...
+
+    def insert_session(self, row: SessionRow) -> None: ...
+    def session_by_hash(self, id_hash: str) -> SessionRow | None: ...
+    def delete_session(self, id_hash: str) -> None: ...
+    def delete_sessions_before(self, now_ms: int) -> None:
+        """Drop the sessions that expired before now_ms."""
         ...

@@ -9,6 +9,7 @@ import typer
 from fwtool.cli import app as fw_app
 
 from cloud.cli import app as cloud_app
+from cloud.token_cli import app as token_app
 from gateway.cli import app as gateway_app
 from protocol.home import DEFAULT_HOME as HOME_DIR
 from protocol.home import ENV_HOME
@@ -25,6 +26,7 @@ device_app = typer.Typer(
 )
 
 app.add_typer(cloud_app, name="cloud")
+app.add_typer(token_app, name="token")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(fw_app, name="fw")
 app.add_typer(device_app, name="device")

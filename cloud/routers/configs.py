@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from cloud.access import Role, requires
+from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, DeviceOr404, GatewayDep, NowDep, SignerDep
 from cloud.schemas import (
     ConfigEnvelope,
@@ -15,17 +15,18 @@ from cloud.schemas import (
     GatewayConfigs,
     ReportedConfig,
 )
+from cloud.services import audit, telemetry
 from cloud.services import config as service
-from cloud.services import telemetry
 
 router = APIRouter(tags=["configs"])
-OPS = [Depends(requires(Role.OPS))]
 READ = [Depends(requires(Role.OPS, Role.TECHNICIAN))]
 
 
-@router.put("/api/v1/devices/{device_id}/config", response_model=ConfigPublic, dependencies=OPS)
+@router.put("/api/v1/devices/{device_id}/config", response_model=ConfigPublic,
+            openapi_extra={"x-audit-action": "config.put"})
 def put_config(
-    device_id: str, body: ConfigPut, store: DbDep, signer: SignerDep, now_ms: NowDep
+    device_id: str, body: ConfigPut, store: DbDep, signer: SignerDep, now_ms: NowDep,
+    caller: Annotated[Principal, Depends(requires(Role.OPS))],
 ) -> ConfigPublic:
     """Set the desired settings: a new version, signed with the cloud's config key.
 
@@ -34,7 +35,12 @@ def put_config(
     """
     settings = service.check_settings(body.settings)
     device = telemetry.get_device(store, device_id)
+    before = service.desired(store, device.id)
     row = service.put_desired(store, signer, device.id, settings, now_ms)
+    audit.record_now(store, caller, "config.put", f"device:{device.id}", now_ms,
+                     before=None if before is None else {"version": before.version,
+                                                         "settings": before.settings},
+                     after={"version": row.version, "settings": row.settings})
     return ConfigPublic(device=row.device, version=row.version, settings=row.settings)
 
 

@@ -26,7 +26,8 @@ def _html(text: str) -> HTMLResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(_: DashboardDep, store: DbDep, now_ms: NowDep, settings: SettingsDep) -> HTMLResponse:
-    """The fleet at a glance; refreshes itself. Outside dev mode: /?token=<admin token>."""
+    """The fleet at a glance; refreshes itself. Sign in at /login (a session cookie); without
+    a session: 303 to /login (dev mode: open)."""
     return _html(render.dashboard(
         telemetry.overview(store), now_ms, settings.dashboard_refresh_s, settings.dev
     ))

@@ -4,8 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from cloud.access import Role, requires
+from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, DeviceOr404, NowDep, SignerDep
+from cloud.openapi import errors
 from cloud.routers.quarantine import Limit
 from cloud.routers.quarantine import public as quarantine_public
 from cloud.schemas import (
@@ -22,7 +23,7 @@ from cloud.schemas import (
     TelemetryRecord,
     as_tier,
 )
-from cloud.services import assignment, vitals
+from cloud.services import assignment, audit, vitals
 from cloud.services import consent as consent_service
 from cloud.services import quarantine as quarantine_service
 from cloud.services import telemetry as service
@@ -53,22 +54,35 @@ def public_one(store: Store, row: DeviceRow) -> DevicePublic:
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=DevicePublic,
-    dependencies=[Depends(requires(Role.FACTORY, Role.OPS))],
+    responses=errors(409), openapi_extra={"x-audit-action": "device.create"},
 )
 def create_device(
-    body: DeviceCreate, store: DbDep, now_ms: NowDep, response: Response
+    body: DeviceCreate, store: DbDep, now_ms: NowDep, response: Response,
+    caller: Annotated[Principal, Depends(requires(Role.FACTORY, Role.OPS))],
 ) -> DevicePublic:
     """Register a device with its product and, optionally, its record key (base64 of the 32
     bytes the factory made; stored, never returned). 201 when new; 200 when it existed
     (product updated; its key enrolled if it had none, or the same key again); 409 a different
     key for a device that has one (key rotation is not supported yet); 422 a key that is not
     base64 of exactly 32 bytes."""
+    before = store.get_device(body.id)
+    had_key = before is not None and store.record_key(body.id) is not None
     device, created = service.register_device(
         store, body.id, body.product, now_ms, body.record_key_bytes()
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    return public_one(store, device)
+    out = public_one(store, device)
+    enrolled = out.record_key_registered and not had_key
+    if created or enrolled or (before is not None and before.product != device.product):
+        audit.record_now(
+            store, caller, "device.create" if created else "device.enrol", f"device:{device.id}",
+            now_ms,
+            before=None if before is None else {"product": before.product,
+                                                "record_key_registered": had_key},
+            after={"product": device.product, "record_key_registered": out.record_key_registered},
+        )
+    return out
 
 
 @router.get("", response_model=list[DevicePublic], dependencies=FLEET)
@@ -87,8 +101,12 @@ def get_device(device: DeviceOr404, store: DbDep) -> DevicePublic:
     return public_one(store, device)
 
 
-@router.put("/{device_id}/gateway", response_model=DevicePublic, dependencies=SITE)
-def put_gateway(device: DeviceOr404, body: DeviceGatewayPut, store: DbDep) -> DevicePublic:
+@router.put("/{device_id}/gateway", response_model=DevicePublic,
+            openapi_extra={"x-audit-action": "device.assign"})
+def put_gateway(
+    caller: Annotated[Principal, Depends(requires(Role.OPS, Role.TECHNICIAN))],
+    device: DeviceOr404, body: DeviceGatewayPut, store: DbDep, now_ms: NowDep,
+) -> DevicePublic:
     """Move the device to another gateway (a device is otherwise bound to the first gateway
     that delivered its data). Its records from any other gateway are quarantined from now on,
     and its latest config goes out through the new gateway's config feed.
@@ -96,6 +114,9 @@ def put_gateway(device: DeviceOr404, body: DeviceGatewayPut, store: DbDep) -> De
     404 unknown device; 422 a gateway that is not registered.
     """
     moved = assignment.assign(store, device.id, body.gateway)
+    if moved.gateway != device.gateway:
+        audit.record_now(store, caller, "device.assign", f"device:{device.id}", now_ms,
+                         before={"gateway": device.gateway}, after={"gateway": moved.gateway})
     return public_one(store, moved)
 
 
@@ -108,7 +129,7 @@ def get_quarantine(device: DeviceOr404, store: DbDep, limit: Limit = 100) -> lis
 
 
 @router.get("/{device_id}/telemetry", response_model=TelemetryPage,
-            response_model_exclude_none=True, dependencies=DATA)
+            response_model_exclude_none=True, dependencies=DATA, responses=errors(400))
 def get_telemetry(
     device: DeviceOr404,
     store: DbDep,
@@ -142,11 +163,12 @@ def consent_view(row: DeviceRow) -> ConsentView:
 
 
 @router.put(
-    "/{device_id}/consent", response_model=ConsentView,
-    dependencies=[Depends(requires(Role.CUSTOMER))],
+    "/{device_id}/consent", response_model=ConsentView, responses=errors(409),
+    openapi_extra={"x-audit-action": "consent.narrow"},
 )
 def put_consent(
-    device_id: str, body: ConsentPut, store: DbDep, signer: SignerDep, now_ms: NowDep
+    device_id: str, body: ConsentPut, store: DbDep, signer: SignerDep, now_ms: NowDep,
+    caller: Annotated[Principal, Depends(requires(Role.CUSTOMER))],
 ) -> ConsentView:
     """The customer's account narrows the device's consent to `tier` (essential < usage <
     personal). When that is narrower than its effective tier, in one transaction: a new config
@@ -157,7 +179,15 @@ def put_consent(
     .../consent). Equal to the effective tier: 200, nothing done. 404 unknown device; 422
     unknown tier; 409 a tier wider than the effective one (only the customer widens consent,
     on the product); 503 when the config-signing key is missing."""
-    return consent_view(consent_service.narrow(store, signer, device_id, body.tier, now_ms))
+    before = store.get_device(device_id)
+    after = consent_service.narrow(store, signer, device_id, body.tier, now_ms)
+    tier_before = None if before is None else consent_service.effective(before)
+    if consent_service.effective(after) != tier_before:
+        audit.record_now(store, caller, "consent.narrow", f"device:{device_id}", now_ms,
+                         before={"tier": tier_before},
+                         after={"tier": consent_service.effective(after),
+                                "config_version": after.consent_cap_version})
+    return consent_view(after)
 
 
 @router.get(

@@ -4,9 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from cloud.access import Role, requires
+from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, GatewayOr404, NowDep
+from cloud.openapi import errors
 from cloud.schemas import GapPublic, GatewayCreate, GatewayPublic, GatewayRegistered
+from cloud.services import audit
 from cloud.services import gaps as gap_service
 from cloud.services import gateways as service
 from cloud.store import BatchRow
@@ -25,15 +27,20 @@ def gap_public(row: BatchRow) -> GapPublic:
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=GatewayRegistered,
-    dependencies=[Depends(requires(Role.OPS))],
+    responses=errors(409), openapi_extra={"x-audit-action": "gateway.register"},
 )
-def register_gateway(body: GatewayCreate, store: DbDep, now_ms: NowDep) -> GatewayRegistered:
+def register_gateway(
+    body: GatewayCreate, store: DbDep, now_ms: NowDep,
+    caller: Annotated[Principal, Depends(requires(Role.OPS))],
+) -> GatewayRegistered:
     """Register a gateway's Ed25519 batch key; returns its bearer token (shown only now).
 
     Registering the same id with the same key again issues a new token and revokes the old
     one; a different key for an existing id is refused with 409.
     """
     reg = service.register(store, body.id, body.public_key_bytes(), now_ms)
+    audit.record_now(store, caller, "gateway.register", f"gateway:{reg.gateway.id}", now_ms,
+                     after={"created": reg.created, "public_key": body.public_key})
     return GatewayRegistered(id=reg.gateway.id, token=reg.token)
 
 

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 
 from cloud.deps import BatchBodyDep, BatchGatewayDep, DbDep, GapBodyDep, NowDep
+from cloud.openapi import errors
 from cloud.schemas import GapRecorded, IngestResult
 from cloud.services import gaps as gap_service
 from cloud.services import ingest as service
@@ -31,7 +32,7 @@ def _raw(content_type: str, description: str) -> dict[str, object]:
 
 
 @router.post(
-    INGEST_PATH, response_model=IngestResult,
+    INGEST_PATH, response_model=IngestResult, responses=errors(400, 409),
     openapi_extra=_raw(CONTENT_TYPE, "zlib(canonical batch JSON), see protocol.batch"),
 )
 def ingest(
@@ -59,7 +60,7 @@ def ingest(
 
 
 @router.post(
-    GAP_PATH, response_model=GapRecorded,
+    GAP_PATH, response_model=GapRecorded, responses=errors(400, 409),
     openapi_extra=_raw(GAP_CONTENT_TYPE, "canonical gap JSON, see protocol.batch.Gap"),
 )
 def gap(

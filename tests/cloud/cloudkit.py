@@ -218,3 +218,38 @@ def enrol(
     assert r.status_code in (200, 201), r.text
     body: dict[str, Any] = r.json()
     return body
+
+
+def api_token(app: FastAPI, role: str, name: str | None = None, *, customer: str | None = None,
+              expires_days: int = 90, now_ms: int = T0) -> str:
+    """A database API token of `role` (cloud.services.tokens), made as the offline CLI does."""
+    from cloud.services import audit, tokens
+
+    if role == "customer" and customer is None:
+        customer = "acme"
+    with app.state.db.connection() as store:
+        issued = tokens.create(store, audit.Offline(), name or f"{role}-token", role, now_ms,
+                               customer=customer, expires_days=expires_days)
+    return issued.token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def stored_bytes(app: FastAPI) -> bytes:
+    """Everything the app's database holds, as bytes to search for a secret in: the SQLite
+    file, or every row of every table of the PostgreSQL database."""
+    db = app.state.db
+    path = getattr(db, "path", None)
+    if path is not None:
+        return bytes(path.read_bytes())
+    out = []
+    with db.connection() as store:
+        conn = store._conn
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+        for table in tables:
+            for row in conn.execute(f"SELECT * FROM {table}"):
+                out.append(repr(row).encode())
+    return b"\n".join(out)

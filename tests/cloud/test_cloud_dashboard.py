@@ -3,7 +3,9 @@ from __future__ import annotations
 import re
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cloudkit import (
     ADMIN,
     ADMIN_TOKEN,
@@ -21,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud.main import create_app
+from cloud.pg import Adapter, PgDatabase
 from cloud.settings import Settings
 
 
@@ -32,7 +35,7 @@ def test_dashboard_lists_devices_and_their_values(client: TestClient, gateway: G
         [state("bike-1", fw="0.1.0", impl="micropython", config_version=1,
                config_status="rejected", reason="<b>nope</b>")],
     )
-    r = client.get("/", params={"token": ADMIN_TOKEN})
+    r = client.get("/", headers=ADMIN)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
     html = r.text
@@ -69,11 +72,13 @@ def test_dashboard_empty_fleet(client: TestClient) -> None:
     assert "Nothing in quarantine." in r.text
 
 
-def test_dashboard_needs_admin_token_outside_dev(client: TestClient) -> None:
-    assert client.get("/").status_code == 401
-    assert client.get("/", params={"token": "wrong"}).status_code == 401
+def test_dashboard_needs_a_session_or_a_token_outside_dev(client: TestClient) -> None:
+    # no session: to the login page, never a token in a URL
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    r = client.get("/", params={"token": ADMIN_TOKEN}, follow_redirects=False)
+    assert r.status_code == 303, "a token in the URL must not open the dashboard"
     assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/", params={"token": ADMIN_TOKEN}).status_code == 200
     assert client.get("/", headers=ADMIN).status_code == 200
 
 
@@ -140,20 +145,35 @@ def test_dashboard_shows_consent(client: TestClient, gateway: GatewaySim) -> Non
     enrol(client, "bike-1", key)
     gateway.push([consent("bike-1", 1, key, "personal")])
     gateway.push([rec("bike-7", 1)])
-    html = client.get("/", params={"token": ADMIN_TOKEN}).text
+    html = client.get("/", headers=ADMIN).text
     rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
     assert '<td class="consent">personal</td>' in rows["bike-1"]
     assert "not reported" in rows["bike-7"]
     client.put("/api/v1/devices/bike-1/consent", json={"tier": "usage"}, headers=ADMIN)
-    html = client.get("/", params={"token": ADMIN_TOKEN}).text
+    html = client.get("/", headers=ADMIN).text
     rows = dict(re.findall(r'<tr data-device="([^"]+)">(.*?)</tr>', html, re.S))
     assert "usage<br><small>capped in the cloud (config v1)</small>" in rows["bike-1"]
 
 
-def _sql_seen(app: FastAPI) -> list[str]:
-    """Every SQL statement the app's connections run from now on."""
+def _sql_seen(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement the app's connections run from now on (SQLite: its trace callback;
+    PostgreSQL: the adapter every store statement goes through)."""
     seen: list[str] = []
     db = app.state.db
+    if isinstance(db, PgDatabase):
+        execute, executemany = Adapter.execute, Adapter.executemany
+
+        def traced_execute(self: Adapter, sql: str, *args: Any) -> Any:
+            seen.append(sql)
+            return execute(self, sql, *args)
+
+        def traced_executemany(self: Adapter, sql: str, *args: Any) -> Any:
+            seen.append(sql)
+            return executemany(self, sql, *args)
+
+        monkeypatch.setattr(Adapter, "execute", traced_execute)
+        monkeypatch.setattr(Adapter, "executemany", traced_executemany)
+        return seen
     connect = db._connect
 
     def traced() -> sqlite3.Connection:
@@ -165,9 +185,11 @@ def _sql_seen(app: FastAPI) -> list[str]:
     return seen
 
 
-def test_overview_reads_no_telemetry(app: FastAPI, client: TestClient, gateway: GatewaySim) -> None:
+def test_overview_reads_no_telemetry(
+    app: FastAPI, client: TestClient, gateway: GatewaySim, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gateway.push([rec("bike-1", i) for i in range(1, 51)] + [rec("mirror-1", 1, reps=3)])
-    seen = _sql_seen(app)
+    seen = _sql_seen(app, monkeypatch)
     html = client.get("/", headers=ADMIN).text
     assert seen, "the trace saw nothing"
     assert not [s for s in seen if re.search(r"\btelemetry\b", s)]
@@ -249,7 +271,8 @@ def test_device_page_refuses_a_bad_range_and_unknown_devices(
     assert client.get("/devices/bike-1", params={"from_ms": 10, "to_ms": 5},
                       headers=ADMIN).status_code == 400
     assert client.get("/devices/nobody", headers=ADMIN).status_code == 404
-    assert client.get("/devices/bike-1").status_code == 401
+    unsigned = client.get("/devices/bike-1", follow_redirects=False)
+    assert unsigned.status_code == 303 and unsigned.headers["location"] == "/login"
 
 
 def test_device_and_gateway_pages_escape_what_devices_send(

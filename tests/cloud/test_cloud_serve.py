@@ -60,8 +60,9 @@ def test_serve_on_port_zero_prints_the_real_port_and_answers(tmp_path: Path) -> 
                         raise
                     time.sleep(0.05)
             assert r.status_code == 200 and r.json() == {"ok": True}
-            # dev mode: the dashboard is open; a token in its link never reaches the log
-            assert httpx.get(f"{url}/?token=s3cret-in-link", timeout=2).status_code == 200
+            # dev mode: the dashboard is open; the sign-in page answers too
+            assert httpx.get(f"{url}/", timeout=2).status_code == 200
+            assert httpx.get(f"{url}/login", timeout=2).status_code == 200
             assert (tmp_path / "home" / "cloud" / "cloud.db").exists()
             proc.send_signal(signal.SIGTERM)
             # uvicorn shuts down gracefully, then re-raises the signal it caught
@@ -73,4 +74,4 @@ def test_serve_on_port_zero_prints_the_real_port_and_answers(tmp_path: Path) -> 
             reader.join(5)
     text = "".join(lines)
     assert "Application shutdown complete" in text
-    assert "GET /?token=*** HTTP/1.1" in text and "s3cret-in-link" not in text
+    assert '"GET /login HTTP/1.1" 200' in text

@@ -14,13 +14,20 @@ from cloud.settings import DEFAULT_ADMIN_TOKEN, Settings
 
 
 def test_default_admin_token_refused_outside_dev(tmp_path: Path) -> None:
-    settings = Settings.load(home=tmp_path, env={})
-    assert settings.admin_token == DEFAULT_ADMIN_TOKEN
+    settings = Settings.load(home=tmp_path, env={"FLEETLOOP_ADMIN_TOKEN": DEFAULT_ADMIN_TOKEN})
     with pytest.raises(SettingsError, match="default admin token"):
         create_app(settings)
 
 
+def test_no_bootstrap_admin_outside_dev_is_fine(tmp_path: Path) -> None:
+    # only the database's tokens then (the first admin token is made offline)
+    settings = Settings.load(home=tmp_path, env={})
+    assert settings.admin_token is None
+    create_app(settings)
+
+
 def test_default_admin_token_accepted_in_dev(tmp_path: Path) -> None:
+    assert Settings.load(home=tmp_path, dev=True, env={}).admin_token == DEFAULT_ADMIN_TOKEN
     create_app(Settings.load(home=tmp_path, env={"FLEETLOOP_DEV": "1"}))
     create_app(Settings.load(home=tmp_path, dev=True, env={}))
 
@@ -56,8 +63,9 @@ def test_env_and_defaults(tmp_path: Path) -> None:
 
 
 def test_cli_serve_refuses_default_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("FLEETLOOP_ADMIN_TOKEN", "FLEETLOOP_DEV", "FLEETLOOP_HOME"):
+    for name in ("FLEETLOOP_DEV", "FLEETLOOP_HOME"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLEETLOOP_ADMIN_TOKEN", DEFAULT_ADMIN_TOKEN)
     result = CliRunner().invoke(cli_app, ["serve", "--home", str(tmp_path), "--port", "0"])
     assert result.exit_code == 2
     assert "default admin token" in result.output

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cloudkit import ADMIN, ADMIN_TOKEN, T0, GatewaySim, enrol, rec, signed, signed_state, state
+from cloudkit import ADMIN, T0, GatewaySim, enrol, rec, signed, signed_state, state
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -36,7 +36,7 @@ def test_a_vitals_state_is_stored_and_shown(client: TestClient, gateway: Gateway
     assert got["vitals"] == {k: want[k] for k in (
         "why", "uptime_s", "heap_free", "heap_low", "buffer_bytes", "buffered", "dropped",
         "reconnects", "resets", "reset_cause", "consent", "hint_ms", "rssi", "t")}
-    html = client.get("/", params={"token": ADMIN_TOKEN}).text
+    html = client.get("/", headers=ADMIN).text
     assert "heap low 6800 B" in html and "up 1 h" in html and "2 reconnects" in html
 
 
