@@ -15,7 +15,19 @@ from fastapi.responses import JSONResponse
 from cloud import errors
 from cloud.db import Database, DatabaseError
 from cloud.deps import DbDep
-from cloud.routers import configs, dashboard, devices, gateways, ingest, quarantine
+from cloud.routers import (
+    cohorts,
+    configs,
+    customers,
+    dashboard,
+    devices,
+    gateways,
+    ingest,
+    me,
+    profiles,
+    quarantine,
+    revocations,
+)
 from cloud.schemas import Health
 from cloud.services.config import ConfigSigner
 from cloud.settings import Settings
@@ -90,6 +102,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     for module in (gateways, devices, configs, ingest, quarantine, dashboard):
         app.include_router(module.router)
+    app.include_router(customers.router)
+    app.include_router(cohorts.router)
+    app.include_router(profiles.router)
+    app.include_router(me.router)
+    app.include_router(revocations.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz(store: DbDep) -> Health:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS gateways (
@@ -172,8 +172,60 @@ _V4 = [
     "CREATE INDEX IF NOT EXISTS heartbeats_device ON heartbeats (device, t, id)",
 ]
 
-# version -> statements that bring version - 1 up to it
-MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4}
+# Version 6: the registry (cloud.services.registry), cohorts, config profiles and revocation.
+# `devices` learns what the factory enrols (customer, hardware revision, the certificate's
+# sha256 fingerprint and serial, when) and its life-cycle status (active | decommissioned |
+# revoked, since when, why); `customers` are the accounts that own products; `cohorts` are
+# named groups by rule or by list (`spec`: the JSON the API took); `profiles` keeps every
+# version of every desired config per product, cohort or device (the newest is active);
+# `crls` keeps the device CA's signed revocation lists the factory uploads (newest first).
+_V6 = [
+    "ALTER TABLE devices ADD COLUMN customer TEXT",
+    "ALTER TABLE devices ADD COLUMN hw_rev TEXT",
+    "ALTER TABLE devices ADD COLUMN cert_fingerprint TEXT",
+    "ALTER TABLE devices ADD COLUMN cert_serial TEXT",
+    "ALTER TABLE devices ADD COLUMN enrolled_ms INTEGER",
+    "ALTER TABLE devices ADD COLUMN status TEXT NOT NULL DEFAULT 'active'",
+    "ALTER TABLE devices ADD COLUMN status_ms INTEGER",
+    "ALTER TABLE devices ADD COLUMN status_reason TEXT",
+    "CREATE INDEX IF NOT EXISTS devices_customer ON devices (customer)",
+    """CREATE TABLE IF NOT EXISTS customers (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        cancelled_ms INTEGER
+    )""",
+    """CREATE TABLE IF NOT EXISTS cohorts (
+        name       TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        priority   INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS profiles (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        settings   TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        active     INTEGER NOT NULL,
+        UNIQUE (kind, scope, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS crls (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        der         BLOB NOT NULL,
+        number      INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        uploaded_by TEXT NOT NULL
+    )""",
+]
+
+# version -> statements that bring version - 1 up to it (a version another branch adds may be
+# missing until that branch is merged: it then brings nothing)
+MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 6: _V6}
 
 
 def create_v1(conn: sqlite3.Connection) -> None:
@@ -191,7 +243,7 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
         version = 1
     while version < SCHEMA_VERSION:
         version += 1
-        for statement in MIGRATIONS[version]:
+        for statement in MIGRATIONS.get(version, []):
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return version

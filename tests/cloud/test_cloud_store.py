@@ -130,7 +130,7 @@ def test_version_1_database_is_migrated(tmp_path: Path) -> None:
     database = Database(path)
     database.open()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     columns = {r[1] for r in conn.execute("PRAGMA table_info(batches)")}
     assert {"quarantined", "gap_status", "gap_reason"} <= columns
     conn.close()
@@ -177,7 +177,7 @@ def test_version_2_database_is_migrated_to_record_identities(tmp_path: Path) -> 
     database = Database(path)
     database.open()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(telemetry)"), key=lambda r: r[5])
            if r[5]]
     assert key == ["device", "incarnation", "seq"]
@@ -220,7 +220,7 @@ def test_version_3_database_is_migrated_to_consent(tmp_path: Path) -> None:
     database = Database(path)
     database.open()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"consent_audit", "heartbeats"} <= tables
     conn.close()
