@@ -41,7 +41,7 @@ async def put_crl(
 
 @router.get("/api/v1/gateway/crl",
             responses={200: {"content": {CRL_TYPE: {}}, "description": "the CRL, DER"}},
-            dependencies=[Depends(requires(Role.GATEWAY, Role.OPS))])
+            dependencies=[Depends(requires(Role.GATEWAY, Role.OPS, Role.FACTORY))])
 def get_crl(store: DbDep) -> Response:
     """The newest CRL of the device CA (DER, as the factory signed it; verify it against the
     device CA certificate before use); 404 before the first upload."""
