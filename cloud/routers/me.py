@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, NowDep, SignerDep
 from cloud.fleet_schemas import CancelResult
-from cloud.routers.devices import public, scope_of
+from cloud.routers.devices import public_one, scope_of
 from cloud.schemas import DevicePublic
 from cloud.services import customers as service
 from cloud.services.telemetry import MAX_PAGE
@@ -24,8 +24,7 @@ EXPORT_PAGE = 1000
 @router.get("/devices", response_model=list[DevicePublic])
 def my_devices(caller: Customer, store: DbDep) -> list[DevicePublic]:
     """The caller's products (a token that is no customer's has none)."""
-    regs = {r.device: r for r in store.registries(caller.customer)} if caller.customer else {}
-    return [public(d, 0, False, regs.get(d.id)) for d in service.devices(store, caller.customer)]
+    return [public_one(store, d) for d in service.devices(store, caller.customer)]
 
 
 @router.get(
