@@ -99,15 +99,16 @@ def authenticate(
     return None
 
 
-def allowed(roles: frozenset[Role]) -> frozenset[Role]:
+def allowed(roles: frozenset[Role], *, admin: bool = True) -> frozenset[Role]:
     """The roles an endpoint declaring `roles` accepts: admin joins unless it is the
-    gateway's alone."""
-    return roles if roles == {Role.GATEWAY} else roles | {Role.ADMIN}
+    gateway's alone, or the endpoint says `admin=False` (the customer's own account: staff
+    have no "own" products)."""
+    return roles if roles == {Role.GATEWAY} or not admin else roles | {Role.ADMIN}
 
 
-def requires(*roles: Role) -> Callable[..., Principal]:
+def requires(*roles: Role, admin: bool = True) -> Callable[..., Principal]:
     """A dependency that lets in the given roles (see `allowed`) and returns the caller."""
-    accepted = allowed(frozenset(roles))
+    accepted = allowed(frozenset(roles), admin=admin)
     names = ", ".join(sorted(accepted))
 
     def dependency(

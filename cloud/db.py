@@ -28,12 +28,17 @@ from cloud.store import (
     AuditRow,
     BatchRow,
     Bucket,
+    CohortRow,
     ConfigRow,
     ConsentAuditRow,
+    CrlRow,
+    CustomerRow,
     DeviceRow,
     GatewayRow,
     HeartbeatRow,
+    ProfileRow,
     QuarantineRow,
+    RegistryRow,
     SessionRow,
     Store,
     TelemetryRow,
@@ -239,6 +244,36 @@ _BATCH_COLS = (
     " gap_status, gap_reason"
 )
 _QUARANTINE_COLS = "id, device, seq, gateway, batch_seq, kind, reason, body, received_ms"
+_REGISTRY_COLS = (
+    "id, product, customer, hw_rev, cert_fingerprint, cert_serial, enrolled_ms, status,"
+    " status_ms, status_reason"
+)
+_CUSTOMER_COLS = "id, name, created_ms, cancelled_ms"
+_COHORT_COLS = "name, kind, spec, priority, created_ms, updated_ms"
+_PROFILE_COLS = "id, kind, scope, version, settings, created_ms, created_by, active"
+
+
+def _registry(row: tuple[Any, ...]) -> RegistryRow:
+    return RegistryRow(
+        device=row[0], product=row[1], customer=row[2], hw_rev=row[3], cert_fingerprint=row[4],
+        cert_serial=row[5], enrolled_ms=row[6], status=row[7], status_ms=row[8],
+        status_reason=row[9],
+    )
+
+
+def _customer(row: tuple[Any, ...]) -> CustomerRow:
+    return CustomerRow(id=row[0], name=row[1], created_ms=row[2], cancelled_ms=row[3])
+
+
+def _cohort(row: tuple[Any, ...]) -> CohortRow:
+    return CohortRow(name=row[0], kind=row[1], spec=json.loads(row[2]), priority=row[3],
+                     created_ms=row[4], updated_ms=row[5])
+
+
+def _profile(row: tuple[Any, ...]) -> ProfileRow:
+    return ProfileRow(id=row[0], kind=row[1], scope=row[2], version=row[3],
+                      settings=json.loads(row[4]), created_ms=row[5], created_by=row[6],
+                      active=bool(row[7]))
 
 
 class SqliteStore:
@@ -749,3 +784,114 @@ class SqliteStore:
 
     def delete_sessions_before(self, now_ms: int) -> None:
         self._conn.execute("DELETE FROM sessions WHERE expires_ms < ?", (now_ms,))
+
+    # registry, customers, cohorts, profiles, revocation lists --------------------------
+
+    def registry(self, device_id: str) -> RegistryRow | None:
+        row = self._one(f"SELECT {_REGISTRY_COLS} FROM devices WHERE id = ?", (device_id,))
+        return None if row is None else _registry(row)
+
+    def registries(self, customer: str | None = None) -> list[RegistryRow]:
+        if customer is None:
+            rows = self._conn.execute(f"SELECT {_REGISTRY_COLS} FROM devices ORDER BY id")
+        else:
+            rows = self._conn.execute(
+                f"SELECT {_REGISTRY_COLS} FROM devices WHERE customer = ? ORDER BY id",
+                (customer,),
+            )
+        return [_registry(r) for r in rows]
+
+    def set_registry(self, row: RegistryRow) -> None:
+        self._conn.execute(
+            "UPDATE devices SET customer = ?, hw_rev = ?, cert_fingerprint = ?, cert_serial = ?,"
+            " enrolled_ms = ?, status = ?, status_ms = ?, status_reason = ? WHERE id = ?",
+            (row.customer, row.hw_rev, row.cert_fingerprint, row.cert_serial, row.enrolled_ms,
+             row.status, row.status_ms, row.status_reason, row.device),
+        )
+
+    def revoked_devices(self) -> list[RegistryRow]:
+        rows = self._conn.execute(
+            f"SELECT {_REGISTRY_COLS} FROM devices WHERE status = ? ORDER BY id", ("revoked",)
+        )
+        return [_registry(r) for r in rows]
+
+    def insert_customer(self, row: CustomerRow) -> bool:
+        cur = self._conn.execute(
+            f"INSERT INTO customers ({_CUSTOMER_COLS}) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (row.id, row.name, row.created_ms, row.cancelled_ms),
+        )
+        return cur.rowcount == 1
+
+    def get_customer(self, customer_id: str) -> CustomerRow | None:
+        row = self._one(f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,))
+        return None if row is None else _customer(row)
+
+    def list_customers(self) -> list[CustomerRow]:
+        rows = self._conn.execute(f"SELECT {_CUSTOMER_COLS} FROM customers ORDER BY id")
+        return [_customer(r) for r in rows]
+
+    def set_customer_cancelled(self, customer_id: str, now_ms: int) -> None:
+        self._conn.execute(
+            "UPDATE customers SET cancelled_ms = ? WHERE id = ?", (now_ms, customer_id)
+        )
+
+    def save_cohort(self, row: CohortRow) -> None:
+        self._conn.execute(
+            f"INSERT INTO cohorts ({_COHORT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, spec = excluded.spec,"
+            " priority = excluded.priority, updated_ms = excluded.updated_ms",
+            (row.name, row.kind, _dumps(row.spec), row.priority, row.created_ms, row.updated_ms),
+        )
+
+    def get_cohort(self, name: str) -> CohortRow | None:
+        row = self._one(f"SELECT {_COHORT_COLS} FROM cohorts WHERE name = ?", (name,))
+        return None if row is None else _cohort(row)
+
+    def list_cohorts(self) -> list[CohortRow]:
+        rows = self._conn.execute(f"SELECT {_COHORT_COLS} FROM cohorts ORDER BY name")
+        return [_cohort(r) for r in rows]
+
+    def delete_cohort(self, name: str) -> bool:
+        cur = self._conn.execute("DELETE FROM cohorts WHERE name = ?", (name,))
+        return cur.rowcount == 1
+
+    def insert_profile(self, row: ProfileRow) -> None:
+        self._conn.execute(
+            "UPDATE profiles SET active = 0 WHERE kind = ? AND scope = ?", (row.kind, row.scope)
+        )
+        self._conn.execute(
+            "INSERT INTO profiles (kind, scope, version, settings, created_ms, created_by, active)"
+            " VALUES (?, ?, ?, ?, ?, ?, 1)",
+            (row.kind, row.scope, row.version, _dumps(row.settings), row.created_ms,
+             row.created_by),
+        )
+
+    def profiles(self, kind: str, scope: str) -> list[ProfileRow]:
+        rows = self._conn.execute(
+            f"SELECT {_PROFILE_COLS} FROM profiles WHERE kind = ? AND scope = ?"
+            " ORDER BY version DESC",
+            (kind, scope),
+        )
+        return [_profile(r) for r in rows]
+
+    def active_profiles(self) -> list[ProfileRow]:
+        rows = self._conn.execute(
+            f"SELECT {_PROFILE_COLS} FROM profiles WHERE active = 1 ORDER BY kind, scope"
+        )
+        return [_profile(r) for r in rows]
+
+    def insert_crl(self, row: CrlRow) -> None:
+        self._conn.execute(
+            "INSERT INTO crls (der, number, created_ms, uploaded_by) VALUES (?, ?, ?, ?)",
+            (row.der, row.number, row.created_ms, row.uploaded_by),
+        )
+
+    def latest_crl(self) -> CrlRow | None:
+        row = self._one(
+            "SELECT id, der, number, created_ms, uploaded_by FROM crls ORDER BY id DESC LIMIT 1"
+        )
+        if row is None:
+            return None
+        return CrlRow(id=row[0], der=bytes(row[1]), number=row[2], created_ms=row[3],
+                      uploaded_by=row[4])

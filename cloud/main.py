@@ -25,12 +25,17 @@ from cloud.db import DatabaseError, open_database
 from cloud.deps import DbDep
 from cloud.routers import (
     audit,
+    cohorts,
     configs,
+    customers,
     dashboard,
     devices,
     gateways,
     ingest,
+    me,
+    profiles,
     quarantine,
+    revocations,
     series,
     session,
     tokens,
@@ -156,6 +161,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     for module in (gateways, devices, series, configs, ingest, quarantine, tokens, audit, session,
                    dashboard):
         app.include_router(module.router)
+    app.include_router(customers.router)
+    app.include_router(cohorts.router)
+    app.include_router(profiles.router)
+    app.include_router(me.router)
+    app.include_router(revocations.router)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz(store: DbDep) -> Health:

@@ -219,6 +219,57 @@ _V5 = [
     "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms)",
 ]
 
+# Version 6: the registry (cloud.services.registry), cohorts, config profiles and revocation.
+# `devices` learns what the factory enrols (customer, hardware revision, the certificate's
+# sha256 fingerprint and serial, when) and its life-cycle status (active | decommissioned |
+# revoked, since when, why); `customers` are the accounts that own products; `cohorts` are
+# named groups by rule or by list (`spec`: the JSON the API took); `profiles` keeps every
+# version of every desired config per product, cohort or device (the newest is active);
+# `crls` keeps the device CA's signed revocation lists the factory uploads (newest first).
+_V6 = [
+    "ALTER TABLE devices ADD COLUMN customer TEXT",
+    "ALTER TABLE devices ADD COLUMN hw_rev TEXT",
+    "ALTER TABLE devices ADD COLUMN cert_fingerprint TEXT",
+    "ALTER TABLE devices ADD COLUMN cert_serial TEXT",
+    "ALTER TABLE devices ADD COLUMN enrolled_ms INTEGER",
+    "ALTER TABLE devices ADD COLUMN status TEXT NOT NULL DEFAULT 'active'",
+    "ALTER TABLE devices ADD COLUMN status_ms INTEGER",
+    "ALTER TABLE devices ADD COLUMN status_reason TEXT",
+    "CREATE INDEX IF NOT EXISTS devices_customer ON devices (customer)",
+    """CREATE TABLE IF NOT EXISTS customers (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        cancelled_ms INTEGER
+    )""",
+    """CREATE TABLE IF NOT EXISTS cohorts (
+        name       TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        priority   INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS profiles (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind       TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        version    INTEGER NOT NULL,
+        settings   TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        active     INTEGER NOT NULL,
+        UNIQUE (kind, scope, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS crls (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        der         BLOB NOT NULL,
+        number      INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        uploaded_by TEXT NOT NULL
+    )""",
+]
+
 # Version 7: the dashboard's time-range queries (cloud.services.series) read a device's records
 # by record time: an index on (device, t) serves them without touching other devices' rows.
 _V7 = [
@@ -226,7 +277,7 @@ _V7 = [
 ]
 
 # version -> statements that bring version - 1 up to it
-MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 5: _V5, 7: _V7}
+MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
 
 
 def v1_statements() -> list[str]:
@@ -239,7 +290,7 @@ def upgrade_statements(version: int) -> list[str]:
     (0 = empty) up to SCHEMA_VERSION."""
     statements = v1_statements() if version < 1 else []
     for step in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-        statements += MIGRATIONS.get(step, [])  # TEMP until 5 and 6 merge
+        statements += MIGRATIONS[step]
     return statements
 
 

@@ -82,6 +82,16 @@ class DeviceCreate(_In):
         examples=["ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="],
     )
 
+    customer: Id | None = Field(default=None, examples=["acme"],
+                                description="the customer it was sold to (must exist)")
+    hw_rev: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")] | None = Field(
+        default=None, examples=["r2"], description="hardware revision")
+    cert_fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="sha256 (hex) of the device certificate's DER")
+    cert_serial: Annotated[str, Field(pattern=r"^[0-9a-f]{1,40}$")] | None = Field(
+        default=None, description="the device certificate's serial number (hex): what a CRL"
+        " names when the device is revoked")
+
     def record_key_bytes(self) -> bytes | None:
         return None if self.record_key is None else base64.b64decode(self.record_key)
 
@@ -119,6 +129,15 @@ class DevicePublic(BaseModel):
         description="the vitals of its latest state (uptime_s, heap_low, reconnects, ...),"
         " null when it sent none; GET .../vitals lists its states",
     )
+    customer: str | None = Field(default=None, description="the customer it belongs to")
+    hw_rev: str | None = Field(default=None, description="hardware revision (factory)")
+    cert_fingerprint: str | None = Field(
+        default=None, description="sha256 (hex) of its certificate's DER (factory)")
+    enrolled_ms: int | None = Field(default=None, description="first enrolment, cloud clock")
+    status: Literal["active", "decommissioned", "revoked"] = Field(
+        default="active", description="decommissioned or revoked: its data is refused")
+    status_ms: int | None = Field(default=None, description="when the status was set")
+    status_reason: str | None = Field(default=None, description="why, as ops gave it")
 
 
 class DeviceGatewayPut(_In):

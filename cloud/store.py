@@ -202,6 +202,61 @@ class SessionRow:
     csrf: str  # the secret every form of the session carries
 
 
+@dataclass(frozen=True)
+class RegistryRow:
+    """What the registry knows of a device besides its data (cloud.services.registry)."""
+
+    device: str
+    product: str | None = None
+    customer: str | None = None
+    hw_rev: str | None = None
+    cert_fingerprint: str | None = None  # sha256 hex of the device certificate's DER
+    cert_serial: str | None = None  # the certificate's serial number, hex
+    enrolled_ms: int | None = None
+    status: str = "active"  # active | decommissioned | revoked
+    status_ms: int | None = None
+    status_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    id: str
+    name: str
+    created_ms: int
+    cancelled_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class CohortRow:
+    name: str
+    kind: str  # "rule" | "list"
+    spec: dict[str, Any]  # the rule, or {"devices": [...]}
+    priority: int
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    kind: str  # "product" | "cohort" | "device"
+    scope: str  # the product, cohort name or device id
+    version: int
+    settings: dict[str, Any]
+    created_ms: int
+    created_by: str
+    active: bool = True
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class CrlRow:
+    der: bytes  # the device CA's signed CRL, DER
+    number: int  # its CRL number
+    created_ms: int
+    uploaded_by: str
+    id: int = 0
+
+
 class Store(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
@@ -383,3 +438,46 @@ class Store(Protocol):
     def delete_sessions_before(self, now_ms: int) -> None:
         """Drop the sessions that expired before now_ms."""
         ...
+
+    # registry, customers, cohorts, profiles, revocation lists
+    def registry(self, device_id: str) -> RegistryRow | None: ...
+    def registries(self, customer: str | None = None) -> list[RegistryRow]:
+        """Every device's registry row, by id; only one customer's when `customer` is given."""
+        ...
+
+    def set_registry(self, row: RegistryRow) -> None:
+        """Write the registry columns of an existing device (not its product)."""
+        ...
+
+    def revoked_devices(self) -> list[RegistryRow]:
+        """Devices whose status is revoked, by id."""
+        ...
+
+    def insert_customer(self, row: CustomerRow) -> bool:
+        """Insert unless the id exists; True when inserted."""
+        ...
+
+    def get_customer(self, customer_id: str) -> CustomerRow | None: ...
+    def list_customers(self) -> list[CustomerRow]: ...
+    def set_customer_cancelled(self, customer_id: str, now_ms: int) -> None: ...
+    def save_cohort(self, row: CohortRow) -> None:
+        """Insert or replace the cohort (created_ms kept when it exists)."""
+        ...
+
+    def get_cohort(self, name: str) -> CohortRow | None: ...
+    def list_cohorts(self) -> list[CohortRow]: ...
+    def delete_cohort(self, name: str) -> bool: ...
+    def insert_profile(self, row: ProfileRow) -> None:
+        """Store a new version of a profile; it becomes the active one of its scope."""
+        ...
+
+    def profiles(self, kind: str, scope: str) -> list[ProfileRow]:
+        """Every version of one profile, newest first."""
+        ...
+
+    def active_profiles(self) -> list[ProfileRow]:
+        """The active version of every profile."""
+        ...
+
+    def insert_crl(self, row: CrlRow) -> None: ...
+    def latest_crl(self) -> CrlRow | None: ...

@@ -10,6 +10,7 @@ from fwtool.cli import app as fw_app
 
 from cloud.cli import app as cloud_app
 from cloud.token_cli import app as token_app
+from fleetloop.config_cli import app as config_app
 from gateway.cli import app as gateway_app
 from protocol.home import DEFAULT_HOME as HOME_DIR
 from protocol.home import ENV_HOME
@@ -30,6 +31,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(fw_app, name="fw")
 app.add_typer(device_app, name="device")
+app.add_typer(config_app, name="config")
 
 
 HomeOpt = Annotated[Path, typer.Option("--home", envvar=ENV_HOME, help="State directory.")]

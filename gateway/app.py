@@ -24,6 +24,7 @@ from gateway.downlink import Downlink
 from gateway.hint import HintPublisher
 from gateway.ingest import Ingest, MqttParams
 from gateway.keys import GatewayKeys
+from gateway.revocation import Revocations
 from gateway.settings import Settings
 from gateway.status import RunInfo, StatusServer
 from gateway.store import Store
@@ -45,6 +46,7 @@ class Parts:
     uplink: Uplink
     downlink: Downlink
     hint: HintPublisher
+    revocations: Revocations
 
 
 def build(s: Settings) -> Parts:
@@ -60,18 +62,21 @@ def build(s: Settings) -> Parts:
     ), find_mosquitto(s.mosquitto))
     uplink = Uplink(store, s.gateway_id, s.cloud_url, s.token_path,
                     Backoff(s.retry_min_s, s.retry_max_s), batch_key, s.http_timeout_s)
+    revocations = Revocations(s.cloud_url, s.token_path, keys.ca_cert, broker.config.crl_path,
+                              broker.restart, s.revocation_poll_s, s.http_timeout_s)
     batcher = Batcher(store, s.gateway_id, batch_key, s.batch_max_records,
                       s.batch_interval_s, on_sealed=uplink.wake)
     ingest = Ingest(store, MqttParams(
         host=connect_host(s.mqtt_host),
         port=s.mqtt_port, client_id=s.gateway_id, ca_cert=keys.ca_cert, cert=keys.mqtt_cert,
         key=keys.mqtt_key,
-    ), s.commit_max, s.commit_window_s, on_stored=batcher.notify)
+    ), s.commit_max, s.commit_window_s, on_stored=batcher.notify,
+        revoked=revocations.is_revoked)
     downlink = Downlink(store, s.cloud_url, s.token_path, ingest.publish, s.config_poll_s,
                         s.http_timeout_s)
     hint = HintPublisher(ingest.publish, ingest.registered_devices, ingest.connection,
                          s.min_reconnect_ms, s.reconnect_rate, s.hint_interval_s)
-    return Parts(s, store, broker, ingest, batcher, uplink, downlink, hint)
+    return Parts(s, store, broker, ingest, batcher, uplink, downlink, hint, revocations)
 
 
 def collect(p: Parts, started: float, workers: dict[str, Worker]) -> dict[str, Any]:
@@ -93,6 +98,7 @@ def collect(p: Parts, started: float, workers: dict[str, Worker]) -> dict[str, A
         "uplink": p.uplink.status(),
         "downlink": p.downlink.status(),
         "hint": p.hint.status(),
+        "revocations": p.revocations.status(),
         "vitals": {"total": st.devices_with_vitals,
                    "devices": [v.to_obj() for v in p.store.latest_vitals(VITALS_SHOWN)]},
         "batches_sealed": p.batcher.sealed_batches,
@@ -130,6 +136,7 @@ def _run(s: Settings, stop: threading.Event) -> None:
                 Worker("uplink", p.uplink.run, wake=p.uplink.wake),
                 Worker("downlink", p.downlink.run),
                 Worker("hint", p.hint.run),
+                Worker("revocations", p.revocations.run),
             ))
         for worker in workers.values():
             worker.start()
@@ -144,7 +151,7 @@ def _run(s: Settings, stop: threading.Event) -> None:
 
 def _shutdown(p: Parts, workers: dict[str, Worker], status: StatusServer) -> None:
     """Stop taking data, commit and ack what arrived, seal it, stop the broker last."""
-    for name in ("hint", "downlink", "ingest"):
+    for name in ("revocations", "hint", "downlink", "ingest"):
         if name in workers:
             workers[name].stop()
     p.ingest.stop()

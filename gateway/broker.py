@@ -92,6 +92,7 @@ class Broker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._state = BrokerState.DOWN
         self._restarts = 0
+        self._restarting = False  # restart() is replacing the child: the watcher waits
         self._replaced: int | None = None
 
     @property
@@ -118,6 +119,25 @@ class Broker:
         write_config(self._cfg)
         self._spawn()
 
+    def restart(self) -> None:
+        """Write the config again and replace the running broker with a new one (Mosquitto
+        2.0 reads its CRL only at start, not on SIGHUP). Clients reconnect; sessions and
+        queued messages survive in its persistence. BrokerError when it does not come back
+        (the watcher then keeps trying)."""
+        with self._lock:
+            if self._state is BrokerState.STOPPED:
+                return
+            self._restarting = True
+            proc = self._proc
+        try:
+            write_config(self._cfg)
+            if proc is not None:
+                self._kill(proc)
+            self._spawn()
+            log.info("mosquitto restarted with a new config")
+        finally:
+            with self._lock:
+                self._restarting = False
 
     def _spawn(self) -> None:
         cfg = self._cfg
@@ -177,7 +197,8 @@ class Broker:
             with self._lock:
                 proc = self._proc
                 stopped = self._state is BrokerState.STOPPED
-            if stopped or proc is None or proc.poll() is None:
+                restarting = self._restarting
+            if stopped or restarting or proc is None or proc.poll() is None:
                 continue
             log.error("mosquitto pid %d exited with code %s; restarting in %.1fs:\n%s",
                       proc.pid, proc.returncode, delay, _tail(self._cfg.log_path, 5))
@@ -188,6 +209,8 @@ class Broker:
             with self._lock:
                 if self._state is BrokerState.STOPPED:
                     return
+                if self._restarting or self._proc is not proc:
+                    continue  # restart() replaced it meanwhile
                 self._restarts += 1
             try:
                 self._spawn()

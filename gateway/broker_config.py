@@ -54,6 +54,11 @@ class BrokerConfig:
     def data_dir(self) -> Path:
         return self.directory / "data"
 
+    @property
+    def crl_path(self) -> Path:
+        """The device CA's CRL (PEM) the gateway pulled from the cloud (gateway.revocation)."""
+        return self.directory / "crl.pem"
+
 
 def render_acl(gateway_id: str, observers: tuple[str, ...] = ()) -> str:
     watch = [line for name in observers for line in (f"user {name}", "topic read fleet/#")]
@@ -82,8 +87,12 @@ def render_acl(gateway_id: str, observers: tuple[str, ...] = ()) -> str:
     ])
 
 
-def render_config(cfg: BrokerConfig) -> str:
+def render_config(cfg: BrokerConfig, crl: bool = False) -> str:
+    """The config; `crl`: refuse the certificates on the CRL at cfg.crl_path (Mosquitto reads
+    it at start only: a new CRL needs a restart, gateway.broker.Broker.restart)."""
     keys = cfg.keys
+    revoked = ["# Certificates the device CA revoked (fleetloop fw crl, pulled from the cloud).",
+               f"crlfile {cfg.crl_path}"] if crl else []
     return "\n".join([
         "# Written by the fleetloop gateway at every start; edits are overwritten.",
         "per_listener_settings false",
@@ -122,6 +131,7 @@ def render_config(cfg: BrokerConfig) -> str:
         "require_certificate true",
         "use_identity_as_username true",
         "use_username_as_clientid true",
+        *revoked,
         "",
     ])
 
@@ -129,7 +139,7 @@ def render_config(cfg: BrokerConfig) -> str:
 def write_config(cfg: BrokerConfig) -> None:
     cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(cfg.directory, 0o700)  # its log and persistence hold device data
-    for path, text in ((cfg.acl_path, render_acl(cfg.gateway_id, cfg.observers)), (cfg.conf_path, render_config(cfg))):
+    for path, text in ((cfg.acl_path, render_acl(cfg.gateway_id, cfg.observers)), (cfg.conf_path, render_config(cfg, cfg.crl_path.is_file()))):
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -121,8 +121,10 @@ class Ingest:
     def __init__(self, store: Store, params: MqttParams, commit_max: int = 500,
                  commit_window_s: float = 0.005,
                  on_stored: Callable[[int], None] = lambda n: None,
-                 clock_ms: Callable[[], int] = _now_ms) -> None:
+                 clock_ms: Callable[[], int] = _now_ms,
+                 revoked: Callable[[str], bool] = lambda device: False) -> None:
         self._store = store
+        self._revoked = revoked  # gateway.revocation: devices the cloud revoked
         self._params = params
         self._commit_max = commit_max
         self._commit_window_s = commit_window_s
@@ -304,6 +306,8 @@ class Ingest:
             device, kind = topics.parse(m.topic)
         except ValueError as exc:
             raise Rejected(f"bad topic: {exc}") from None
+        if self._revoked(device):  # until the broker's CRL refuses it
+            raise Rejected("device revoked")
         if kind == topics.TELEMETRY:
             rec = _decode_own(record_codec.decode, m.payload, device, "record")
             stream = (device, record_codec.incarnation(rec))

@@ -52,6 +52,9 @@ class Settings:
     config_poll_s: float = _setting(2.0, "FLEETLOOP_CONFIG_POLL_S", float,
                                     "how often to ask the cloud for new configs")
     http_timeout_s: float = _setting(10.0, "FLEETLOOP_HTTP_TIMEOUT_S", float, "cloud HTTP timeout")
+    revocation_poll_s: float = _setting(30.0, "FLEETLOOP_REVOCATION_POLL_S", float,
+                                        "how often to ask the cloud for revoked devices and"
+                                        " the device CA's newest CRL")
     mosquitto: str | None = _setting(None, "FLEETLOOP_MOSQUITTO", str, "mosquitto binary")
     broker_max_inflight: int = _setting(1000, "FLEETLOOP_BROKER_MAX_INFLIGHT", int,
                                         "QoS1 messages in flight per client")
@@ -93,7 +96,7 @@ class Settings:
             raise SettingsError("commit_max must be 1..broker_max_inflight (else ingest stalls)")
         positive = ("batch_interval_s", "commit_window_s", "retry_min_s", "retry_max_s",
                     "config_poll_s", "http_timeout_s", "broker_autosave_s",
-                    "broker_max_queued_bytes", "hint_interval_s")
+                    "broker_max_queued_bytes", "hint_interval_s", "revocation_poll_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be > 0")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, DeviceOr404, NowDep, SignerDep
+from cloud.fleet_schemas import DeviceCustomerPut, StatusChange
 from cloud.openapi import errors
 from cloud.routers.quarantine import Limit
 from cloud.routers.quarantine import public as quarantine_public
@@ -23,11 +24,11 @@ from cloud.schemas import (
     TelemetryRecord,
     as_tier,
 )
-from cloud.services import assignment, audit, vitals
+from cloud.services import assignment, audit, customers, registry, vitals
 from cloud.services import consent as consent_service
 from cloud.services import quarantine as quarantine_service
 from cloud.services import telemetry as service
-from cloud.store import DeviceRow, Store
+from cloud.store import DeviceRow, RegistryRow, Store
 from protocol.record import MAX_INCARNATION
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -35,9 +36,19 @@ router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 FLEET = [Depends(requires(Role.OPS, Role.TECHNICIAN, Role.ANALYST))]
 DATA = [Depends(requires(Role.OPS, Role.ANALYST))]
 SITE = [Depends(requires(Role.OPS, Role.TECHNICIAN))]
+OPS = [Depends(requires(Role.OPS))]
 
 
-def public(row: DeviceRow, quarantined: int, keyed: bool) -> DevicePublic:
+def scope_of(caller: Principal) -> str | None:
+    """The customer a caller is confined to (cloud.services.customers); None: not confined.
+    A customer-role caller without a customer is confined to nothing ("")."""
+    return (caller.customer or "") if caller.role == Role.CUSTOMER else None
+
+
+def public(
+    row: DeviceRow, quarantined: int, keyed: bool, reg: RegistryRow | None = None
+) -> DevicePublic:
+    reg = reg or RegistryRow(device=row.id)
     return DevicePublic(
         id=row.id, product=row.product, gateway=row.gateway, last_seen_ms=row.last_seen_ms,
         incarnation=row.incarnation, last_seq=row.last_seq, records=row.records,
@@ -45,11 +56,16 @@ def public(row: DeviceRow, quarantined: int, keyed: bool) -> DevicePublic:
         last_metrics=row.last_metrics, reported=row.reported,
         consent=as_tier(consent_service.effective(row)),
         vitals=vitals.summary(row),
+        customer=reg.customer, hw_rev=reg.hw_rev, cert_fingerprint=reg.cert_fingerprint,
+        enrolled_ms=reg.enrolled_ms,
+        status=reg.status,  # type: ignore[arg-type]  # one of registry.STATUSES
+        status_ms=reg.status_ms, status_reason=reg.status_reason,
     )
 
 
 def public_one(store: Store, row: DeviceRow) -> DevicePublic:
-    return public(row, store.quarantine_count(row.id), store.record_key(row.id) is not None)
+    return public(row, store.quarantine_count(row.id), store.record_key(row.id) is not None,
+                  store.registry(row.id))
 
 
 @router.post(
@@ -60,15 +76,19 @@ def create_device(
     body: DeviceCreate, store: DbDep, now_ms: NowDep, response: Response,
     caller: Annotated[Principal, Depends(requires(Role.FACTORY, Role.OPS))],
 ) -> DevicePublic:
-    """Register a device with its product and, optionally, its record key (base64 of the 32
-    bytes the factory made; stored, never returned). 201 when new; 200 when it existed
-    (product updated; its key enrolled if it had none, or the same key again); 409 a different
-    key for a device that has one (key rotation is not supported yet); 422 a key that is not
-    base64 of exactly 32 bytes."""
+    """Enrol a device with its product and, optionally, its record key (base64 of the 32
+    bytes the factory made; stored, never returned), customer, hardware revision and
+    certificate fingerprint and serial. 201 when new; 200 when it existed (product and the
+    registry fields given updated; its key enrolled if it had none, or the same key again);
+    409 a different key for a device that has one (key rotation is not supported yet), or a
+    device decommissioned or revoked; 422 a key that is not base64 of exactly 32 bytes, or a
+    customer that does not exist."""
     before = store.get_device(body.id)
     had_key = before is not None and store.record_key(body.id) is not None
-    device, created = service.register_device(
-        store, body.id, body.product, now_ms, body.record_key_bytes()
+    device, _, created = registry.enrol(
+        store, body.id, body.product, now_ms, record_key=body.record_key_bytes(),
+        customer=body.customer, hw_rev=body.hw_rev, cert_fingerprint=body.cert_fingerprint,
+        cert_serial=body.cert_serial,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -91,7 +111,9 @@ def list_devices(store: DbDep) -> list[DevicePublic]:
     conflict counts."""
     counts = store.quarantine_counts()
     keyed = store.record_key_devices()
-    return [public(row, counts.get(row.id, 0), row.id in keyed) for row in store.list_devices()]
+    regs = {r.device: r for r in store.registries()}
+    return [public(row, counts.get(row.id, 0), row.id in keyed, regs.get(row.id))
+            for row in store.list_devices()]
 
 
 @router.get("/{device_id}", response_model=DevicePublic, dependencies=FLEET)
@@ -178,7 +200,9 @@ def put_consent(
     from the device's records and last values, and the change is audited (GET
     .../consent). Equal to the effective tier: 200, nothing done. 404 unknown device; 422
     unknown tier; 409 a tier wider than the effective one (only the customer widens consent,
-    on the product); 503 when the config-signing key is missing."""
+    on the product); 503 when the config-signing key is missing. A customer's token reaches
+    only its own products: any other device is 404."""
+    customers.own_device(store, scope_of(caller), device_id)
     before = store.get_device(device_id)
     after = consent_service.narrow(store, signer, device_id, body.tier, now_ms)
     tier_before = None if before is None else consent_service.effective(before)
@@ -220,3 +244,30 @@ def get_vitals(
         Heartbeat(incarnation=h.incarnation, t=h.t, received_ms=h.received_ms, state=h.body)
         for h in vitals.page(store, device.id, limit)
     ]
+
+
+@router.put("/{device_id}/customer", response_model=DevicePublic, dependencies=OPS)
+def put_customer(device: DeviceOr404, body: DeviceCustomerPut, store: DbDep) -> DevicePublic:
+    """Assign the device to a customer (null: to nobody). 404 unknown device; 422 unknown
+    customer."""
+    registry.set_customer(store, device.id, body.customer)
+    return public_one(store, device)
+
+
+@router.post("/{device_id}/decommission", response_model=DevicePublic, dependencies=OPS)
+def decommission(
+    device: DeviceOr404, body: StatusChange, store: DbDep, now_ms: NowDep
+) -> DevicePublic:
+    """Take the device out of service: from now on its records and states are quarantined
+    ("device decommissioned"), never stored, and it gets no configs. 409 when it is revoked."""
+    registry.set_status(store, device.id, registry.DECOMMISSIONED, body.reason, now_ms)
+    return public_one(store, device)
+
+
+@router.post("/{device_id}/revoke", response_model=DevicePublic, dependencies=OPS)
+def revoke(device: DeviceOr404, body: StatusChange, store: DbDep, now_ms: NowDep) -> DevicePublic:
+    """Revoke the device's identity (final): its records and states are quarantined ("device
+    revoked"), its certificate goes on the revocation list (GET /api/v1/revocations) that the
+    factory signs into the device CA's CRL for the gateways' brokers."""
+    registry.set_status(store, device.id, registry.REVOKED, body.reason, now_ms)
+    return public_one(store, device)

@@ -211,7 +211,8 @@ def audit_late(store: Store, device: DeviceRow, screened: Screened, now_ms: int)
 
 
 def narrow(
-    store: Store, signer: ConfigSigner, device_id: str, tier: str, now_ms: int
+    store: Store, signer: ConfigSigner, device_id: str, tier: str, now_ms: int,
+    requested_by: str = ADMIN,
 ) -> DeviceRow:
     """The customer's account narrows the device's consent to `tier`, in one transaction: a
     new config version carrying the latest desired settings and `consent`, the cap, the
@@ -232,7 +233,7 @@ def narrow(
         row = config_service.insert_desired(store, signer, device_id, settings, now_ms,
                                             consent=tier)
         device = replace(device, consent_cap=tier, consent_cap_version=row.version)
-        device = _changed(store, device, before, "cloud", ADMIN, now_ms)
+        device = _changed(store, device, before, "cloud", requested_by, now_ms)
         store.save_device(device)
     return device
 

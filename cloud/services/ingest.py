@@ -14,7 +14,8 @@ Outcomes (the router maps the errors to HTTP statuses):
   with what its consent does not allow removed (cloud.services.consent). Every verified
   state is kept as the device's vitals (cloud.services.vitals). One bad record never
   refuses the batch, so it never blocks the records of other devices behind the same
-  gateway. A device first seen in this batch is created even when all its items were
+  gateway. A device decommissioned or revoked in the registry (cloud.services.registry)
+  has every item quarantined ("device revoked"). A device first seen in this batch is created even when all its items were
   quarantined (so its quarantine shows), but only an item accepted as the device's own
   assigns it to a gateway: a gateway cannot claim a device with records it made up;
 - a batch already stored (seq <= last, same digest): a replay, answered like a success with
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.errors import Conflict, InvalidRequest
 from cloud.services import consent as consent_service
-from cloud.services import identity, tags, vitals
+from cloud.services import identity, registry, tags, vitals
 from cloud.services import quarantine as quarantine_service
 from cloud.services.quarantine import RECORD, Item, Sorted
 from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store, TelemetryRow
@@ -134,6 +135,11 @@ def _store_contents(
             for item in (*recs, *states):
                 hold(item, reason)
             continue
+        status = None if device is None else _status(store, device_id)
+        if status is not None:  # decommissioned or revoked: nothing of it is accepted
+            for item in (*recs, *states):
+                hold(item, registry.refused_reason(status))
+            continue
         verifier = tags.Verifier(device_id, None if device is None else store.record_key(device_id))
         own: list[Item] = []
         for item in (*recs, *states):
@@ -177,6 +183,12 @@ def _store_contents(
     _create_devices(store, {row.device for row in held if row.device}, now_ms)
     store.insert_quarantine(held)
     return stored, held
+
+
+def _status(store: Store, device_id: str) -> str | None:
+    """The device's registry status when it is not active (cloud.services.registry)."""
+    row = store.registry(device_id)
+    return None if row is None or row.status == registry.ACTIVE else row.status
 
 
 def _incarnations(

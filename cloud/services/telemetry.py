@@ -39,21 +39,28 @@ def register_device(
     Returns (device, created).
     """
     with store.transaction():
-        device = store.get_device(device_id)
-        if record_key is not None and device is not None:
-            known = store.record_key(device_id)
-            if known is not None and not hmac.compare_digest(known, record_key):
-                raise Conflict(KEY_ROTATION)
-        created = device is None
-        if device is None:
-            device = DeviceRow(id=device_id, product=product, created_ms=now_ms)
-            store.insert_device(device)
-        elif device.product != product:
-            device = replace(device, product=product)
-            store.save_device(device)
-        if record_key is not None and (created or store.record_key(device_id) is None):
-            store.set_record_key(device_id, record_key, now_ms)
-        return device, created
+        return upsert_device(store, device_id, product, now_ms, record_key)
+
+
+def upsert_device(
+    store: Store, device_id: str, product: str, now_ms: int, record_key: bytes | None = None
+) -> tuple[DeviceRow, bool]:
+    """register_device inside the caller's transaction."""
+    device = store.get_device(device_id)
+    if record_key is not None and device is not None:
+        known = store.record_key(device_id)
+        if known is not None and not hmac.compare_digest(known, record_key):
+            raise Conflict(KEY_ROTATION)
+    created = device is None
+    if device is None:
+        device = DeviceRow(id=device_id, product=product, created_ms=now_ms)
+        store.insert_device(device)
+    elif device.product != product:
+        device = replace(device, product=product)
+        store.save_device(device)
+    if record_key is not None and (created or store.record_key(device_id) is None):
+        store.set_record_key(device_id, record_key, now_ms)
+    return device, created
 
 
 def get_device(store: Store, device_id: str) -> DeviceRow:

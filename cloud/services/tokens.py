@@ -16,7 +16,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass, replace
 
-from cloud.errors import InvalidRequest, NotFound, Unauthorized
+from cloud.errors import InvalidRequest, NotFound, Unauthorized, UnknownReference
 from cloud.services import audit
 from cloud.store import Store, TokenRow
 
@@ -72,6 +72,8 @@ def create(
     row = TokenRow(id=0, name=name, role=role, customer=customer, created_ms=now_ms,
                    created_by=who.name, expires_ms=now_ms + expires_days * DAY_MS)
     with store.transaction():
+        if customer is not None and store.get_customer(customer) is None:
+            raise UnknownReference(f"customer {customer} not found (create it first)")
         token_id = store.insert_token(row, hash_token(token))
         row = replace(row, id=token_id)
         audit.record(store, who, "token.create", f"token:{token_id}", now_ms,

@@ -14,7 +14,7 @@ from protocol.home import resolve_home
 
 from . import keys
 from . import provision as provisioning
-from .errors import FwToolError
+from .errors import FwToolError, UsageError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -98,17 +98,39 @@ def provision(
     broker: Annotated[str, typer.Option("--broker", help="Broker address host:port")] = "localhost:8883",
     out: Annotated[Path | None, typer.Option(
         "--out", help="Image directory (default: HOME/devices/<id>)", show_default=False)] = None,
+    cloud: Annotated[str | None, typer.Option(
+        "--cloud", help="Also enrol the device with this cloud (base URL)",
+        show_default=False)] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding a factory token for --cloud (default:"
+        " $FLEETLOOP_ADMIN_TOKEN)", show_default=False)] = None,
+    customer: Annotated[str | None, typer.Option(
+        "--customer", help="With --cloud: the customer it is sold to (must exist in the cloud)",
+        show_default=False)] = None,
+    hw_rev: Annotated[str | None, typer.Option(
+        "--hw-rev", help="With --cloud: its hardware revision", show_default=False)] = None,
 ) -> None:
-    """Build the image (code, certificates, keys, identity.json) of one device.
+    """Build the image (code, certificates, keys, identity.json) of one device, and with --cloud enrol it: product, record key, certificate fingerprint and serial, customer, hardware revision.
 
     Re-provisioning replaces the code, certificates and keys but never touches the device's data/ directory.
 
-    Example: fleetloop fw provision --home ./.fleetloop --id bike-1 --profile bike --broker localhost:8883
+    Example: fleetloop fw provision --home ./.fleetloop --id bike-1 --profile bike --broker localhost:8883 --cloud http://127.0.0.1:8000 --token-file factory-token --customer acme --hw-rev r2
     """
+    from . import enrol as enrolment
+
     host, port = provisioning.parse_broker(broker)
     root = home if home is not None else _default_home()
+    if cloud is None and (customer is not None or hw_rev is not None or token_file is not None):
+        raise UsageError("--customer, --hw-rev and --token-file go with --cloud")
+    token = (enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
+             if cloud is not None else "")
     image = provisioning.provision(root, device_id, profile, host, port, out)
     typer.echo(f"provisioned {device_id} ({profile}) in {image}")
+    if cloud is not None:
+        status = enrolment.enrol(root, device_id, profile, cloud, token, customer=customer,
+                                 hw_rev=hw_rev)
+        typer.echo(f"enrolled {device_id} with {cloud}"
+                   + ("" if status == 201 else " (already enrolled with this key)"))
 
 
 @app.command()
@@ -136,6 +158,31 @@ def enrol(
     status = enrolment.enrol(root, device_id, product, cloud, token)
     typer.echo(f"enrolled {device_id} ({product}) with {cloud}"
                + ("" if status == 201 else " (already enrolled with this key)"))
+
+
+@app.command()
+@_clean_errors
+def crl(
+    cloud: Annotated[str, typer.Option("--cloud", help="Cloud base URL, e.g. http://127.0.0.1:8000")],
+    home: HomeOpt = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding a factory token (default: $FLEETLOOP_ADMIN_TOKEN)",
+        show_default=False)] = None,
+) -> None:
+    """Sign the device CA's revocation list (CRL) of every device the cloud revoked, and upload it; the gateways pull it and restart their brokers with it, which then refuse those devices.
+
+    The CA key never leaves this home. The CRL is valid for a year: run this again after every revocation, and at least once before then.
+
+    Example: fleetloop fw crl --home ./.fleetloop --cloud http://127.0.0.1:8000 --token-file factory-token
+    """
+    from . import enrol as enrolment
+    from . import revoke
+
+    root = home if home is not None else _default_home()
+    token = enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
+    result = revoke.sign_and_upload(root, cloud, token)
+    typer.echo(f"uploaded CRL {result.number} revoking {len(result.serials)} device(s)"
+               + (": " + ", ".join(sorted(result.serials)) if result.serials else ""))
 
 
 def main() -> None:  # pragma: no cover - `python -m fwtool.cli`

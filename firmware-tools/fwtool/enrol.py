@@ -1,8 +1,13 @@
 """Enrolment: register a device and its record key with the cloud, as the factory does once per
 device after `fleetloop fw keygen`.
 
-    POST <cloud>/api/v1/devices  {"id": ID, "product": P, "record_key": "<base64 of 32 bytes>"}
-    Authorization: Bearer <admin token>
+    POST <cloud>/api/v1/devices  {"id": ID, "product": P, "record_key": "<base64 of 32 bytes>",
+                                  "cert_fingerprint": "<sha256 hex of the certificate's DER>",
+                                  "cert_serial": "<hex>", "customer": C, "hw_rev": R}
+    Authorization: Bearer <factory (or admin) token>
+
+The certificate's fingerprint and serial are what a revocation later names (the serial goes on
+the device CA's CRL, `fleetloop fw crl`); customer and hardware revision only when given.
 
 201 (registered) or 200 (already registered with this same key) are success; 409 means the cloud
 holds a different record key for this id, which fwtool never overwrites: the cloud would refuse
@@ -20,6 +25,7 @@ import httpx
 from .errors import FwToolError, UsageError
 from .keys import KeyLayout, check_id, read_record_key
 from .provision import PROFILES
+from .revoke import cert_identity
 
 TIMEOUT_S = 15.0
 
@@ -44,7 +50,8 @@ def admin_token(token_file: Path | None, env_token: str | None) -> str:
 
 
 def enrol(home: Path, device_id: str, product: str, cloud_url: str, token: str,
-          client: httpx.Client | None = None) -> int:
+          client: httpx.Client | None = None, *, customer: str | None = None,
+          hw_rev: str | None = None) -> int:
     """Register ``device_id`` and its record key with the cloud; return the HTTP status (201 new,
     200 already there with this key). EnrolConflict on 409, FwToolError on anything else."""
     check_id(device_id, "device")
@@ -56,8 +63,15 @@ def enrol(home: Path, device_id: str, product: str, cloud_url: str, token: str,
     if not path.is_file():
         raise FwToolError(f"no record key for {device_id!r} at {path}; run "
                           f"`fleetloop fw keygen --home {home} --device {device_id}` first")
-    body = {"id": device_id, "product": product,
-            "record_key": base64.b64encode(read_record_key(path)).decode()}
+    body: dict[str, str] = {"id": device_id, "product": product,
+                            "record_key": base64.b64encode(read_record_key(path)).decode()}
+    cert = KeyLayout.of_home(Path(home)).device_cert_der(device_id)
+    if cert.is_file():
+        body["cert_fingerprint"], body["cert_serial"] = cert_identity(cert.read_bytes())
+    if customer is not None:
+        body["customer"] = customer
+    if hw_rev is not None:
+        body["hw_rev"] = hw_rev
     own = client is None
     http = client or httpx.Client(timeout=TIMEOUT_S)
     try:
@@ -74,5 +88,6 @@ def enrol(home: Path, device_id: str, product: str, cloud_url: str, token: str,
         raise EnrolConflict(f"the cloud already holds a different record key for {device_id!r}; "
                             "it keeps that one (see docs/factory.md, Enrolment)")
     if resp.status_code in (401, 403):
-        raise FwToolError(f"the cloud refused the admin token ({resp.status_code})")
+        raise FwToolError(f"the cloud refused the token ({resp.status_code}): enrolment needs"
+                          " a factory or admin token")
     raise FwToolError(f"the cloud answered {resp.status_code}: {resp.text[:300]}")

@@ -224,10 +224,14 @@ def api_token(app: FastAPI, role: str, name: str | None = None, *, customer: str
               expires_days: int = 90, now_ms: int = T0) -> str:
     """A database API token of `role` (cloud.services.tokens), made as the offline CLI does."""
     from cloud.services import audit, tokens
+    from cloud.store import CustomerRow
 
     if role == "customer" and customer is None:
         customer = "acme"
     with app.state.db.connection() as store:
+        if customer is not None and store.get_customer(customer) is None:
+            with store.transaction():
+                store.insert_customer(CustomerRow(id=customer, name=customer, created_ms=now_ms))
         issued = tokens.create(store, audit.Offline(), name or f"{role}-token", role, now_ms,
                                customer=customer, expires_days=expires_days)
     return issued.token

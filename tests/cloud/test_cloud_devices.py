@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from cloudkit import ADMIN, GatewaySim, rec, state
+from cloudkit import ADMIN, T0, GatewaySim, rec, state
 from fastapi.testclient import TestClient
 
 
@@ -12,7 +12,9 @@ def test_create_device_then_update_product(client: TestClient) -> None:
         "id": "bike-1", "product": "bike", "gateway": None, "last_seen_ms": None,
         "incarnation": 0, "last_seq": 0, "records": 0, "quarantined": 0, "conflicts": 0,
         "record_key_registered": False, "last_metrics": {}, "reported": None,
-        "consent": None, "vitals": None,
+        "consent": None, "vitals": None, "customer": None, "hw_rev": None,
+        "cert_fingerprint": None, "enrolled_ms": T0, "status": "active", "status_ms": None,
+        "status_reason": None,
     }
     r = client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike2"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["product"] == "bike2"
@@ -49,6 +51,8 @@ def test_list_devices_with_last_values(client: TestClient, gateway: GatewaySim) 
         "reported": {"v": 1, "d": "bike-1", "t": 3500, "fw": "0.1.0", "config_status": "none"},
         "consent": None,  # it never sent a consent record: stored as sent (hr too)
         "vitals": None,
+        "customer": None, "hw_rev": None, "cert_fingerprint": None, "enrolled_ms": T0,
+        "status": "active", "status_ms": None, "status_reason": None,
     }
     assert client.get("/api/v1/devices/bike-1", headers=ADMIN).json() == device
 

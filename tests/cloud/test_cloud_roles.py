@@ -82,4 +82,7 @@ def test_every_operation_enforces_its_roles(
 def test_admin_joins_every_staff_and_customer_endpoint_but_not_the_gateways(app: FastAPI) -> None:
     for method, path, op in _operations(app):
         roles = set(op["x-roles"])
-        assert ("admin" in roles) == (roles != {"gateway"}), (method, path, roles)
+        # the customer's own account (/api/v1/me) is the customer's alone: staff own nothing
+        own = path.startswith("/api/v1/me/")
+        assert ("admin" in roles) == (roles != {"gateway"} and not own), (method, path, roles)
+        assert not own or roles == {"customer"}, (method, path, roles)

@@ -72,7 +72,13 @@ def test_bad_token_requests_are_refused_and_nothing_is_stored(client: TestClient
         r = client.post("/api/v1/tokens", json=body, headers=ADMIN)
         assert r.status_code in (400, 422), (body, r.text)
         assert r.json()["detail"]
+    # a customer token for an account that does not exist
+    r = client.post("/api/v1/tokens", json={"name": "c", "role": "customer", "customer": "acme"},
+                    headers=ADMIN)
+    assert r.status_code == 422 and "customer acme not found" in r.json()["detail"]
     assert client.get("/api/v1/tokens", headers=ADMIN).json() == []
+    assert client.post("/api/v1/customers", json={"id": "acme", "name": "Acme"},
+                       headers=ADMIN).status_code == 201
     r = client.post("/api/v1/tokens", json={"name": "c", "role": "customer", "customer": "acme"},
                     headers=ADMIN)
     assert r.status_code == 201 and r.json()["customer"] == "acme"

@@ -25,7 +25,7 @@ def _commands() -> list[str]:
 
 
 def test_commands() -> None:
-    assert _commands() == ["enrol", "keygen", "provision"]
+    assert _commands() == ["crl", "enrol", "keygen", "provision"]
 
 
 @pytest.mark.parametrize("command", _commands())

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from fwtool import enrol as enrolment
 from fwtool.cli import app
 from fwtool.errors import FwToolError, UsageError
@@ -53,13 +55,17 @@ def test_enrol_sends_the_record_key_once_and_never_replaces_another(home: Path) 
     key = KeyLayout.of_home(home).device_record_key("bike-1").read_bytes()
     with cloud.client() as c:
         assert enrolment.enrol(home, "bike-1", "bike", "http://cloud", "admin-secret", c) == 201
-        assert cloud.requests == [{"id": "bike-1", "product": "bike",
-                                   "record_key": base64.b64encode(key).decode()}]
+        cert = x509.load_der_x509_certificate(
+            KeyLayout.of_home(home).device_cert_der("bike-1").read_bytes())
+        assert cloud.requests == [{
+            "id": "bike-1", "product": "bike", "record_key": base64.b64encode(key).decode(),
+            "cert_fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
+            "cert_serial": format(cert.serial_number, "x")}]
         assert enrolment.enrol(home, "bike-1", "bike", "http://cloud/", "admin-secret", c) == 200
         cloud.keys["bike-1"] = base64.b64encode(b"\x00" * 32).decode()
         with pytest.raises(enrolment.EnrolConflict, match="different record key"):
             enrolment.enrol(home, "bike-1", "bike", "http://cloud", "admin-secret", c)
-        with pytest.raises(FwToolError, match="refused the admin token"):
+        with pytest.raises(FwToolError, match="refused the token"):
             enrolment.enrol(home, "bike-1", "bike", "http://cloud", "wrong", c)
 
 

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response, status
+
+from cloud.access import Role, requires
+from cloud.deps import DbDep, NowDep
+from cloud.errors import Conflict
+from cloud.fleet_schemas import CohortCreate, CohortMembers, CohortPublic, CohortPut
+from cloud.services import cohorts as service
+from cloud.store import CohortRow
+
+router = APIRouter(prefix="/api/v1/cohorts", tags=["cohorts"])
+READ = [Depends(requires(Role.OPS, Role.TECHNICIAN, Role.ANALYST))]
+WRITE = [Depends(requires(Role.OPS))]
+Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+
+
+def public(row: CohortRow) -> CohortPublic:
+    return CohortPublic(
+        name=row.name, kind=row.kind,  # type: ignore[arg-type]  # checked on the way in
+        rule=row.spec if row.kind == service.RULE else None,
+        devices=row.spec.get("devices") if row.kind == service.LIST else None,
+        priority=row.priority, created_ms=row.created_ms, updated_ms=row.updated_ms,
+    )
+
+
+@router.get("", response_model=list[CohortPublic], dependencies=READ)
+def list_cohorts(store: DbDep) -> list[CohortPublic]:
+    """Every cohort, by name."""
+    return [public(row) for row in store.list_cohorts()]
+
+
+@router.put("/{name}", response_model=CohortPublic, dependencies=WRITE,
+            responses={201: {"model": CohortPublic, "description": "created"}})
+def put_cohort(
+    name: Name, body: CohortPut, store: DbDep, now_ms: NowDep, response: Response
+) -> CohortPublic:
+    """Create or replace a cohort: by `rule` (keys product, customer, hw_rev, firmware,
+    gateway, consent; each one value or a list; all keys must match) or by `devices` (a list
+    of registered device ids). 201 created, 200 replaced; 400 neither or both; 422 an unknown
+    device in the list. Profiles of the cohort are not re-applied by a change of its members:
+    the next profile change resolves them."""
+    row, created = service.put(
+        store, name, rule=None if body.rule is None else body.rule.given(),
+        devices=body.devices, priority=body.priority, now_ms=now_ms)
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return public(row)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CohortPublic,
+             dependencies=WRITE)
+def post_cohort(body: CohortCreate, store: DbDep, now_ms: NowDep) -> CohortPublic:
+    """Create a cohort named `name` (as PUT /{name}); 409 when one has that name."""
+    if store.get_cohort(body.name) is not None:
+        raise Conflict(f"cohort {body.name} exists; PUT /api/v1/cohorts/{body.name} replaces it")
+    row, _ = service.put(
+        store, body.name, rule=None if body.rule is None else body.rule.given(),
+        devices=body.devices, priority=body.priority, now_ms=now_ms)
+    return public(row)
+
+
+@router.get("/{name}", response_model=CohortPublic, dependencies=READ)
+def get_cohort(name: Name, store: DbDep) -> CohortPublic:
+    """One cohort; 404 unknown."""
+    return public(service.get(store, name))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=WRITE)
+def delete_cohort(name: Name, store: DbDep) -> Response:
+    """Delete the cohort (its profile history stays); 404 unknown."""
+    service.delete(store, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{name}/devices", response_model=CohortMembers, dependencies=READ)
+def get_members(name: Name, store: DbDep) -> CohortMembers:
+    """The cohort's active members, sorted."""
+    return CohortMembers(name=name, devices=service.members(store, name))
