@@ -20,6 +20,7 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from fleetloop.procs import Process, ProcessError, Supervisor, free_port
+from protocol import record, tag
 
 CLI = [sys.executable, "-m", "fleetloop"]
 
@@ -182,6 +183,12 @@ class Stack:
                        keyfile=str(keys / "devices" / identity / "key.pem"),
                        cert_reqs=ssl.CERT_REQUIRED)
         return client
+
+    def signed_record(self, device_id: str, seq: int, power: int) -> bytes:
+        """A version 2 record of `device_id` (incarnation 1) tagged with its record key from
+        the factory's keys: what that device would send, made outside it."""
+        key = (self.home / "keys" / "devices" / device_id / "record.key").read_bytes()
+        return record.encode(device_id, 1, seq, 1, {"power": power}, tag.Hmac(key))
 
     def gateway_status(self) -> dict[str, Any] | None:
         try:

@@ -11,7 +11,6 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from fleetloop.stack import CLI, Stack, wait_records
-from protocol import record, tag
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +26,6 @@ def publish_as(stack: Stack, device_id: str, payload: bytes) -> None:
         client.disconnect()
         client.loop_stop()
 
-
-def signed(stack: Stack, device_id: str, seq: int, power: int) -> bytes:
-    key = (stack.home / "keys" / "devices" / device_id / "record.key").read_bytes()
-    return record.encode(device_id, 1, seq, 1, {"power": power}, tag.Hmac(key))
 
 
 def connack(stack: Stack, device_id: str, timeout: float = 5.0) -> int | None:
@@ -65,7 +60,7 @@ def test_a_revoked_device_gets_no_connack(stack: Stack, monkeypatch: pytest.Monk
     stack.register_device("bike-1", "bike")  # fw enrol: sends the certificate's serial
     stack.register_device("bike-2", "bike")
     assert connack(stack, "bike-1") == 0 and connack(stack, "bike-2") == 0
-    publish_as(stack, "bike-1", signed(stack, "bike-1", 1, 7))
+    publish_as(stack, "bike-1", stack.signed_record("bike-1", 1, 7))
     wait_records(stack, "bike-1", 1)
 
     with stack.admin() as admin:
@@ -75,7 +70,7 @@ def test_a_revoked_device_gets_no_connack(stack: Stack, monkeypatch: pytest.Monk
     stack.wait_until(lambda: (stack.gateway_status() or {}).get("revocations", {})
                      .get("revoked") == 1, timeout=20, what="the gateway to learn the revocation")
     rejected = stack.gateway_status()["ingest"]["rejected"]  # type: ignore[index]
-    publish_as(stack, "bike-1", signed(stack, "bike-1", 2, 8))
+    publish_as(stack, "bike-1", stack.signed_record("bike-1", 2, 8))
     stack.wait_until(lambda: stack.gateway_status()["ingest"]["rejected"] > rejected,
                      timeout=10, what="the gateway to refuse the revoked device's record")
 

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from fleetloop.device_runner import micropython_binary
 from fleetloop.stack import Stack, wait_records
-from protocol import batch, record, tag
+from protocol import batch, record
 
 pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
@@ -41,22 +41,17 @@ def publish_as(stack: Stack, device_id: str, topic: str, payload: bytes) -> None
         client.loop_stop()
 
 
-def signed(stack: Stack, device_id: str, seq: int, power: int) -> bytes:
-    """A v2 record tagged with `device_id`'s record key (from the factory's keys)."""
-    key = (stack.home / "keys" / "devices" / device_id / "record.key").read_bytes()
-    return record.encode(device_id, 1, seq, 1, {"power": power}, tag.Hmac(key))
-
 
 def test_a_device_cannot_publish_for_another_device(stack: Stack) -> None:
     stack.start_path(["bike-1", "bike-2"])
     stack.register_device("bike-1", "bike")
     stack.register_device("bike-2", "bike")
     # Its own record, as a control that the path works.
-    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", signed(stack, "bike-1", 1, 3))
+    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", stack.signed_record("bike-1", 1, 3))
     # On bike-2's topic: the broker's ACL drops it (it still PUBACKs under MQTT 3.1.1).
-    publish_as(stack, "bike-1", "fleet/bike-2/telemetry", signed(stack, "bike-2", 1, 1))
+    publish_as(stack, "bike-1", "fleet/bike-2/telemetry", stack.signed_record("bike-2", 1, 1))
     # On its own topic but claiming to be bike-2: the gateway refuses it.
-    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", signed(stack, "bike-2", 2, 2))
+    publish_as(stack, "bike-1", "fleet/bike-1/telemetry", stack.signed_record("bike-2", 2, 2))
     records = wait_records(stack, "bike-1", 1)
     assert [r["m"]["power"] for r in records] == [3]
     stack.wait_until(lambda: stack.gateway_status()["ingest"]["rejected"] >= 1, timeout=10,

@@ -164,8 +164,8 @@ def test_kill_9_leaves_no_broker_and_a_restart_loses_nothing(
     again = devices(home, "bike-1", s.mqtt_port)
     for seq in range(max(bike.acked, 0) + 1, 301):  # the device resends what is not acked
         again.client.publish("fleet/bike-1/telemetry", again.record(seq), qos=1)
-    wait_for(lambda: again.acked == 300, 20, "ack 300")
-    wait_for(lambda: len(cloud.records) == 300, 20, "300 records in the cloud")
+    wait_for(lambda: again.acked == 300, 60, "ack 300")
+    wait_for(lambda: len(cloud.records) == 300, 60, "300 records in the cloud")
     assert cloud.seqs("bike-1") == list(range(1, 301)) and not cloud.refusals
 
 
