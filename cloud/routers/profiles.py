@@ -67,12 +67,13 @@ def get_drift(
     intervals: Annotated[int, Query(ge=1, le=1000)] = drift_service.OFFLINE_INTERVALS,
 ) -> list[DriftPublic]:
     """Devices whose reported config is not their desired one, with why: rejected (the
-    device's reason), offline (no state for `intervals` heartbeat intervals), or not yet
-    applied."""
+    device's reason), offline (not heard from for `intervals` heartbeat intervals), or not
+    yet applied (online, not applied yet). The same rules as the dashboard's (docs:
+    operations, "Online and drift")."""
     return [
-        DriftPublic(device=d.device, desired_version=d.desired_version,
+        DriftPublic(device=d.device, desired_version=d.desired_version or 0,
                     reported_version=d.reported_version,
                     status=d.status,  # type: ignore[arg-type]
-                    reason=d.reason, last_heard_ms=d.last_heard_ms)
+                    reason=d.reason, last_heard_ms=d.last_heard_ms, online=d.online)
         for d in drift_service.drift(store, now_ms, intervals)
     ]

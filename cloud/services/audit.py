@@ -97,7 +97,7 @@ def record_now(
 
 def page(
     store: Store, limit: int = 100, before: int | None = None, actor: str | None = None,
-    action: str | None = None, target: str | None = None,
+    action: str | None = None, target: str | None = None, outcome: str | None = None,
 ) -> list[AuditRow]:
     """Newest first; page on with the last entry's id as `before`."""
-    return store.audit_entries(min(limit, MAX_PAGE), before, actor, action, target)
+    return store.audit_entries(min(limit, MAX_PAGE), before, actor, action, target, outcome)
