@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
-from cloud.access import Role, requires
+from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, NowDep
 from cloud.errors import Conflict, InvalidRequest
 from cloud.fleet_schemas import CohortCreate, CohortMembers, CohortPublic, CohortPut
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1/cohorts", tags=["cohorts"])
 READ = [Depends(requires(Role.OPS, Role.TECHNICIAN, Role.ANALYST))]
 DATA = [Depends(requires(Role.OPS, Role.ANALYST))]
 MAX_SERIES_DEVICES = 1000
-WRITE = [Depends(requires(Role.OPS))]
+Ops = Annotated[Principal, Depends(requires(Role.OPS))]
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 
 
@@ -38,10 +38,11 @@ def list_cohorts(store: DbDep) -> list[CohortPublic]:
     return [public(row) for row in store.list_cohorts()]
 
 
-@router.put("/{name}", response_model=CohortPublic, dependencies=WRITE,
-            responses={201: {"model": CohortPublic, "description": "created"}})
+@router.put("/{name}", response_model=CohortPublic,
+            responses={201: {"model": CohortPublic, "description": "created"}},
+            openapi_extra={"x-audit-action": "cohort.put"})
 def put_cohort(
-    name: Name, body: CohortPut, store: DbDep, now_ms: NowDep, response: Response
+    name: Name, body: CohortPut, store: DbDep, now_ms: NowDep, response: Response, caller: Ops
 ) -> CohortPublic:
     """Create or replace a cohort: by `rule` (keys product, customer, hw_rev, firmware,
     gateway, consent; each one value or a list; all keys must match) or by `devices` (a list
@@ -49,7 +50,7 @@ def put_cohort(
     device in the list. Profiles of the cohort are not re-applied by a change of its members:
     the next profile change resolves them."""
     row, created = service.put(
-        store, name, rule=None if body.rule is None else body.rule.given(),
+        store, caller, name, rule=None if body.rule is None else body.rule.given(),
         devices=body.devices, priority=body.priority, now_ms=now_ms)
     if created:
         response.status_code = status.HTTP_201_CREATED
@@ -57,13 +58,13 @@ def put_cohort(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CohortPublic,
-             dependencies=WRITE)
-def post_cohort(body: CohortCreate, store: DbDep, now_ms: NowDep) -> CohortPublic:
+             openapi_extra={"x-audit-action": "cohort.put"})
+def post_cohort(body: CohortCreate, store: DbDep, now_ms: NowDep, caller: Ops) -> CohortPublic:
     """Create a cohort named `name` (as PUT /{name}); 409 when one has that name."""
     if store.get_cohort(body.name) is not None:
         raise Conflict(f"cohort {body.name} exists; PUT /api/v1/cohorts/{body.name} replaces it")
     row, _ = service.put(
-        store, body.name, rule=None if body.rule is None else body.rule.given(),
+        store, caller, body.name, rule=None if body.rule is None else body.rule.given(),
         devices=body.devices, priority=body.priority, now_ms=now_ms)
     return public(row)
 
@@ -74,10 +75,11 @@ def get_cohort(name: Name, store: DbDep) -> CohortPublic:
     return public(service.get(store, name))
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=WRITE)
-def delete_cohort(name: Name, store: DbDep) -> Response:
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT,
+               openapi_extra={"x-audit-action": "cohort.delete"})
+def delete_cohort(name: Name, store: DbDep, now_ms: NowDep, caller: Ops) -> Response:
     """Delete the cohort (its profile history stays); 404 unknown."""
-    service.delete(store, name)
+    service.delete(store, caller, name, now_ms)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
