@@ -87,7 +87,8 @@ def group_metrics(devices: Sequence[DeviceRow]) -> list[str]:
 def group_plot(store: Store, devices: Sequence[DeviceRow], metric: str | None,
                window: series.Window) -> GroupPlot:
     names = group_metrics(devices)
-    chosen = metric if metric is not None else (names[0] if names else None)
+    sent = [n for n in names if any(n in d.last_metrics for d in devices)]
+    chosen = metric if metric is not None else (sent or names or [None])[0]
     if chosen is None:
         return GroupPlot(None, names, 0, 0)
     series.check_metric(chosen)
