@@ -122,7 +122,8 @@ def _plot_html(base: str, plot: GroupPlot) -> str:
     return (
         f'<p class="meta" id="range" data-from-ms="{w.from_ms}" data-to-ms="{w.to_ms}">'
         f"{escape(format_time(w.from_ms))} &ndash; {escape(format_time(w.to_ms))} UTC"
-        f" (device clock) &middot; min, max and mean over {plot.devices} devices{escape(note)}"
+        f" (device clock) &middot; min, max and mean over {plot.devices}"
+        f" device{'' if plot.devices == 1 else 's'}{escape(note)}"
         "</p>"
         f'<p class="ranges" id="metric-links">{" ".join(picks)}</p>'
         f'<p class="ranges">{" ".join(ranges)}</p>'
