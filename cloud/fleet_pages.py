@@ -88,7 +88,7 @@ def group_plot(store: Store, devices: Sequence[DeviceRow], metric: str | None,
                window: series.Window) -> GroupPlot:
     names = group_metrics(devices)
     sent = [n for n in names if any(n in d.last_metrics for d in devices)]
-    chosen = metric if metric is not None else (sent or names or [None])[0]
+    chosen = metric if metric is not None else next(iter(sent or names), None)
     if chosen is None:
         return GroupPlot(None, names, 0, 0)
     series.check_metric(chosen)
