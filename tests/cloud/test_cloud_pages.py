@@ -7,10 +7,16 @@ from __future__ import annotations
 import re
 from html import unescape
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from cloudkit import ADMIN, T0, Clock, GatewaySim, api_token, b64, bearer, record_key, signed
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloud import fleet_pages
+from cloud.store import AuditRow
 
 MINUTE = 60_000
 
@@ -183,3 +189,23 @@ def test_every_page_has_the_navigation_and_a_sign_out_form(
     assert r.status_code == 303 and r.headers["location"] == "/login"
     r = client.get("/customers", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/login"
+
+
+@settings(max_examples=200, deadline=None)
+@given(actor=st.text(min_size=1, max_size=40), action=st.text(min_size=1, max_size=40),
+       target=st.text(min_size=1, max_size=40), reason=st.text(max_size=40))
+def test_audit_page_escapes_any_value_and_its_links_filter_by_it(
+    actor: str, action: str, target: str, reason: str
+) -> None:
+    row = AuditRow(id=7, at_ms=T0, actor=actor, role="ops", token_id=None, action=action,
+                   target=target, before='{"x":"<b>"}', after=None, outcome="refused",
+                   reason=reason)
+    html = fleet_pages.audit_page([row], {"actor": None, "action": None, "target": None,
+                                          "outcome": None}, 50)
+    assert "<b>" not in html and "<script" not in html.lower()
+    by_key = {key: href for href, key in
+              re.findall(r'<a href="([^"]+)" data-filter="([^"]+)">', html)}
+    for key, value in (("actor", actor), ("action", action), ("target", target),
+                       ("outcome", "refused")):
+        query = parse_qs(urlsplit(unescape(by_key[key])).query, keep_blank_values=True)
+        assert query == {key: [value]}, (key, value, query)
