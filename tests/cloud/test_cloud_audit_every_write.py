@@ -184,3 +184,19 @@ def test_every_successful_write_leaves_an_audit_entry(
         {"customer": "acme-owner"}.get(role, f"{role}-person"), role), entry
     for token in tokens.values():  # never a secret
         assert token not in str(entry)
+
+
+def test_a_refusal_whose_reason_holds_a_nul_is_audited_on_every_backend(
+    client: TestClient, app: FastAPI
+) -> None:
+    """PostgreSQL refuses NUL in text: a refused write naming one (a setting called "\\x00",
+    found by the fuzz test) is still answered 422 and audited, the NUL replaced."""
+    ops = api_token(app, "ops", "nul-tester")
+    client.post("/api/v1/devices", json={"id": "bike-1", "product": "bike"}, headers=ADMIN)
+    r = client.put("/api/v1/devices/bike-1/config", json={"settings": {"\x00a": 1}},
+                   headers=bearer(ops))
+    assert r.status_code == 422, r.text
+    (entry,) = client.get("/api/v1/audit", params={"actor": "nul-tester"},
+                          headers=ADMIN).json()
+    assert entry["outcome"] == "refused" and "\ufffda" in entry["reason"]
+    assert "\x00" not in entry["reason"]
