@@ -746,12 +746,12 @@ class SqliteStore:
 
     def audit_entries(
         self, limit: int, before: int | None, actor: str | None, action: str | None,
-        target: str | None,
+        target: str | None, outcome: str | None = None,
     ) -> list[AuditRow]:
         where: list[str] = []
         params: list[Any] = []
         for column, value in (("id < ?", before), ("actor = ?", actor), ("action = ?", action),
-                              ("target = ?", target)):
+                              ("target = ?", target), ("outcome = ?", outcome)):
             if value is not None:
                 where.append(column)
                 params.append(value)
@@ -895,3 +895,18 @@ class SqliteStore:
             return None
         return CrlRow(id=row[0], der=bytes(row[1]), number=row[2], created_ms=row[3],
                       uploaded_by=row[4])
+
+    # liveness and drift, read in bulk (cloud.services.drift) -----------------------------
+
+    def latest_configs(self) -> dict[str, ConfigRow]:
+        rows = self._conn.execute(
+            "SELECT c.revision, c.device, c.version, c.issued_ms, c.settings, c.envelope"
+            " FROM configs c JOIN (SELECT device, MAX(version) AS version FROM configs"
+            " GROUP BY device) m ON c.device = m.device AND c.version = m.version"
+        )
+        out: dict[str, ConfigRow] = {}
+        for r in rows:
+            row = _config(tuple(r))
+            if row is not None:
+                out[row.device] = row
+        return out

@@ -110,7 +110,10 @@ class DriftPublic(BaseModel):
     reported_version: int | None
     status: Literal["rejected", "offline", "not yet applied"]
     reason: str
-    last_heard_ms: int | None = Field(description="cloud clock of its latest state")
+    last_heard_ms: int | None = Field(
+        description="when it was last heard from: the newest timestamp of its stored records"
+        " and states (device clock)")
+    online: bool = Field(default=False, description="heard from within `intervals` heartbeats")
 
 
 class Revocation(BaseModel):

@@ -10,16 +10,21 @@ from html import escape
 
 from cloud import charts
 from cloud.render import (
+    Viewer,
     device_href,
+    drift_cell,
     format_age,
     format_time,
     format_value,
     gateway_href,
     layout,
     link,
+    online_cell,
 )
 from cloud.services import consent as consent_service
-from cloud.services import fleet, series
+from cloud.services import drift as drift_service
+from cloud.services import series
+from cloud.services.drift import Drift
 from cloud.services.gateways import GatewayStatus
 from cloud.store import BatchRow, ConfigRow, DeviceRow, HeartbeatRow, Store
 from protocol import metrics as units
@@ -126,18 +131,16 @@ def _consent(device: DeviceRow) -> str:
     return "<div><h2>Consent</h2>" + _table("consent", ("", "Tier"), rows, "") + "</div>"
 
 
-def _config(device: DeviceRow, desired: ConfigRow | None, now_ms: int) -> str:
+def _config(device: DeviceRow, desired: ConfigRow | None, drift: Drift) -> str:
     state = device.reported or {}
-    drift = fleet.drift(device, desired.version if desired else None,
-                        fleet.online(device, now_ms))
     rows = [
         ["desired", escape(f"v{desired.version}") + "<br><code>"
          + escape(json.dumps(desired.settings, sort_keys=True)) + "</code>"
          if desired else '<span class="empty">none</span>'],
         ["reported", escape(f"v{state['config_version']} {state.get('config_status', '')}"
                             if "config_version" in state else "none")],
-        ["drift", f'<span class="{escape(drift.state.replace(" ", "-"))}">'
-                  f"{escape(drift.text)}</span>"],
+        ["drift", drift_cell(drift) + ("" if drift.drifting
+                                       else f"<br><small>{escape(drift.reason)}</small>")],
         ["firmware", escape(" ".join(str(state[k]) for k in ("fw", "impl") if k in state))],
     ]
     return "<div><h2>Config</h2>" + _table("config", ("", ""), rows, "") + "</div>"
@@ -150,24 +153,26 @@ class DevicePage:
     metrics: list[series.Series]
     vitals: list[series.Series]
     desired: ConfigRow | None
+    drift: Drift
 
 
-def device_page_data(store: Store, device: DeviceRow, window: series.Window) -> DevicePage:
+def device_page_data(store: Store, device: DeviceRow, window: series.Window, now_ms: int
+                     ) -> DevicePage:
     metric_series = [series.metric_series(store, device, name, window)
                      for name in series.plotted_metrics(device)]
     rows: list[HeartbeatRow] = store.heartbeats_between(
         device.id, window.from_ms, window.to_ms, series.MAX_VITALS)
     vitals = [series.vitals_from_rows(rows, name, window) for name in units.PLOTTED_VITALS]
-    return DevicePage(device, window, metric_series, vitals, store.latest_config(device.id))
+    return DevicePage(device, window, metric_series, vitals, store.latest_config(device.id),
+                      drift_service.device_state(store, device, now_ms))
 
 
-def device_page(page: DevicePage, now_ms: int) -> str:
+def device_page(page: DevicePage, now_ms: int, viewer: Viewer | None = None) -> str:
     d = page.device
-    up = fleet.online(d, now_ms)
     sub = [escape(d.product or "unknown product")]
     if d.gateway:
         sub.append("via " + link(gateway_href(d.gateway), d.gateway))
-    sub.append(f'<span class="{"online" if up else "offline"}">{"online" if up else "offline"}</span>')
+    sub.append(online_cell(page.drift))
     metric_figs = "".join(_figure(s, "metric") for s in page.metrics) or (
         '<p class="empty">No metrics known for this product.</p>')
     body = (
@@ -178,9 +183,9 @@ def device_page(page: DevicePage, now_ms: int) -> str:
         + '<h2>Vitals</h2><div class="charts" id="vitals">'
         + "".join(_figure(s, "vital") for s in page.vitals) + "</div>"
         + '<div class="facts">' + _last_values(d, now_ms) + _consent(d)
-        + _config(d, page.desired, now_ms) + "</div>"
+        + _config(d, page.desired, page.drift) + "</div>"
     )
-    return layout(f"fleetloop: {d.id}", body, [link(device_href(d.id), d.id)])
+    return layout(f"fleetloop: {d.id}", body, [link(device_href(d.id), d.id)], viewer=viewer)
 
 
 def _gap_row(g: BatchRow) -> list[str]:
@@ -189,7 +194,7 @@ def _gap_row(g: BatchRow) -> list[str]:
 
 
 def gateway_page(status: GatewayStatus, gaps: list[BatchRow], devices: list[DeviceRow],
-                 now_ms: int) -> str:
+                 states: dict[str, Drift], viewer: Viewer | None = None) -> str:
     g = status.gateway
     head = _table("chain", ("", ""), [
         ["chain head (batches and gaps)", str(g.last_seq)],
@@ -201,10 +206,8 @@ def gateway_page(status: GatewayStatus, gaps: list[BatchRow], devices: list[Devi
     gap_rows = [_gap_row(b) for b in gaps]
     device_rows = []
     for d in devices:
-        up = fleet.online(d, now_ms)
         device_rows.append([
-            link(device_href(d.id), d.id), escape(d.product or ""),
-            f'<span class="{"online" if up else "offline"}">{"online" if up else "offline"}</span>',
+            link(device_href(d.id), d.id), escape(d.product or ""), online_cell(states[d.id]),
             escape(format_time(d.last_seen_ms)), f'<span class="num">{d.records}</span>',
         ])
     body = (
@@ -217,5 +220,6 @@ def gateway_page(status: GatewayStatus, gaps: list[BatchRow], devices: list[Devi
         + _table("gateway-devices", ("Device", "Product", "Status", "Last seen (UTC)", "Records"),
                  device_rows, "No devices assigned.")
     )
-    return layout(f"fleetloop: gateway {g.id}", body, [link(gateway_href(g.id), g.id)])
+    return layout(f"fleetloop: gateway {g.id}", body, [link(gateway_href(g.id), g.id)],
+                  viewer=viewer)
 

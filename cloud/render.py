@@ -6,6 +6,7 @@ pieces the other pages (cloud.pages) share."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from html import escape
@@ -16,6 +17,7 @@ from urllib.parse import quote
 
 from cloud.services import consent as consent_service
 from cloud.services import fleet
+from cloud.services.drift import Drift
 from cloud.services.gateways import GatewayStatus
 from cloud.services.telemetry import Overview
 from cloud.store import DeviceRow, QuarantineRow
@@ -46,12 +48,40 @@ def stylesheet() -> str:
     return resources.files("cloud.templates").joinpath(STYLESHEET).read_text("utf-8")
 
 
-def layout(title: str, body: str, crumbs: list[str] | None = None, refresh_s: int = 0) -> str:
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at the page: shown in the navigation bar, with a sign-out form carrying the
+    session's CSRF value (None: no session, e.g. a bearer caller or an open dev dashboard)."""
+
+    name: str
+    role: str
+    csrf: str | None = None
+
+
+NAV = (("/", "Fleet"), ("/customers", "Customers"), ("/cohorts", "Cohorts"), ("/audit", "Audit"))
+
+
+def _nav(viewer: Viewer | None, crumbs: list[str]) -> str:
+    links = " ".join(link(href, text) for href, text in NAV)
+    trail = "".join(f" &rsaquo; {c}" for c in crumbs)
+    who = ""
+    if viewer is not None:
+        who = (f'<span class="who" id="who" data-role="{escape(viewer.role)}">'
+               f"{escape(viewer.name)} <small>({escape(viewer.role)})</small></span>")
+        if viewer.csrf is not None:
+            who += ('<form method="post" action="/logout" class="signout" id="signout">'
+                    f'<input type="hidden" name="csrf" value="{escape(viewer.csrf)}">'
+                    '<button type="submit">Sign out</button></form>')
+    return (f'<nav class="top" id="nav"><span class="links">{links}</span>'
+            f'<span class="trail">{trail}</span><span class="user">{who}</span></nav>')
+
+
+def layout(title: str, body: str, crumbs: list[str] | None = None, refresh_s: int = 0,
+           viewer: Viewer | None = None) -> str:
     """A whole page: `title` is text (escaped here), `body` and `crumbs` are HTML."""
     meta = f'<meta http-equiv="refresh" content="{int(refresh_s)}">\n' if refresh_s else ""
     return template("layout.html").substitute(
-        title=escape(title), body=body, refresh_meta=meta,
-        crumbs="".join(f" &rsaquo; {c}" for c in crumbs or []),
+        title=escape(title), body=body, refresh_meta=meta, nav=_nav(viewer, crumbs or []),
     )
 
 
@@ -170,11 +200,24 @@ def _quarantined(count: int, conflicts: int) -> str:
     return f"{count}<br><small>{conflicts} conflict{'' if conflicts == 1 else 's'}</small>"
 
 
-def device_row(device: DeviceRow, desired: int | None, now_ms: int, quarantined: int = 0) -> str:
+def online_cell(state: Drift) -> str:
+    word = "online" if state.online else "offline"
+    return f'<span class="{word}">{word}</span>'
+
+
+def drift_cell(state: Drift) -> str:
+    cls = escape(state.status.replace(" ", "-"))
+    return (f'<span class="drift {cls}" data-drift="{escape(state.status)}">'
+            f"{escape(state.status)}</span>"
+            + (f"<br><small>{escape(state.reason)}</small>" if state.drifting else ""))
+
+
+def device_row(device: DeviceRow, state: Drift, now_ms: int, quarantined: int = 0) -> str:
     seen = format_time(device.last_seen_ms)
     age = format_age(device.last_seen_ms, now_ms)
     stale = device.last_seen_ms is None or now_ms - device.last_seen_ms > STALE_AFTER_MS
-    up = fleet.online(device, now_ms)
+    up = state.online
+    desired = state.desired_version
     cells = [
         _cell(f'<a href="{escape(device_href(device.id))}"><strong>{escape(device.id)}</strong></a>'),
         _cell(escape(device.product or "")),
@@ -187,7 +230,7 @@ def device_row(device: DeviceRow, desired: int | None, now_ms: int, quarantined:
         _cell(_quarantined(quarantined, device.conflicts),
               "num quarantined" if quarantined else "num"),
         _cell(_metrics(device.last_metrics)),
-        _cell(_config(device, desired)),
+        _cell(_config(device, desired) + "<br>" + drift_cell(state)),
         _cell(_consent(device), "consent"),
         _cell(_vitals(device), "vitals"),
         _cell(_firmware(device)),
@@ -241,7 +284,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def alerts(overview: Overview, now_ms: int) -> list[str]:
+def alerts(overview: Overview, states: dict[str, Drift]) -> list[str]:
     """What needs a look, as HTML list items: quarantine, conflicts, rejected configs,
     gateways with gaps, devices gone quiet."""
     out = []
@@ -252,14 +295,15 @@ def alerts(overview: Overview, now_ms: int) -> list[str]:
             out.append(f"{link(href, d.id)}: {_plural(quarantined, 'item')} in quarantine")
         if d.conflicts:
             out.append(f"{link(href, d.id)}: {_plural(d.conflicts, 'conflict')}")
-        state = fleet.drift(d, overview.desired_versions.get(d.id), fleet.online(d, now_ms))
-        if state.state == "rejected":
-            out.append(f"{link(href, d.id)}: config {escape(state.text)}")
+        state = states[d.id]
+        if state.status == "rejected":
+            out.append(f"{link(href, d.id)}: config v{state.desired_version} rejected: "
+                       f"{escape(state.reason)}")
     for g in overview.gateways:
         if g.gaps:
             out.append(f"{link(gateway_href(g.gateway.id), g.gateway.id)}: "
                        f"{_plural(g.gaps, 'gap')} in its chain (refused batches)")
-    offline = [d for d in overview.devices if not fleet.online(d, now_ms)]
+    offline = [d for d in overview.devices if not states[d.id].online]
     if offline:
         names = ", ".join(link(device_href(d.id), d.id) for d in offline[:10])
         more = f" and {len(offline) - 10} more" if len(offline) > 10 else ""
@@ -267,13 +311,12 @@ def alerts(overview: Overview, now_ms: int) -> list[str]:
     return out
 
 
-def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str:
+def dashboard(overview: Overview, states: dict[str, Drift], now_ms: int, refresh_s: int,
+              dev: bool, viewer: Viewer | None = None) -> str:
     devices = overview.devices
     if devices:
         rows = "\n".join(
-            device_row(
-                d, overview.desired_versions.get(d.id), now_ms, overview.quarantined.get(d.id, 0)
-            )
+            device_row(d, states[d.id], now_ms, overview.quarantined.get(d.id, 0))
             for d in devices
         )
     else:
@@ -286,14 +329,14 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
         q_rows = "\n".join(quarantine_row(q) for q in overview.latest_quarantined)
     else:
         q_rows = '<tr><td colspan="6" class="empty">Nothing in quarantine.</td></tr>'
-    tally = fleet.tally(devices, overview.desired_versions, now_ms)
+    tally = fleet.tally(devices, states)
     quarantined = sum(overview.quarantined.values())
     summary = (
         f"{len(devices)} devices ({tally.online} online, {tally.offline} offline) &middot; "
         f"{len(overview.gateways)} gateways &middot; {overview.records} records &middot; "
         f"{overview.batches} batches &middot; {quarantined} quarantined"
     )
-    items = alerts(overview, now_ms)
+    items = alerts(overview, states)
     alert_html = (
         '<ul class="alerts" id="alerts">' + "".join(f"<li>{a}</li>" for a in items) + "</ul>"
         if items else '<p class="empty" id="alerts">No alerts.</p>'
@@ -311,4 +354,4 @@ def dashboard(overview: Overview, now_ms: int, refresh_s: int, dev: bool) -> str
         gateway_rows=gw_rows,
         quarantine_rows=q_rows,
     )
-    return layout(f"fleetloop: {len(devices)} devices", body, refresh_s=refresh_s)
+    return layout(f"fleetloop: {len(devices)} devices", body, refresh_s=refresh_s, viewer=viewer)

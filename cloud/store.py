@@ -427,7 +427,7 @@ class Store(Protocol):
 
     def audit_entries(
         self, limit: int, before: int | None, actor: str | None, action: str | None,
-        target: str | None,
+        target: str | None, outcome: str | None = None,
     ) -> list[AuditRow]:
         """Newest first; id < before when given; exact matches on the given filters."""
         ...
@@ -481,3 +481,8 @@ class Store(Protocol):
 
     def insert_crl(self, row: CrlRow) -> None: ...
     def latest_crl(self) -> CrlRow | None: ...
+
+    # liveness and drift, read in bulk (cloud.services.drift)
+    def latest_configs(self) -> dict[str, ConfigRow]:
+        """Every device's newest desired config, by device (one query)."""
+        ...

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Response, status
 
-from cloud.access import Role, requires
+from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, NowDep
 from cloud.fleet_schemas import CustomerCreate, CustomerPublic
 from cloud.services import registry
@@ -10,7 +12,6 @@ from cloud.store import CustomerRow, Store
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 READ = [Depends(requires(Role.OPS, Role.TECHNICIAN, Role.ANALYST))]
-WRITE = [Depends(requires(Role.OPS))]
 
 
 def public(store: Store, row: CustomerRow) -> CustomerPublic:
@@ -20,13 +21,14 @@ def public(store: Store, row: CustomerRow) -> CustomerPublic:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CustomerPublic,
-             dependencies=WRITE)
+             openapi_extra={"x-audit-action": "customer.create"})
 def create_customer(
-    body: CustomerCreate, store: DbDep, now_ms: NowDep, response: Response
+    body: CustomerCreate, store: DbDep, now_ms: NowDep, response: Response,
+    caller: Annotated[Principal, Depends(requires(Role.OPS))],
 ) -> CustomerPublic:
     """Create a customer account. 201 when new; 200 when it exists with this name; 409 when
     it exists with another name."""
-    row, created = registry.create_customer(store, body.id, body.name, now_ms)
+    row, created = registry.create_customer(store, caller, body.id, body.name, now_ms)
     if not created:
         response.status_code = status.HTTP_200_OK
     return public(store, row)

@@ -37,6 +37,7 @@ FLEET = [Depends(requires(Role.OPS, Role.TECHNICIAN, Role.ANALYST))]
 DATA = [Depends(requires(Role.OPS, Role.ANALYST))]
 SITE = [Depends(requires(Role.OPS, Role.TECHNICIAN))]
 OPS = [Depends(requires(Role.OPS))]
+Ops = Annotated[Principal, Depends(requires(Role.OPS))]
 
 
 def scope_of(caller: Principal) -> str | None:
@@ -83,26 +84,14 @@ def create_device(
     409 a different key for a device that has one (key rotation is not supported yet), or a
     device decommissioned or revoked; 422 a key that is not base64 of exactly 32 bytes, or a
     customer that does not exist."""
-    before = store.get_device(body.id)
-    had_key = before is not None and store.record_key(body.id) is not None
     device, _, created = registry.enrol(
-        store, body.id, body.product, now_ms, record_key=body.record_key_bytes(),
+        store, caller, body.id, body.product, now_ms, record_key=body.record_key_bytes(),
         customer=body.customer, hw_rev=body.hw_rev, cert_fingerprint=body.cert_fingerprint,
         cert_serial=body.cert_serial,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    out = public_one(store, device)
-    enrolled = out.record_key_registered and not had_key
-    if created or enrolled or (before is not None and before.product != device.product):
-        audit.record_now(
-            store, caller, "device.create" if created else "device.enrol", f"device:{device.id}",
-            now_ms,
-            before=None if before is None else {"product": before.product,
-                                                "record_key_registered": had_key},
-            after={"product": device.product, "record_key_registered": out.record_key_registered},
-        )
-    return out
+    return public_one(store, device)
 
 
 @router.get("", response_model=list[DevicePublic], dependencies=FLEET)
@@ -246,28 +235,35 @@ def get_vitals(
     ]
 
 
-@router.put("/{device_id}/customer", response_model=DevicePublic, dependencies=OPS)
-def put_customer(device: DeviceOr404, body: DeviceCustomerPut, store: DbDep) -> DevicePublic:
+@router.put("/{device_id}/customer", response_model=DevicePublic,
+            openapi_extra={"x-audit-action": "device.customer"})
+def put_customer(
+    caller: Ops, device: DeviceOr404, body: DeviceCustomerPut, store: DbDep, now_ms: NowDep
+) -> DevicePublic:
     """Assign the device to a customer (null: to nobody). 404 unknown device; 422 unknown
     customer."""
-    registry.set_customer(store, device.id, body.customer)
+    registry.set_customer(store, caller, device.id, body.customer, now_ms)
     return public_one(store, device)
 
 
-@router.post("/{device_id}/decommission", response_model=DevicePublic, dependencies=OPS)
+@router.post("/{device_id}/decommission", response_model=DevicePublic,
+             openapi_extra={"x-audit-action": "device.decommissioned"})
 def decommission(
-    device: DeviceOr404, body: StatusChange, store: DbDep, now_ms: NowDep
+    caller: Ops, device: DeviceOr404, body: StatusChange, store: DbDep, now_ms: NowDep
 ) -> DevicePublic:
     """Take the device out of service: from now on its records and states are quarantined
     ("device decommissioned"), never stored, and it gets no configs. 409 when it is revoked."""
-    registry.set_status(store, device.id, registry.DECOMMISSIONED, body.reason, now_ms)
+    registry.set_status(store, caller, device.id, registry.DECOMMISSIONED, body.reason, now_ms)
     return public_one(store, device)
 
 
-@router.post("/{device_id}/revoke", response_model=DevicePublic, dependencies=OPS)
-def revoke(device: DeviceOr404, body: StatusChange, store: DbDep, now_ms: NowDep) -> DevicePublic:
+@router.post("/{device_id}/revoke", response_model=DevicePublic,
+             openapi_extra={"x-audit-action": "device.revoked"})
+def revoke(
+    caller: Ops, device: DeviceOr404, body: StatusChange, store: DbDep, now_ms: NowDep
+) -> DevicePublic:
     """Revoke the device's identity (final): its records and states are quarantined ("device
     revoked"), its certificate goes on the revocation list (GET /api/v1/revocations) that the
     factory signs into the device CA's CRL for the gateways' brokers."""
-    registry.set_status(store, device.id, registry.REVOKED, body.reason, now_ms)
+    registry.set_status(store, caller, device.id, registry.REVOKED, body.reason, now_ms)
     return public_one(store, device)

@@ -60,12 +60,13 @@ def export(
                              headers=headers)
 
 
-@router.post("/cancel", response_model=CancelResult, responses=errors(400, 404))
+@router.post("/cancel", response_model=CancelResult, responses=errors(400, 404),
+             openapi_extra={"x-audit-action": "customer.cancel"})
 def cancel(caller: Customer, store: DbDep, signer: SignerDep, now_ms: NowDep) -> CancelResult:
     """Cancel the caller's account: every product drops to consent tier `essential`
     (personal and usage data deleted, audited, a signed config tells each product), and no
     more proposals (profile changes) reach them; the products keep working. Idempotent. 400
     for a token that is no customer's; 404 a customer account that no longer exists; 503 when the config-signing key is missing."""
-    row, devices = service.cancel(store, signer, caller.customer, now_ms)
+    row, devices = service.cancel(store, signer, caller, caller.customer, now_ms)
     return CancelResult(customer=row.id, cancelled_ms=row.cancelled_ms,
                         devices=[d.id for d in devices])

@@ -31,7 +31,8 @@ def public(store: Store, kind: str, scope: str, configs: dict[str, int] | None =
     )
 
 
-@router.put("/api/v1/profiles/{kind}/{scope}", response_model=ProfilePublic)
+@router.put("/api/v1/profiles/{kind}/{scope}", response_model=ProfilePublic,
+            openapi_extra={"x-audit-action": "profile.put"})
 def put_profile(
     kind: Kind, scope: Scope, body: ProfilePut, store: DbDep, signer: SignerDep,
     now_ms: NowDep, caller: Ops,
@@ -40,7 +41,7 @@ def put_profile(
     key by key: device > cohort > product). Every device it concerns is resolved again and
     gets a new signed config version when its settings change (`configs`). 422 settings out
     of protocol.config's bounds; 404 unknown cohort or device; 503 no config-signing key."""
-    change = service.put(store, signer, kind, scope, body.settings, caller.name, now_ms)
+    change = service.put(store, signer, kind, scope, body.settings, caller, now_ms)
     return public(store, kind, scope, change.configs)
 
 
@@ -50,14 +51,15 @@ def get_profile(kind: Kind, scope: Scope, store: DbDep) -> ProfilePublic:
     return public(store, kind, scope)
 
 
-@router.post("/api/v1/profiles/{kind}/{scope}/rollback", response_model=ProfilePublic)
+@router.post("/api/v1/profiles/{kind}/{scope}/rollback", response_model=ProfilePublic,
+             openapi_extra={"x-audit-action": "profile.rollback"})
 def rollback_profile(
     kind: Kind, scope: Scope, store: DbDep, signer: SignerDep, now_ms: NowDep, caller: Ops,
     version: Annotated[int, Query(ge=1, le=2**53 - 1)],
 ) -> ProfilePublic:
     """A new version with the settings of `version` (history is never rewritten), applied
     like a PUT. 404 when the profile has no such version."""
-    change = service.rollback(store, signer, kind, scope, version, caller.name, now_ms)
+    change = service.rollback(store, signer, kind, scope, version, caller, now_ms)
     return public(store, kind, scope, change.configs)
 
 
@@ -67,12 +69,13 @@ def get_drift(
     intervals: Annotated[int, Query(ge=1, le=1000)] = drift_service.OFFLINE_INTERVALS,
 ) -> list[DriftPublic]:
     """Devices whose reported config is not their desired one, with why: rejected (the
-    device's reason), offline (no state for `intervals` heartbeat intervals), or not yet
-    applied."""
+    device's reason), offline (not heard from for `intervals` heartbeat intervals), or not
+    yet applied (online, not applied yet). The same rules as the dashboard's (docs:
+    operations, "Online and drift")."""
     return [
-        DriftPublic(device=d.device, desired_version=d.desired_version,
+        DriftPublic(device=d.device, desired_version=d.desired_version or 0,
                     reported_version=d.reported_version,
                     status=d.status,  # type: ignore[arg-type]
-                    reason=d.reason, last_heard_ms=d.last_heard_ms)
+                    reason=d.reason, last_heard_ms=d.last_heard_ms, online=d.online)
         for d in drift_service.drift(store, now_ms, intervals)
     ]

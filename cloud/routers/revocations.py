@@ -26,7 +26,7 @@ def list_revocations(store: DbDep) -> list[Revocation]:
 
 
 @router.put("/api/v1/revocations/crl", response_model=CrlInfo,
-            openapi_extra={"requestBody": {"required": True, "content": {
+            openapi_extra={"x-audit-action": "crl.upload", "requestBody": {"required": True, "content": {
                 CRL_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
 async def put_crl(
     request: Request, caller: Annotated[Principal, Depends(requires(Role.FACTORY))],
@@ -36,7 +36,7 @@ async def put_crl(
     a CRL or no CRL number; 409 not newer than the stored one, or a revoked device's serial
     missing; 413 over 1 MiB."""
     der = await raw_body(request, "CRL", service.MAX_CRL_BYTES)
-    row = service.upload(store, der, caller.name, now_ms)
+    row = service.upload(store, caller, der, now_ms)
     return CrlInfo(number=row.number, created_ms=row.created_ms, bytes=len(row.der))
 
 

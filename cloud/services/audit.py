@@ -81,10 +81,16 @@ def record(
 ) -> int:
     """Write one entry inside the caller's transaction; returns its id."""
     return store.insert_audit(AuditRow(
-        at_ms=now_ms, actor=who.name, role=str(who.role), token_id=who.token_id, action=action,
-        target=target, before=bounded(before), after=bounded(after), outcome=outcome,
-        reason=reason[:MAX_REASON],
+        at_ms=now_ms, actor=text(who.name), role=str(who.role), token_id=who.token_id,
+        action=text(action), target=text(target), before=bounded(before),
+        after=bounded(after), outcome=outcome, reason=text(reason[:MAX_REASON]),
     ))
+
+
+def text(value: str) -> str:
+    """`value` storable as text on every backend: PostgreSQL refuses NUL characters (a
+    refused write's reason or a path parameter may carry one), so each becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd")
 
 
 def record_now(
@@ -97,7 +103,7 @@ def record_now(
 
 def page(
     store: Store, limit: int = 100, before: int | None = None, actor: str | None = None,
-    action: str | None = None, target: str | None = None,
+    action: str | None = None, target: str | None = None, outcome: str | None = None,
 ) -> list[AuditRow]:
     """Newest first; page on with the last entry's id as `before`."""
-    return store.audit_entries(min(limit, MAX_PAGE), before, actor, action, target)
+    return store.audit_entries(min(limit, MAX_PAGE), before, actor, action, target, outcome)

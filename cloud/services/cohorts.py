@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud.errors import InvalidRequest, NotFound, UnknownReference
+from cloud.services import audit, registry
 from cloud.services import consent as consent_service
-from cloud.services import registry
+from cloud.services.audit import Actor
 from cloud.store import CohortRow, DeviceRow, RegistryRow, Store
 from protocol.topics import valid_device_id
 
@@ -103,9 +104,14 @@ def matches(spec: dict[str, Any], kind: str, facts: Facts) -> bool:
     return all(facts.values.get(key) in values for key, values in spec.items())
 
 
+def _shown(row: CohortRow | None) -> dict[str, Any] | None:
+    return None if row is None else {"kind": row.kind, "spec": row.spec,
+                                     "priority": row.priority}
+
+
 def put(
-    store: Store, name: str, *, rule: Any = None, devices: Any = None, priority: int = 0,
-    now_ms: int,
+    store: Store, caller: Actor, name: str, *, rule: Any = None, devices: Any = None,
+    priority: int = 0, now_ms: int,
 ) -> tuple[CohortRow, bool]:
     """Create or replace a cohort; (row, created). Exactly one of rule and devices."""
     if (rule is None) == (devices is None):
@@ -127,7 +133,9 @@ def put(
                         created_ms=now_ms if existing is None else existing.created_ms,
                         updated_ms=now_ms)
         store.save_cohort(row)
-        # audit: record(store, caller, "cohort.put", name, before=existing, after=row)
+        if _shown(existing) != _shown(row):
+            audit.record(store, caller, "cohort.put", f"cohort:{name}", now_ms,
+                         before=_shown(existing), after=_shown(row))
     return row, existing is None
 
 
@@ -138,11 +146,12 @@ def get(store: Store, name: str) -> CohortRow:
     return row
 
 
-def delete(store: Store, name: str) -> CohortRow:
+def delete(store: Store, caller: Actor, name: str, now_ms: int) -> CohortRow:
     with store.transaction():
         row = get(store, name)
         store.delete_cohort(name)
-        # audit: record(store, caller, "cohort.delete", name, before=row)
+        audit.record(store, caller, "cohort.delete", f"cohort:{name}", now_ms,
+                     before=_shown(row))
     return row
 
 

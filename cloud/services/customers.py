@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cloud.errors import InvalidRequest, NotFound
+from cloud.services import audit, telemetry
 from cloud.services import consent as consent_service
-from cloud.services import telemetry
+from cloud.services.audit import Actor
 from cloud.services.config import ConfigSigner
 from cloud.store import CustomerRow, DeviceRow, Store, TelemetryRow
 
@@ -113,7 +114,7 @@ def _number(text: str) -> bool:
 
 
 def cancel(
-    store: Store, signer: ConfigSigner, customer_id: str | None, now_ms: int
+    store: Store, signer: ConfigSigner, caller: Actor, customer_id: str | None, now_ms: int
 ) -> tuple[CustomerRow, list[DeviceRow]]:
     """Cancel the customer's account (see the module doc); InvalidRequest for a caller that
     is no customer's."""
@@ -125,7 +126,11 @@ def cancel(
             raise NotFound(f"customer {customer_id} not found")
         if row.cancelled_ms is None:
             store.set_customer_cancelled(customer_id, now_ms)
-            # audit: record(store, caller, "customer.cancel", customer_id)
+            audit.record(store, caller, "customer.cancel", f"customer:{customer_id}", now_ms,
+                         before={"cancelled": False},
+                         after={"cancelled": True, "consent": ESSENTIAL,
+                                "devices": sorted(r.device for r in
+                                                  store.registries(customer_id))})
     narrowed = [
         consent_service.narrow(store, signer, reg.device, ESSENTIAL, now_ms,
                                requested_by=CANCELLED_BY)

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud.errors import InvalidRequest, NotFound
+from cloud.services import audit
 from cloud.services import cohorts as cohort_service
 from cloud.services import config as config_service
+from cloud.services.audit import Actor
 from cloud.services.cohorts import Facts
 from cloud.services.config import ConfigSigner
 from cloud.store import CohortRow, ProfileRow, Store
@@ -56,7 +58,7 @@ def history(store: Store, kind: str, scope: str) -> list[ProfileRow]:
 
 
 def put(
-    store: Store, signer: ConfigSigner, kind: str, scope: str, settings: Any, by: str,
+    store: Store, signer: ConfigSigner, kind: str, scope: str, settings: Any, caller: Actor,
     now_ms: int,
 ) -> Change:
     """A new version of the profile with `settings` (checked against protocol.config's bounds,
@@ -69,11 +71,12 @@ def put(
             raise NotFound(f"cohort {scope} not found")
         if kind == DEVICE and store.get_device(scope) is None:
             raise NotFound(f"device {scope} not found")
-        return _new_version(store, signer, kind, scope, settings, by, now_ms)
+        return _new_version(store, signer, kind, scope, settings, caller, caller.name, now_ms,
+                            "profile.put")
 
 
 def rollback(
-    store: Store, signer: ConfigSigner, kind: str, scope: str, version: int, by: str,
+    store: Store, signer: ConfigSigner, kind: str, scope: str, version: int, caller: Actor,
     now_ms: int,
 ) -> Change:
     """A new version with the settings of `version`; NotFound when there is no such one."""
@@ -82,20 +85,23 @@ def rollback(
         old = [p for p in store.profiles(kind, scope) if p.version == version]
         if not old:
             raise NotFound(f"{kind} profile {scope} has no version {version}")
-        return _new_version(store, signer, kind, scope, dict(old[0].settings),
-                            f"{by} (rollback to {version})", now_ms)
+        return _new_version(store, signer, kind, scope, dict(old[0].settings), caller,
+                            f"{caller.name} (rollback to {version})", now_ms,
+                            "profile.rollback")
 
 
 def _new_version(
     store: Store, signer: ConfigSigner, kind: str, scope: str, settings: dict[str, Any],
-    by: str, now_ms: int,
+    caller: Actor, by: str, now_ms: int, action: str,
 ) -> Change:
     latest = store.profiles(kind, scope)
     row = ProfileRow(kind=kind, scope=scope, version=(latest[0].version + 1) if latest else 1,
                      settings=settings, created_ms=now_ms, created_by=by)
     store.insert_profile(row)
-    # audit: record(store, caller, "profile.put", f"{kind}/{scope}",
-    #               before=latest[0].settings if latest else None, after=settings)
+    audit.record(store, caller, action, f"profile:{kind}/{scope}", now_ms,
+                 before=None if not latest else {"version": latest[0].version,
+                                                 "settings": latest[0].settings},
+                 after={"version": row.version, "settings": settings})
     facts = cohort_service.fleet_facts(store)
     if kind == DEVICE:
         concerned = [f for f in facts if f.device == scope]

@@ -20,6 +20,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from cloud.errors import Conflict, InvalidRequest, NotFound
+from cloud.services import audit
+from cloud.services.audit import Actor
 from cloud.store import CrlRow, RegistryRow, Store
 
 MAX_CRL_BYTES = 1024 * 1024
@@ -39,7 +41,7 @@ def crl_number(crl: x509.CertificateRevocationList) -> int:
     return int(value.crl_number)
 
 
-def upload(store: Store, der: bytes, by: str, now_ms: int) -> CrlRow:
+def upload(store: Store, caller: Actor, der: bytes, now_ms: int) -> CrlRow:
     """Store a CRL from the factory; InvalidRequest when it does not parse, Conflict when it
     is older than the stored one or misses a revoked serial."""
     if len(der) > MAX_CRL_BYTES:
@@ -58,9 +60,11 @@ def upload(store: Store, der: bytes, by: str, now_ms: int) -> CrlRow:
                    if r.cert_serial is not None and r.cert_serial not in listed]
         if missing:
             raise Conflict("the CRL does not revoke the certificate of " + ", ".join(missing[:5]))
-        row = CrlRow(der=der, number=number, created_ms=now_ms, uploaded_by=by)
+        row = CrlRow(der=der, number=number, created_ms=now_ms, uploaded_by=caller.name)
         store.insert_crl(row)
-        # audit: record(store, caller, "crl.upload", str(number), after=sorted(listed))
+        audit.record(store, caller, "crl.upload", f"crl:{number}", now_ms,
+                     after={"number": number, "serials": sorted(listed)[:100],
+                            "revoked": len(listed)})
     return row
 
 
