@@ -42,6 +42,7 @@ from cloud.store import (
     SessionRow,
     Store,
     TelemetryRow,
+    TelemetryValues,
     TokenRow,
 )
 
@@ -949,3 +950,17 @@ class SqliteStore:
             return None
         return CrlRow(id=row[0], der=bytes(row[1]), number=row[2], created_ms=row[3],
                       uploaded_by=row[4])
+
+    # the ingest path ----------------------------------------------------------------------
+
+    def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
+        if not rows:
+            return 0
+        cur = self._conn.executemany(
+            f"INSERT INTO telemetry ({_TELEMETRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device, incarnation, seq) DO NOTHING",
+            [(device, incarnation, seq, t, _dumps(m), gateway, batch_seq,
+              None if consent is None else _dumps(consent))
+             for device, incarnation, seq, t, m, gateway, batch_seq, consent in rows],
+        )
+        return cur.rowcount

@@ -96,6 +96,10 @@ class DeviceRow:
     consent_cap_version: int | None = None
 
 
+# (device, incarnation, seq, t, m, gateway, batch_seq, consent): a TelemetryRow's columns
+TelemetryValues = tuple[str, int, int, int, dict[str, Any], str, int, dict[str, Any] | None]
+
+
 @dataclass(frozen=True)
 class TelemetryRow:
     device: str
@@ -481,3 +485,10 @@ class Store(Protocol):
 
     def insert_crl(self, row: CrlRow) -> None: ...
     def latest_crl(self) -> CrlRow | None: ...
+
+    # the ingest path ----------------------------------------------------------------------
+
+    def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
+        """insert_telemetry of plain tuples (device, incarnation, seq, t, m, gateway,
+        batch_seq, consent), one per record of a batch, without a row object each."""
+        ...

@@ -39,7 +39,7 @@ from cloud.services import consent as consent_service
 from cloud.services import identity, registry, tags, vitals
 from cloud.services import quarantine as quarantine_service
 from cloud.services.quarantine import RECORD, Item, Sorted
-from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store, TelemetryRow
+from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store
 from protocol.batch import Batch, BatchError, open_sealed
 from protocol.record import is_consent
 
@@ -141,8 +141,9 @@ def _store_contents(
             continue
         verifier = tags.Verifier(device_id, None if device is None else store.record_key(device_id))
         own: list[Item] = []
-        for item in (*recs, *states):
-            problem = verifier.problem(item.kind, item.obj, item.wire)
+        candidates = (*recs, *states)
+        for item, problem in zip(candidates, verifier.problems(i[:3] for i in candidates),
+                                 strict=True):
             if problem is None:
                 own.append(item)
             else:
@@ -168,9 +169,9 @@ def _store_contents(
                                                order=order)
         screened = consent_service.screen_records(device, metric_records)
         new = consents + screened.records
-        inserted = store.insert_telemetry([
-            TelemetryRow(device_id, r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
-                         r.get("i", 0), r.get("c"))
+        inserted = store.insert_telemetry_values([
+            (device_id, r.get("i", 0), r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
+             r.get("c"))
             for r in new
         ])
         consent_service.audit_late(store, device, screened, now_ms)
