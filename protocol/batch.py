@@ -219,7 +219,7 @@ def _check(obj: object) -> None:
 # (the same JSON parser reads the same text), and gives up (None) on anything else, which
 # then goes through the full check for its exact answer. Names and ids already seen valid are
 # remembered (bounded), so each is checked once per process rather than once per record.
-_scan = json.JSONDecoder().scan_once
+_scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__
 _FAST_KEYS = frozenset(("v", "d", "i", "s", "t", "m", "h"))
 _TAG_HEAD = b',"h":"'
 _TAG_TAIL = b'"}'
