@@ -140,8 +140,11 @@ GC_GEN0_THRESHOLD = 100_000
 
 
 def _tune_gc() -> None:
-    gc.freeze()
+    """Once per process (an app started again in the same process, as tests do, freezes
+    nothing more)."""
     _, gen1, gen2 = gc.get_threshold()
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
