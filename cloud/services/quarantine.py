@@ -56,10 +56,12 @@ class Sorted:
 
 def body_text(item: object, wire: bool = False) -> str:
     """The item's text, cut to MAX_BODY_CHARS (marked with a trailing '...'): an item of a
-    version 2 batch (`wire`) as the device's text as it came (escaped where it is no UTF-8),
+    version 2 batch (`wire`) as the device's text as it came (escaped where it is no UTF-8,
+    and a NUL as `\\x00`),
     anything else as ASCII JSON (so any string in it can be stored)."""
     if wire and isinstance(item, str):
-        return cut(safe_text(item), MAX_BODY_CHARS)
+        # NUL as its escape: PostgreSQL's text cannot hold it (a 500 for the whole batch)
+        return cut(safe_text(item).replace("\x00", "\\x00"), MAX_BODY_CHARS)
     try:
         text = json.dumps(item, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
