@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from cloud.store import (
     SessionRow,
     Store,
     TelemetryRow,
+    TelemetryValues,
     TokenRow,
 )
 
@@ -88,8 +89,31 @@ def open_database(target: str | Path) -> AnyDatabase:
     return Database(Path(target))
 
 
+def _make_encoder() -> Any:
+    """What json.dumps(value, separators=(",", ":"), sort_keys=True) runs, built once: that
+    call makes a new JSONEncoder and a new C encoder every time, which costs more than the
+    encoding of a record's few metrics (the output is the same, byte for byte). No cycle check:
+    every value stored is a tree of parsed JSON or plain literals."""
+    encoder = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # not CPython's C accelerator: the plain call
+        return None
+    return c_make_encoder(
+        None, encoder.default, json.encoder.encode_basestring_ascii, None,
+        encoder.key_separator, encoder.item_separator, True, False, True,
+    )
+
+
+_ENCODER = _make_encoder()
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if _ENCODER is None or isinstance(value, str):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return "".join(_ENCODER(value, 0))
+
+
+IDLE_CONNECTIONS = 8  # SQLite connections kept open between requests, per process
 
 
 class Database:
@@ -99,6 +123,16 @@ class Database:
         self.path = path
         self._ready = False
         self._lock = threading.Lock()
+        # Writers of this process queue here before BEGIN IMMEDIATE: a thread waiting for the
+        # write lock is woken the moment the writer before it commits, where SQLite's busy
+        # handler would poll with sleeps of up to 100 ms (other processes still meet that
+        # handler). Reentrant, so a nested writer on a second connection of the same thread
+        # meets SQLite's busy timeout as before instead of waiting here for ever.
+        self._writers = threading.RLock()
+        # Connections are kept open between requests (at most IDLE_CONNECTIONS idle): opening
+        # one costs its pragmas, and closing the last one checkpoints and deletes the WAL.
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
 
     def open(self) -> None:
         """Create the file (0600, directory 0700), switch it to WAL and bring the schema up to
@@ -134,7 +168,12 @@ class Database:
             raise DatabaseError(f"cannot create {self.path}: {exc.strerror}") from exc
 
     def close(self) -> None:
-        """Nothing is pooled; kept so a pooled store can release its connections here."""
+        """Close the idle connections (one lent out is closed when it comes back)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._closed = True
+        for conn in idle:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit; SqliteStore.transaction() issues BEGIN/COMMIT.
@@ -151,11 +190,25 @@ class Database:
     @contextmanager
     def connection(self) -> Iterator[SqliteStore]:
         self.open()
-        conn = self._connect()
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+            self._closed = False
+        if conn is None:
+            conn = self._connect()
         try:
-            yield SqliteStore(conn)
+            yield SqliteStore(conn, self._writers)
         finally:
-            conn.close()
+            self._release(conn)
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        """Keep a connection for the next request, unless it is somehow still inside a
+        transaction, the pool is full, or the database was closed meanwhile."""
+        if not conn.in_transaction:
+            with self._lock:
+                if not self._closed and len(self._idle) < IDLE_CONNECTIONS:
+                    self._idle.append(conn)
+                    return
+        conn.close()
 
 
 def _gateway(row: sqlite3.Row | tuple[Any, ...] | None) -> GatewayRow | None:
@@ -283,26 +336,28 @@ class SqliteStore:
     # serialised from their first read (cloud.pg: an advisory lock does the same).
     BEGIN: tuple[str, ...] = ("BEGIN IMMEDIATE",)
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, writers: AbstractContextManager[Any] | None = None) -> None:
         self._conn = conn
         self._in_transaction = False
+        self._writers = writers if writers is not None else nullcontext()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         if self._in_transaction:
             raise RuntimeError("transactions do not nest")
-        for statement in self.BEGIN:
-            self._conn.execute(statement)
-        self._in_transaction = True
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
-            self._conn.execute("COMMIT")
-        finally:
-            self._in_transaction = False
+        with self._writers:
+            for statement in self.BEGIN:
+                self._conn.execute(statement)
+            self._in_transaction = True
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._in_transaction = False
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._conn.execute(sql, params).fetchone()
@@ -910,3 +965,17 @@ class SqliteStore:
             if row is not None:
                 out[row.device] = row
         return out
+
+    # the ingest path ----------------------------------------------------------------------
+
+    def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
+        if not rows:
+            return 0
+        cur = self._conn.executemany(
+            f"INSERT INTO telemetry ({_TELEMETRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device, incarnation, seq) DO NOTHING",
+            [(device, incarnation, seq, t, _dumps(m), gateway, batch_seq,
+              None if consent is None else _dumps(consent))
+             for device, incarnation, seq, t, m, gateway, batch_seq, consent in rows],
+        )
+        return cur.rowcount

@@ -39,9 +39,9 @@ import psycopg
 from psycopg.adapt import Dumper, Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cloud.db import DatabaseError, SqliteStore
+from cloud.db import DatabaseError, SqliteStore, _dumps
 from cloud.schema import SCHEMA_VERSION, upgrade_statements
-from cloud.store import Bucket
+from cloud.store import Bucket, TelemetryValues
 
 # Advisory lock keys (advisory locks are per database): one for writers, one for migrations.
 WRITER_LOCK = 0x666C_7772  # "flwr"
@@ -143,6 +143,28 @@ class PgStore(SqliteStore):
     """store.Store on PostgreSQL: SqliteStore's methods through an Adapter."""
 
     BEGIN = ("BEGIN", f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+
+    def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
+        """SqliteStore's insert as one statement over arrays (unnest), where executemany would
+        have the server plan and run one INSERT per record: the same rows, the same rule for
+        an identity already stored (left alone), the same count."""
+        if not rows:
+            return 0
+        columns: list[list[Any]] = [[] for _ in range(8)]
+        for device, incarnation, seq, t, m, gateway, batch_seq, consent in rows:
+            for column, value in zip(columns, (
+                device, incarnation, seq, t, _dumps(m), gateway, batch_seq,
+                None if consent is None else _dumps(consent),
+            ), strict=True):
+                column.append(value)
+        cur = self._conn.execute(
+            "INSERT INTO telemetry (device, incarnation, seq, t, m, gateway, batch_seq, consent)"
+            " SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[],"
+            " ?::text[], ?::bigint[], ?::text[])"
+            " ON CONFLICT (device, incarnation, seq) DO NOTHING",
+            columns,
+        )
+        return cur.rowcount
 
     def reannounce_config(self, device_id: str) -> int | None:
         revision = super().reannounce_config(device_id)

@@ -96,6 +96,10 @@ class DeviceRow:
     consent_cap_version: int | None = None
 
 
+# (device, incarnation, seq, t, m, gateway, batch_seq, consent): a TelemetryRow's columns
+TelemetryValues = tuple[str, int, int, int, dict[str, Any], str, int, dict[str, Any] | None]
+
+
 @dataclass(frozen=True)
 class TelemetryRow:
     device: str
@@ -485,4 +489,11 @@ class Store(Protocol):
     # liveness and drift, read in bulk (cloud.services.drift)
     def latest_configs(self) -> dict[str, ConfigRow]:
         """Every device's newest desired config, by device (one query)."""
+        ...
+
+    # the ingest path ----------------------------------------------------------------------
+
+    def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
+        """insert_telemetry of plain tuples (device, incarnation, seq, t, m, gateway,
+        batch_seq, consent), one per record of a batch, without a row object each."""
         ...

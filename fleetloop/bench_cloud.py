@@ -1,8 +1,9 @@
 """`fleetloop bench cloud`: records per second the cloud ingests through HTTP, with every check
 it makes (the batch's Ed25519 signature, its place in the chain, each record's tag under its
 device's key, its identity), next to a bare loop that only parses the same batches in the same
-run; on SQLite and PostgreSQL with one worker, and on PostgreSQL with several; and the database
-bytes each backend takes per million records.
+run; on SQLite and PostgreSQL with one worker, and on PostgreSQL with several; the database
+bytes each backend takes per million records; and how long the dashboard's query for a 30-day
+plot of one device takes on each backend.
 
 The batches are sealed in advance (as a gateway's spool holds them): each gateway posts its
 chain in order, all gateways at once. Every run gets a fresh database and checks that the cloud
@@ -16,12 +17,13 @@ import base64
 import json
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fleetloop.procs import Process, free_port
 from protocol import record, tag
-from protocol.batch import GENESIS, Batch, SealedBatch, seal
+from protocol.batch import GENESIS, Batch, SealedBatch, parse_record, seal
 
 _TOKEN = "bench-admin-token-" + "0" * 16
 _T0 = 1_732_345_678_000
@@ -57,6 +59,20 @@ class IngestRun:
     db_bytes: int  # growth of the database during the run
     db_bytes_per_million: int
     exactly_once: bool
+    of_parse: float = 0.0  # records_per_s / the parse loop's records/s
+
+
+@dataclass(frozen=True)
+class PlotQuery:
+    """The dashboard's query for one device's metric over 30 days of one record a minute
+    (43,200 records), bucketed in the database: the median of `runs` timings."""
+
+    backend: str
+    records: int
+    points: int
+    median_ms: float
+    runs: int
+    buckets: int
 
 
 @dataclass
@@ -65,8 +81,9 @@ class CloudBench:
     gateways: int
     batches: int
     records_per_batch: int
-    parse_records_per_s: float  # zlib + JSON + record.decode, no verification, one thread
+    parse_records_per_s: float  # zlib + JSON + each record parsed and checked, one thread
     runs: list[IngestRun] = field(default_factory=list)
+    plots: list[PlotQuery] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,17 +117,70 @@ def make_fleet(gateways: int, batches: int, per_batch: int, devices_per_gateway:
 
 def parse_rate(fleet: Fleet) -> float:
     """Records per second of a loop that only parses the batches (decompress, JSON, each
-    record decoded and its fields checked): what ingest would reach if it verified nothing
-    and stored nothing."""
+    record parsed and its fields checked by protocol.batch.parse_record, as the cloud does):
+    what ingest would reach if it verified nothing and stored nothing."""
     start = time.perf_counter()
     count = 0
     for chain in fleet.chains.values():
         for sealed in chain:
             obj = json.loads(zlib.decompress(sealed.body))
             for wire in obj["records"]:
-                record.decode(wire.encode())
+                parse_record(wire, obj["v"])
                 count += 1
     return count / (time.perf_counter() - start)
+
+
+PLOT_DAYS = 30
+PLOT_DEVICE = "plot-1"
+
+
+def plot_query(target: str | Path, points: int, runs: int = 7) -> PlotQuery:
+    """Add a device with 30 days of records at one a minute to the database `target` (after
+    an ingest run, so the table holds the other devices' records too), then time the
+    dashboard's series query (cloud.services.series.metric_series) over those 30 days."""
+    from cloud.db import open_database
+    from cloud.services import series
+    from cloud.store import DeviceRow, TelemetryRow
+
+    minutes = PLOT_DAYS * 24 * 60
+    database = open_database(target)
+    database.open()
+    try:
+        with database.connection() as store:
+            if store.get_device(PLOT_DEVICE) is None:
+                with store.transaction():
+                    store.insert_device(DeviceRow(id=PLOT_DEVICE, product="bike", created_ms=_T0))
+                    for low in range(0, minutes, 5000):
+                        store.insert_telemetry([
+                            TelemetryRow(PLOT_DEVICE, n + 1, _T0 + n * 60_000,
+                                         {"cadence": 80 + n % 20, "power": n % 300}, "gw-plot", 1,
+                                         incarnation=7)
+                            for n in range(low, min(minutes, low + 5000))
+                        ])
+            device = store.get_device(PLOT_DEVICE)
+            assert device is not None
+            window = series.Window(_T0, _T0 + minutes * 60_000, points)
+            times, buckets = [], 0
+            for _ in range(runs):
+                start = time.perf_counter()
+                got = series.metric_series(store, device, "power", window)
+                times.append(time.perf_counter() - start)
+                buckets = len(got.buckets)
+                if got.count != minutes:
+                    raise RuntimeError(f"the plot counted {got.count} records, not {minutes}")
+    finally:
+        database.close()
+    return PlotQuery(
+        backend="sqlite" if isinstance(target, Path) else "postgresql", records=minutes,
+        points=points, median_ms=round(statistics.median(times) * 1000, 1), runs=runs,
+        buckets=buckets,
+    )
+
+
+def _plots(target: str | Path) -> list[PlotQuery]:
+    from cloud.services import series
+
+    return [plot_query(target, points) for points in (series.DEFAULT_POINTS, series.MAX_POINTS)]
 
 
 def _raw_public(key: Ed25519PrivateKey) -> str:
@@ -200,6 +270,7 @@ def bench_cloud(
     with tempfile.TemporaryDirectory(prefix="fleetloop-bench-cloud-") as tmp:
         work = Path(tmp)
         result.runs.append(ingest_run(fleet, work / "sqlite" / "cloud.db", 1, work / "sqlite"))
+        result.plots.extend(_plots(work / "sqlite" / "cloud.db"))
         if postgres:
             from fleetloop.pgcluster import ClusterUnavailable, start_cluster
 
@@ -207,7 +278,7 @@ def bench_cloud(
                 cluster = start_cluster()
             except ClusterUnavailable as exc:
                 result.notes.append(f"PostgreSQL runs skipped: {exc}")
-                return result
+                return _with_ratios(result)
             try:
                 import psycopg
 
@@ -217,8 +288,16 @@ def bench_cloud(
                 for n in sorted({1, workers}):
                     result.runs.append(ingest_run(fleet, cluster.url(f"bench{n}"), n,
                                                   work / f"pg{n}"))
+                result.plots.extend(_plots(cluster.url("bench1")))
             finally:
                 cluster.stop()
+    return _with_ratios(result)
+
+
+def _with_ratios(result: CloudBench) -> CloudBench:
+    """Each run's records/s as a fraction of the parse loop's."""
+    result.runs = [replace(run, of_parse=round(run.records_per_s / result.parse_records_per_s, 3))
+                   for run in result.runs]
     return result
 
 

@@ -168,7 +168,8 @@ def bench_cloud_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Records/s the cloud ingests over HTTP (signature, chain and tag checks) on SQLite and
-    PostgreSQL, 1 and N workers, next to a bare parse loop; database bytes per million records.
+    PostgreSQL, 1 and N workers, next to a bare parse loop; database bytes per million records;
+    the query time of a 30-day device plot (one record a minute) on each backend.
 
     Example: fleetloop bench cloud --json
     """
@@ -182,9 +183,13 @@ def bench_cloud_cmd(
     else:
         typer.echo(f"parse only: {result.parse_records_per_s} records/s ({result.cores} cores)")
         for run in result.runs:
-            typer.echo(f"{run.backend}, {run.workers} worker(s): {run.records_per_s} records/s, "
+            typer.echo(f"{run.backend}, {run.workers} worker(s) on {result.cores} cores: "
+                       f"{run.records_per_s} records/s ({run.of_parse:.2f} of parse only), "
                        f"{run.db_bytes_per_million} DB bytes per million records, "
                        f"exactly once: {'yes' if run.exactly_once else 'NO'}")
+        for plot in result.plots:
+            typer.echo(f"{plot.backend}: 30-day plot of {plot.records} records in "
+                       f"{plot.points} points: {plot.median_ms} ms (median of {plot.runs})")
         for note in result.notes:
             typer.echo(note)
     if not all(run.exactly_once for run in result.runs):

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloud.services.text import safe_text
 from cloud.store import AuditRow, Store
 
 OK = "ok"
@@ -88,9 +89,9 @@ def record(
 
 
 def text(value: str) -> str:
-    """`value` storable as text on every backend: PostgreSQL refuses NUL characters (a
-    refused write's reason or a path parameter may carry one), so each becomes U+FFFD."""
-    return value.replace("\x00", "\ufffd")
+    """`value` storable as text on every backend (a refused write's reason or a path
+    parameter may carry a NUL or a lone surrogate): cloud.services.text.safe_text."""
+    return safe_text(value)
 
 
 def record_now(

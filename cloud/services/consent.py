@@ -186,6 +186,8 @@ class Screened:
 def screen_records(device: DeviceRow, records: Sequence[dict[str, Any]]) -> Screened:
     """The records with the metrics the device's effective tier does not allow removed."""
     screen = Screen.of(device)
+    if screen.names is None:  # no consent known: everything is kept
+        return Screened(list(records), [], 0)
     out: list[dict[str, Any]] = []
     removed: set[str] = set()
     rows = 0

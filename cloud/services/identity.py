@@ -21,7 +21,6 @@ from typing import Any
 
 from cloud.services.quarantine import Item
 from cloud.store import Store, TelemetryRow
-from protocol.record import incarnation as incarnation_of
 
 # Seqs of one incarnation closer than this are looked up in one range query.
 _RUN_GAP = 1024
@@ -111,22 +110,26 @@ def judge(
     out = Judged()
     by_incarnation: dict[int, list[Item]] = {}
     for item in records:
-        by_incarnation.setdefault(incarnation_of(item.obj), []).append(item)
+        by_incarnation.setdefault(item.obj.get("i", 0), []).append(item)
     for incarnation, items in by_incarnation.items():
-        seen = {
+        stored = {
             seq: _Content.of_row(row)
             for seq, row in _stored(store, device_id, incarnation, {i.obj["s"] for i in items})
             .items()
         }
+        first: dict[int, Item] = {}  # seq -> the first new record of the batch with it
         for item in items:
             seq = item.obj["s"]
-            content = _Content.of(item.obj)
-            known = seen.get(seq)
-            what = None if known is None else _difference(known, content, screened)
+            known = stored.get(seq)
             if known is None:
-                seen[seq] = content
-                out.new.append(item)
-            elif what is None:
+                earlier = first.get(seq)
+                if earlier is None:
+                    first[seq] = item
+                    out.new.append(item)
+                    continue
+                known = _Content.of(earlier.obj)
+            what = _difference(known, _Content.of(item.obj), screened)
+            if what is None:
                 out.duplicates += 1
             else:
                 out.conflicts.append((item, CONFLICT.format(

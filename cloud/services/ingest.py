@@ -39,9 +39,8 @@ from cloud.services import consent as consent_service
 from cloud.services import identity, registry, tags, vitals
 from cloud.services import quarantine as quarantine_service
 from cloud.services.quarantine import RECORD, Item, Sorted
-from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store, TelemetryRow
+from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store
 from protocol.batch import Batch, BatchError, open_sealed
-from protocol.record import incarnation as incarnation_of
 from protocol.record import is_consent
 
 
@@ -142,8 +141,9 @@ def _store_contents(
             continue
         verifier = tags.Verifier(device_id, None if device is None else store.record_key(device_id))
         own: list[Item] = []
-        for item in (*recs, *states):
-            problem = verifier.problem(item.kind, item.obj, item.wire)
+        candidates = (*recs, *states)
+        for item, problem in zip(candidates, verifier.problems(i[:3] for i in candidates),
+                                 strict=True):
             if problem is None:
                 own.append(item)
             else:
@@ -164,14 +164,14 @@ def _store_contents(
         # Consent first (in stream order), then the metric records, screened by the tier
         # it leaves in effect (cloud.services.consent).
         consents = [i.obj for i in judged.new if is_consent(i.obj)]
+        metric_records = [i.obj for i in judged.new if not is_consent(i.obj)]
         device = consent_service.apply_records(store, device, consents, now_ms=now_ms,
                                                order=order)
-        screened = consent_service.screen_records(
-            device, [i.obj for i in judged.new if not is_consent(i.obj)])
+        screened = consent_service.screen_records(device, metric_records)
         new = consents + screened.records
-        inserted = store.insert_telemetry([
-            TelemetryRow(device_id, r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
-                         incarnation=incarnation_of(r), consent=r.get("c"))
+        inserted = store.insert_telemetry_values([
+            (device_id, r.get("i", 0), r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
+             r.get("c"))
             for r in new
         ])
         consent_service.audit_late(store, device, screened, now_ms)
@@ -197,11 +197,13 @@ def _incarnations(
     """incarnation -> its place in the order the device's incarnations first arrived,
     registering those of `new` that are not known yet (in batch order)."""
     known = store.incarnations(device_id)
+    seen = set(known)
     for item in new:
-        incarnation = incarnation_of(item.obj)
-        if incarnation not in known:
+        incarnation = item.obj.get("i", 0)  # protocol.record.incarnation
+        if incarnation not in seen:
             store.add_incarnation(device_id, incarnation, now_ms)
             known.append(incarnation)
+            seen.add(incarnation)
     return {incarnation: n for n, incarnation in enumerate(known)}
 
 
@@ -223,21 +225,20 @@ def _with_records(
         return device
     metrics = dict(device.last_metrics)
     incarnation, last_seq = device.incarnation, device.last_seq
-
-    def place(inc: int, seq: int) -> tuple[int, int]:
-        return order.get(inc, -1), seq
-
-    for rec in sorted(recs, key=lambda r: place(incarnation_of(r), r["s"])):
-        if place(incarnation_of(rec), rec["s"]) > place(incarnation, last_seq):
+    top = (order.get(incarnation, -1), last_seq)
+    # (place, position in the batch, record): sorted by place, stably, never comparing dicts
+    for place, _, rec in sorted(((order.get(r.get("i", 0), -1), r["s"]), n, r)
+                                for n, r in enumerate(recs)):
+        if place > top:
             metrics.update(rec.get("m", {}))
-            incarnation, last_seq = incarnation_of(rec), rec["s"]
+            top, incarnation, last_seq = place, rec.get("i", 0), rec["s"]
     return replace(
         device,
         records=device.records + inserted,
         incarnation=incarnation,
         last_seq=last_seq,
         last_metrics=metrics,
-        last_seen_ms=_newest(device.last_seen_ms, (r["t"] for r in recs)),
+        last_seen_ms=_newest(device.last_seen_ms, [max(r["t"] for r in recs)]),
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cloud.services.text import cut, safe_text
 from cloud.store import QuarantineRow, Store
@@ -33,10 +33,11 @@ MAX_BODY_CHARS = 4096
 MAX_PAGE = 1000
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One valid record or state of a batch: its parsed object, the exact bytes the device
-    sent (None in a version 1 batch) and the item as the batch carried it."""
+    sent (None in a version 1 batch) and the item as the batch carried it. (A named tuple:
+    one is made per record on the ingest path, and a frozen dataclass costs several times
+    more to build.)"""
 
     kind: str
     obj: dict[str, Any]
@@ -55,9 +56,11 @@ class Sorted:
 
 def body_text(item: object, wire: bool = False) -> str:
     """The item's text, cut to MAX_BODY_CHARS (marked with a trailing '...'): an item of a
-    version 2 batch (`wire`) as the device's text as it came (escaped where it is no UTF-8),
+    version 2 batch (`wire`) as the device's text as it came (escaped where it is no UTF-8,
+    and a NUL as `\\x00`),
     anything else as ASCII JSON (so any string in it can be stored)."""
     if wire and isinstance(item, str):
+        # NUL as its escape: PostgreSQL's text cannot hold it (a 500 for the whole batch)
         return cut(safe_text(item), MAX_BODY_CHARS)
     try:
         text = json.dumps(item, sort_keys=True, separators=(",", ":"))
@@ -108,18 +111,23 @@ def hold(
 def sort(batch: Batch, gateway_id: str, now_ms: int) -> Sorted:
     """Check every record and state of the batch on its own, as items of its version."""
     out = Sorted()
+    version = batch.version
     for kind, items, by_device in (
         (RECORD, batch.records, out.records),
         (STATE, batch.states, out.states),
     ):
+        parser = parse_record if kind == RECORD else parse_state
         for item in items:
             try:
-                obj, wire = parse(kind, item, batch.version)
+                obj, wire = parser(item, version)
             except ValueError as exc:
                 out.held.append(hold(item, kind, str(exc), gateway_id, batch.seq, now_ms,
-                                     wire=batch.version >= 2))
+                                     wire=version >= 2))
                 continue
-            by_device.setdefault(obj["d"], []).append(Item(kind, obj, wire, item))
+            group = by_device.get(obj["d"])
+            if group is None:
+                group = by_device[obj["d"]] = []
+            group.append(Item(kind, obj, wire, item))
     return out
 
 

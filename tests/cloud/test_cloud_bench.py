@@ -22,3 +22,9 @@ def test_bench_cloud_counts_every_record_once() -> None:
     assert (run["backend"], run["workers"], run["records"], run["exactly_once"]) == (
         "sqlite", 1, 160, True)
     assert run["records_per_s"] > 0 and out["parse_records_per_s"] > 0 and out["cores"] >= 1
+    assert run["of_parse"] == round(run["records_per_s"] / out["parse_records_per_s"], 3)
+    # the 30-day plot: one record a minute, every one counted in the buckets, in the
+    # dashboard's default resolution and the finest the API allows
+    assert [(p["backend"], p["records"], p["points"]) for p in out["plots"]] == [
+        ("sqlite", 43200, 300), ("sqlite", 43200, 2000)]
+    assert all(p["median_ms"] > 0 and 0 < p["buckets"] <= p["points"] for p in out["plots"])

@@ -174,6 +174,7 @@ def _sql_seen(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         monkeypatch.setattr(Adapter, "execute", traced_execute)
         monkeypatch.setattr(Adapter, "executemany", traced_executemany)
         return seen
+    db.close()  # the idle pooled connections: every one from now on is a traced one
     connect = db._connect
 
     def traced() -> sqlite3.Connection:

@@ -130,3 +130,13 @@ def test_a_gap_reason_that_is_no_text_is_refused(client: TestClient, gateway: Ga
     r = client.post(GAP_PATH, content=body, headers=headers)
     assert r.status_code == 400 and "UTF-8" in r.text, r.text
     assert client.get("/api/v1/gateways/gw-1/gaps", headers=ADMIN).json() == []
+
+
+def test_a_gap_reason_with_a_nul_is_stored_escaped(client: TestClient, gateway: GatewaySim) -> None:
+    """PostgreSQL's text cannot hold a NUL: the gap is stored (on every backend) with the NUL
+    as its escape, and the chain goes on; no 500 that the gateway would retry forever."""
+    gap, _ = refused_batch(gateway)
+    r = post_gap(gateway, replace(gap, reason="refused: \x00 in a field"))
+    assert r.status_code == 200, r.text
+    (stored,) = client.get("/api/v1/gateways/gw-1/gaps", headers=ADMIN).json()
+    assert stored["reason"] == "refused: \\x00 in a field"

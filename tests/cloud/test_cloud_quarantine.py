@@ -84,6 +84,17 @@ def test_a_huge_item_is_kept_truncated(client: TestClient, gateway: GatewaySim) 
     assert len(item["body"]) == MAX_BODY_CHARS and item["body"].endswith("...")
 
 
+def test_a_nul_in_a_devices_text_is_held_escaped(client: TestClient, gateway: GatewaySim) -> None:
+    # PostgreSQL's text cannot hold a NUL: it once failed the whole batch with a 500, which
+    # the gateway would have retried for ever with every record behind it
+    good = json.dumps(rec("bike-1", 1), separators=(",", ":"))
+    r = gateway.push(["\x00" + good[1:], good[:-1] + ',"x":"\x00"}'])
+    assert r.status_code == 200, r.text
+    assert r.json()["quarantined"] == 2
+    bodies = sorted(row["body"] for row in quarantine(client))
+    assert bodies == sorted(["\\x00" + good[1:], good[:-1] + ',"x":"\\x00"}'])
+
+
 @pytest.mark.parametrize("path", ["/api/v1/quarantine", "/api/v1/devices/bike-1/quarantine"])
 def test_quarantine_listings_need_admin_and_page(
     client: TestClient, gateway: GatewaySim, path: str

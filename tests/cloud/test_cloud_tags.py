@@ -152,12 +152,12 @@ def test_one_hmac_per_device_per_batch(
     enrol(client, "bike-2", OTHER)
     made: list[bytes] = []
 
-    class Counting(tag.Hmac):
+    class Counting(tags.Mac):
         def __init__(self, key: bytes) -> None:
             made.append(key)
             super().__init__(key)
 
-    monkeypatch.setattr(tags.tag, "Hmac", Counting)
+    monkeypatch.setattr(tags, "Mac", Counting)
     records = [signed("bike-1", s, KEY) for s in range(1, 6)]
     records += [signed("bike-2", s, OTHER) for s in range(1, 4)]
     r = gateway.push(records, [signed_state("bike-1", KEY)])
