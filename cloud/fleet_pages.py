@@ -19,6 +19,7 @@ from cloud.render import (
     layout,
     link,
     online_cell,
+    table,
 )
 from cloud.services import consent as consent_service
 from cloud.services import fleet, registry, series
@@ -38,13 +39,6 @@ def cohort_href(name: str) -> str:
     return "/cohorts/" + quote(name, safe="")
 
 
-def _table(table_id: str, heads: Sequence[str], rows: list[list[str]], empty: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in heads)
-    if rows:
-        body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    else:
-        body = f'<tr><td colspan="{len(heads)}" class="empty">{escape(empty)}</td></tr>'
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 # -- a group's plot: one metric over several devices -----------------------------------------
@@ -169,7 +163,7 @@ def customers_page(customers: Sequence[CustomerRow], products: Mapping[str, int]
              + "</span>" if c.cancelled_ms is not None else '<span class="online">active</span>']
             for c in customers]
     body = ('<h1 id="customers">Customers</h1>'
-            + _table("customer-list", ("Customer", "Name", "Products", "Account"), rows,
+            + table("customer-list", ("Customer", "Name", "Products", "Account"), rows,
                      "No customers yet (POST /api/v1/customers)."))
     return layout("fleetloop: customers", body, [link("/customers", "Customers")], viewer=viewer)
 
@@ -190,7 +184,7 @@ def customer_page(customer: CustomerRow, devices: Sequence[DeviceRow],
         f'<p class="meta">{len(devices)} products ({up} online) &middot; customer since '
         f"{escape(format_time(customer.created_ms))} UTC</p>"
         + "<h2>Products</h2>"
-        + _table("products", PRODUCT_HEADS, product_rows(devices, states, regs),
+        + table("products", PRODUCT_HEADS, product_rows(devices, states, regs),
                  "No products.")
         + "<h2>Usage</h2>" + _plot_html(href, plot)
     )
@@ -215,7 +209,7 @@ def cohorts_page(cohorts: Sequence[CohortRow], sizes: Mapping[str, int],
              f'<span class="num">{sizes.get(c.name, 0)}</span>',
              escape(format_time(c.updated_ms))] for c in cohorts]
     body = ('<h1 id="cohorts">Cohorts</h1>'
-            + _table("cohort-list", ("Cohort", "Members by", "Priority", "Members",
+            + table("cohort-list", ("Cohort", "Members by", "Priority", "Members",
                                      "Updated (UTC)"), rows,
                      "No cohorts yet (PUT /api/v1/cohorts/{name})."))
     return layout("fleetloop: cohorts", body, [link("/cohorts", "Cohorts")], viewer=viewer)
@@ -231,7 +225,7 @@ def cohort_page(cohort: CohortRow, devices: Sequence[DeviceRow], states: Mapping
         f'<p class="meta" id="definition">{_definition(cohort)} &middot; {len(devices)} active'
         f" members &middot; updated {escape(format_time(cohort.updated_ms))} UTC</p>"
         + "<h2>Members</h2>"
-        + _table("members", PRODUCT_HEADS, product_rows(devices, states, regs),
+        + table("members", PRODUCT_HEADS, product_rows(devices, states, regs),
                  "No active members.")
         + "<h2>Telemetry</h2>" + _plot_html(href, plot)
     )
@@ -285,7 +279,7 @@ def audit_page(rows: Sequence[AuditRow], filters: Mapping[str, str | None], page
     body = (
         '<h1 id="audit">Audit log</h1>'
         f'<p class="meta" id="filters">{shown}</p>'
-        + _table("audit-log", ("#", "When (UTC)", "Who", "Action", "Target", "Outcome",
+        + table("audit-log", ("#", "When (UTC)", "Who", "Action", "Target", "Outcome",
                                "Before", "After"), out, "No entries.")
         + older
     )

@@ -20,6 +20,7 @@ from cloud.render import (
     layout,
     link,
     online_cell,
+    table,
 )
 from cloud.services import consent as consent_service
 from cloud.services import drift as drift_service
@@ -98,13 +99,6 @@ def _figure(s: series.Series, kind: str) -> str:
     return f'<figure class="{kind}" data-name="{escape(s.name)}">{svg}</figure>'
 
 
-def _table(table_id: str, heads: tuple[str, ...], rows: list[list[str]], empty: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in heads)
-    if rows:
-        body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    else:
-        body = f'<tr><td colspan="{len(heads)}" class="empty">{escape(empty)}</td></tr>'
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _last_values(device: DeviceRow, now_ms: int) -> str:
@@ -117,7 +111,7 @@ def _last_values(device: DeviceRow, now_ms: int) -> str:
             f" ({escape(format_age(device.last_seen_ms, now_ms))})</p>"
             if device.last_seen_ms is not None else "")
     return ("<div><h2>Last values</h2>" + when
-            + _table("last-values", ("Metric", "Value", "Unit"), rows, "none yet") + "</div>")
+            + table("last-values", ("Metric", "Value", "Unit"), rows, "none yet") + "</div>")
 
 
 def _consent(device: DeviceRow) -> str:
@@ -128,7 +122,7 @@ def _consent(device: DeviceRow) -> str:
     if device.consent_cap is not None:
         rows.append(["capped in the cloud",
                      escape(f"{device.consent_cap} (config v{device.consent_cap_version})")])
-    return "<div><h2>Consent</h2>" + _table("consent", ("", "Tier"), rows, "") + "</div>"
+    return "<div><h2>Consent</h2>" + table("consent", ("", "Tier"), rows, "") + "</div>"
 
 
 def _config(device: DeviceRow, desired: ConfigRow | None, drift: Drift) -> str:
@@ -143,7 +137,7 @@ def _config(device: DeviceRow, desired: ConfigRow | None, drift: Drift) -> str:
                                        else f"<br><small>{escape(drift.reason)}</small>")],
         ["firmware", escape(" ".join(str(state[k]) for k in ("fw", "impl") if k in state))],
     ]
-    return "<div><h2>Config</h2>" + _table("config", ("", ""), rows, "") + "</div>"
+    return "<div><h2>Config</h2>" + table("config", ("", ""), rows, "") + "</div>"
 
 
 @dataclass(frozen=True)
@@ -196,7 +190,7 @@ def _gap_row(g: BatchRow) -> list[str]:
 def gateway_page(status: GatewayStatus, gaps: list[BatchRow], devices: list[DeviceRow],
                  states: dict[str, Drift], viewer: Viewer | None = None) -> str:
     g = status.gateway
-    head = _table("chain", ("", ""), [
+    head = table("chain", ("", ""), [
         ["chain head (batches and gaps)", str(g.last_seq)],
         ["head digest", f"<code>{escape(g.last_digest)}</code>"],
         ["last batch received (UTC)", escape(format_time(g.last_batch_ms))],
@@ -214,10 +208,10 @@ def gateway_page(status: GatewayStatus, gaps: list[BatchRow], devices: list[Devi
         f'<h1 id="gateway" data-gateway="{escape(g.id)}">{escape(g.id)}</h1>'
         + "<h2>Chain</h2>" + head
         + "<h2>Gaps</h2>"
-        + _table("gaps", ("Batch", "Received (UTC)", "Records", "Status and reason"), gap_rows,
+        + table("gaps", ("Batch", "Received (UTC)", "Records", "Status and reason"), gap_rows,
                  "No gaps: every batch of this gateway was stored.")
         + "<h2>Devices</h2>"
-        + _table("gateway-devices", ("Device", "Product", "Status", "Last seen (UTC)", "Records"),
+        + table("gateway-devices", ("Device", "Product", "Status", "Last seen (UTC)", "Records"),
                  device_rows, "No devices assigned.")
     )
     return layout(f"fleetloop: gateway {g.id}", body, [link(gateway_href(g.id), g.id)],

@@ -6,6 +6,7 @@ pieces the other pages (cloud.pages) share."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -96,6 +97,16 @@ def gateway_href(gateway_id: str) -> str:
 def link(href: str, text: str) -> str:
     """<a> with an escaped href and escaped text."""
     return f'<a href="{escape(href)}">{escape(text)}</a>'
+
+
+def table(table_id: str, heads: Sequence[str], rows: list[list[str]], empty: str) -> str:
+    """A table of cells already HTML (escape what goes in them); `empty` when no rows."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in heads)
+    if rows:
+        body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    else:
+        body = f'<tr><td colspan="{len(heads)}" class="empty">{escape(empty)}</td></tr>'
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def format_time(ms: int | None) -> str:
