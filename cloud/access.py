@@ -31,6 +31,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cloud.context import DbDep, NowDep, SettingsDep
 from cloud.errors import Forbidden, Unauthorized
 from cloud.services import gateways as gateway_service
 from cloud.services import tokens as token_service
@@ -67,17 +68,7 @@ class Principal:
 bearer_scheme = HTTPBearer(auto_error=False, description="a fleetloop API token")
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 BOOTSTRAP_ADMIN = "bootstrap admin"
-
-
-def _now_ms(request: Request) -> int:
-    clock: Callable[[], float] = getattr(request.app.state, "clock", time.time)
-    return round(clock() * 1000)
 
 
 def authenticate(
@@ -114,13 +105,13 @@ def requires(*roles: Role, admin: bool = True) -> Callable[..., Principal]:
     def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+        store: DbDep,
+        settings: SettingsDep,
+        now_ms: NowDep,
     ) -> Principal:
         if credentials is None or not credentials.credentials.strip():
             raise Unauthorized(f"token required (Authorization: Bearer <token>; roles: {names})")
-        with request.app.state.db.connection() as store:
-            principal = authenticate(
-                _settings(request), store, credentials.credentials.strip(), _now_ms(request)
-            )
+        principal = authenticate(settings, store, credentials.credentials.strip(), now_ms)
         if principal is None:
             raise Unauthorized("invalid token")
         request.state.principal = principal

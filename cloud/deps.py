@@ -2,47 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, Request
 
 from cloud.access import STAFF, Principal, Role, authenticate, requires
+from cloud.context import DbDep, NowDep, SettingsDep, SignerDep  # noqa: F401 (re-exported)
 from cloud.errors import Forbidden, LoginRequired, TooLarge, Unauthorized
 from cloud.services import gateways as gateway_service
 from cloud.services import sessions as session_service
 from cloud.services import telemetry as telemetry_service
-from cloud.services.config import ConfigSigner
-from cloud.settings import Settings
 from cloud.store import DeviceRow, GatewayRow, Store
 from protocol.batch import HEADER_GATEWAY, MAX_COMPRESSED_BYTES, MAX_GAP_BYTES
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_store(request: Request) -> Iterator[Store]:
-    with request.app.state.db.connection() as store:
-        yield store
-
-
-def get_signer(request: Request) -> ConfigSigner:
-    signer: ConfigSigner = request.app.state.signer
-    return signer
-
-
-def get_now_ms(request: Request) -> int:
-    seconds: float = request.app.state.clock()
-    return round(seconds * 1000)
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DbDep = Annotated[Store, Depends(get_store)]
-SignerDep = Annotated[ConfigSigner, Depends(get_signer)]
-NowDep = Annotated[int, Depends(get_now_ms)]
 
 
 def bearer_token(request: Request) -> str | None:
