@@ -13,7 +13,7 @@ from device import port
 
 # Used until a config is applied; a config's settings replace these name by name.
 DEFAULTS = {"interval_ms": 1000, "ack_timeout_ms": 5000, "max_inflight": 8, "keepalive_s": 30,
-            "heartbeat_s": 60}
+            "heartbeat_s": 60, "coach_mode": 0, "target_power_w": 0, "programme": 0}
 
 
 class Settings:

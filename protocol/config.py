@@ -33,6 +33,12 @@ SETTINGS = {
     "max_inflight": (1, 64),
     "keepalive_s": (10, 3600),
     "heartbeat_s": (5, 86400),
+    # What the product does for its owner (a product ignores those it has no use for): the
+    # bike's coach mode (0 off, 1 on), the power its programme aims at (0: the rider's own
+    # choice) and the programme's intensity (0 free ride, 1 easy, 2 moderate, 3 hard).
+    "coach_mode": (0, 1),
+    "target_power_w": (0, 2000),
+    "programme": (0, 3),
 }
 
 
