@@ -41,6 +41,12 @@ _STATE = ('{"v":2,"d":"%s","i":%d,"t":%d,"impl":"%s","fw":"%s","profile":"%s",'
           '"link_failures":%d,"why":"%s","uptime_s":%d,"heap_low":%d,"buffer_bytes":%d,'
           '"reconnects":%d,"consent":"%s","hint_ms":%d}')
 _MAX_SIGNED = const(1024 - 40)  # protocol.state.MAX_STATE_BYTES less the tag
+# The longest rest a profile may ask for: well inside MicroPython's ticks_add range (2**29).
+_MAX_REST_MS = const(86400000)
+_TELEMETRY = const(0)  # indexes of Agent.topics
+_STATE_T = const(1)
+_ACK = const(2)
+_CONFIG = const(3)
 HINT_TOPIC = b"fleet/hint"  # protocol.hint.TOPIC
 TIERS = ("essential", "usage", "personal")  # protocol.consent.TIERS, narrowest first
 
@@ -50,7 +56,18 @@ def _topic(device_id, kind):
 
 
 class Agent:
-    def __init__(self, device_id, profile, buf, conf, client, session, emit, records=None):
+    """The device's one loop, driven from outside: begin() once, then step() whenever the
+    link has data or the wait it returned is over. run() is a board's plain loop around it;
+    the fleet simulator steps thousands of agents from one selector loop (docs/simulator.md).
+
+    Two clocks: `clock` (port on a board) times sampling and dates records, the data clock;
+    port's ticks time the transport (keepalive, ack timeouts, heartbeats). The simulator
+    hands in a data clock that runs faster than the wall clock. A profile's sample() may
+    return None when the product is idle, and then its rest_ms(), if it has one, says how
+    long (data ms) until it is worth asking again (a sensor that wakes on use does the same)."""
+
+    def __init__(self, device_id, profile, buf, conf, client, session, emit, records=None,
+                 clock=port):
         self.device_id = device_id
         self.profile = profile
         self.buf = buf
@@ -60,13 +77,13 @@ class Agent:
         self.emit = emit
         self.to_produce = records  # sample until seq reaches this; None: forever
         self.produced = 0
-        self.t_telemetry = _topic(device_id, "telemetry")
-        self.t_state = _topic(device_id, "state")
-        self.t_ack = _topic(device_id, "ack")
-        self.t_config = _topic(device_id, "config")
+        self.clock = clock
+        # telemetry, state, ack, config (_TELEMETRY ...): one attribute, not four
+        self.topics = (_topic(device_id, "telemetry"), _topic(device_id, "state"),
+                       _topic(device_id, "ack"), _topic(device_id, "config"))
         self.sent = 0  # highest seq published since the last (re)start of sending
         self.progress_at = port.ticks_ms()  # ticks of the last ack progress (or resend)
-        self.next_sample = self.progress_at  # ticks are opaque values: never 0
+        self.next_sample = clock.ticks_ms()  # data clock ticks (opaque values: never 0)
         self.stop = None  # set to RESTART_FOR_CONFIG to leave run()
         self.drained_at = -1  # acked seq at the last "drained" event
         self.heap_min = 0  # lowest free heap seen before a collection (~ peak use)
@@ -84,6 +101,7 @@ class Agent:
         self.tick = self.progress_at  # uptime: whole seconds counted up to this tick
         self.uptime_s = 0
         self.beat_at = self.progress_at  # ticks of the last state published
+        self.synced_at = self.alive_at = self.progress_at  # buffer sync, "alive" event
         client.on_publish = self._on_publish
         client.on_oversize = self._on_oversize
         session.on_up = self._on_up
@@ -102,7 +120,8 @@ class Agent:
         self.emit({"event": "disconnected", "reason": reason})
 
     def _on_publish(self, topic, payload, qos, retain):
-        if topic == self.t_ack:
+        topics = self.topics
+        if topic == topics[_ACK]:
             try:
                 inc, seq = codec.decode_ack(bytes(payload))
             except ValueError as e:
@@ -117,7 +136,7 @@ class Agent:
                 self.progress_at = port.ticks_ms()
                 if self.sent < self.buf.acked:
                     self.sent = self.buf.acked
-        elif topic == self.t_config:
+        elif topic == topics[_CONFIG]:
             self._on_config(bytes(payload))
         elif topic == HINT_TOPIC:
             self._on_hint(payload)
@@ -216,7 +235,7 @@ class Agent:
                 break
         del reason, error  # garbage now, reclaimable below
         # protocol.tag.append's bytes, handed over in pieces: no copy of the state is made.
-        self.client.publish(self.t_state, (memoryview(signed)[:-1], codec.HEAD,
+        self.client.publish(self.topics[_STATE_T], (memoryview(signed)[:-1], codec.HEAD,
                                            codec.mac_tag(buf.mac, signed), codec.TAIL), 1)
         self.emit({"event": "state", "heap_free": heap, "heap_min": self.heap_min,
                    "buffered": buf.buffered, "seq": buf.last})
@@ -230,19 +249,25 @@ class Agent:
         records = buf.unacked(self.sent, room)
         try:
             for seq, payload in records:
-                self.client.publish(self.t_telemetry, payload, 1)
+                self.client.publish(self.topics[_TELEMETRY], payload, 1)
                 self.sent = seq
         finally:
             records.close()
 
     # -- main loop
-    def _sample(self, now):
+    def _sample(self):
+        clock = self.clock
+        now = clock.ticks_ms()
         interval = self.conf.get("interval_ms")
-        if port.ticks_diff(now, self.next_sample) < 0:
+        if clock.ticks_diff(now, self.next_sample) < 0:
             return
         if self.to_produce is not None and self.buf.last >= self.to_produce:
             return
         metrics = self.profile.sample()
+        if metrics is None:  # idle: ask again after the profile's rest, if it knows one
+            rest = self.profile.rest_ms() if hasattr(self.profile, "rest_ms") else 0
+            self.next_sample = clock.ticks_add(now, min(max(rest, interval), _MAX_REST_MS))
+            return
         # Consent before the buffer: what the customer did not agree to never touches flash.
         allowed = self.names[self.rank]
         keep = 0
@@ -258,16 +283,16 @@ class Agent:
             metrics = kept
         if metrics:  # nothing allowed (every metric at "essential"): no record at all
             try:
-                self.buf.put(port.time_ms(), metrics)
+                self.buf.put(clock.time_ms(), metrics)
             except ValueError as e:  # a profile bug must not stop the device
                 self.emit({"event": "bad_sample", "reason": str(e)})
         del metrics
         self.produced += 1
         if self.buf.last == self.to_produce:
             self.emit({"event": "produced", "records": self.produced, "seq": self.buf.last})
-        self.next_sample = port.ticks_add(self.next_sample, interval)
-        if port.ticks_diff(now, self.next_sample) > interval:
-            self.next_sample = port.ticks_add(now, interval)  # fell behind: do not burst
+        self.next_sample = clock.ticks_add(self.next_sample, interval)
+        if clock.ticks_diff(now, self.next_sample) > interval:
+            self.next_sample = clock.ticks_add(now, interval)  # fell behind: do not burst
 
     def _watch(self, now):
         buf = self.buf
@@ -290,52 +315,69 @@ class Agent:
         port.collect()
         self.heap_rest = port.mem_free()
 
-    def run(self):
-        """Loop until a staged config needs verifying (returns RESTART_FOR_CONFIG) or a consent
-        request a fresh heap (RESTART_FOR_CONSENT)."""
-        self.next_sample = port.ticks_ms()
-        idle_sync = alive = port.ticks_ms()
-        feed = self.boot[2]
-        request = self.data + "/consent.request"
-        self.tick = self.beat_at = port.ticks_ms()
+    def begin(self):
+        """Once, before the first step()."""
+        now = port.ticks_ms()
+        self.next_sample = self.clock.ticks_ms()
+        self.synced_at = self.alive_at = self.tick = self.beat_at = now
         port.collect()
         self.heap_min = self.heap_rest = port.mem_free()
+
+    def step(self):
+        """One turn of the loop (the link itself is serviced by the caller, link.service).
+        Returns how long (transport ms, at most 200) nothing needs doing unless the link brings
+        data or the next sample is due (sample_in())."""
+        now = port.ticks_ms()
+        self._clock(now)
+        if port.ticks_diff(now, self.synced_at) > 1000:
+            self.synced_at = now
+            self.buf.sync()
+            if port.exists(self.data + "/consent.request"):
+                self._consent_request()
+        if self.link.up and port.ticks_diff(now, self.beat_at) >= \
+                self.conf.get("heartbeat_s") * 1000:
+            try:
+                self.publish_state("heartbeat")
+            except (OSError, mqtt.MQTTError) as e:
+                self.link.mark_down("publish failed " + str(e))
+        if port.ticks_diff(now, self.alive_at) >= _ALIVE_MS:
+            self.alive_at = now
+            feed = self.boot[2]
+            if feed is not None:
+                feed()
+            self.emit({"event": "alive", "seq": self.buf.last, "acked": self.buf.acked,
+                       "up": self.link.up, "heap_free": self.heap_rest})
+        self._sample()
+        buf = self.buf
+        if self.link.up:
+            try:
+                self._pump()
+            except (OSError, mqtt.MQTTError) as e:
+                self.link.mark_down("publish failed " + str(e))
+        self._watch(port.ticks_ms())
+        self._measure_heap()
+        if self.link.up and self.sent < buf.last and \
+                self.sent - buf.acked < self.conf.get("max_inflight"):
+            return 0
+        return 200
+
+    def sample_in(self):
+        """Data clock ms until the next sample is due (0: now); a large value once a run of
+        `records` is complete."""
+        if self.to_produce is not None and self.buf.last >= self.to_produce:
+            return _MAX_REST_MS
+        return max(0, self.clock.ticks_diff(self.next_sample, self.clock.ticks_ms()))
+
+    def run(self):
+        """A board's loop: until a staged config needs verifying (returns RESTART_FOR_CONFIG)
+        or a consent request a fresh heap (RESTART_FOR_CONSENT). Here the data clock is the
+        transport's (port), so the sample's wait is a transport wait too."""
+        self.begin()
         while self.stop is None:
-            now = port.ticks_ms()
-            self._sample(now)
-            if self.link.up:
-                try:
-                    self._pump()
-                except (OSError, mqtt.MQTTError) as e:
-                    self.link.mark_down("publish failed " + str(e))
-            self._watch(now)
-            self._measure_heap()
-            wait = port.ticks_diff(self.next_sample, port.ticks_ms())
-            if self.to_produce is not None and self.buf.last >= self.to_produce:
-                wait = 200
-            if self.link.up and self.sent < self.buf.last and \
-                    self.sent - self.buf.acked < self.conf.get("max_inflight"):
-                wait = 0
-            self.link.service(max(0, min(wait, 200)))
-            now = port.ticks_ms()
-            self._clock(now)
-            if port.ticks_diff(now, idle_sync) > 1000:
-                idle_sync = now
-                self.buf.sync()
-                if port.exists(request):
-                    self._consent_request()
-            if self.link.up and port.ticks_diff(now, self.beat_at) >= \
-                    self.conf.get("heartbeat_s") * 1000:
-                try:
-                    self.publish_state("heartbeat")
-                except (OSError, mqtt.MQTTError) as e:
-                    self.link.mark_down("publish failed " + str(e))
-            if port.ticks_diff(port.ticks_ms(), alive) >= _ALIVE_MS:
-                alive = port.ticks_ms()
-                if feed is not None:
-                    feed()
-                self.emit({"event": "alive", "seq": self.buf.last, "acked": self.buf.acked,
-                           "up": self.link.up, "heap_free": self.heap_rest})
+            wait = self.step()
+            if wait:
+                wait = min(wait, self.sample_in())
+            self.link.service(wait)
         return self.stop
 
     def close(self):

@@ -1,16 +1,17 @@
 """One run of the agent: build MQTT client, session, profile and agent around the buffer
-consent.start() opened; run until the agent stops. Imported by main.py per run and unloaded afterwards (see main.py)."""
+consent.start() opened (build(), which the fleet simulator shares); run until the agent stops. Imported by main.py per run and unloaded afterwards (see main.py)."""
 
 from device import agent, link, mqtt, port
 from device.profiles import load
 
 
-def run(image, ident, conf, records, emit, boot, consent):
-    """Wire and run the agent once. Returns (why it stopped, records produced). boot is
-    (reset cause, resets, watchdog feed) from main.py, consent (rank of the tier, consent
-    records logged in this incarnation, allowed metric names per tier, whether that changed
-    now, the buffer it opened) from consent.start(). A MemoryError or any other exception
-    propagates (main.py turns it into a reset) after a best-effort close."""
+def build(image, ident, conf, records, emit, boot, consent, opener=None, profile=None,
+          clock=port):
+    """The agent of one run, wired and not started. boot is (reset cause, resets, watchdog
+    feed) from main.py, consent (rank of the tier, consent records logged in this
+    incarnation, allowed metric names per tier, whether that changed now, the buffer it
+    opened) from consent.start(). A board passes none of the rest; the fleet simulator passes
+    its own non-blocking opener, the product's simulated user as profile and its data clock."""
     dev = ident["id"]
     # The buffer consent.start() opened (tagging with the record key's HMAC keys, computed
     # once for this start): opened once per start, flash read once.
@@ -22,18 +23,21 @@ def run(image, ident, conf, records, emit, boot, consent):
     del hint
     port.unload("device.hint")
     client = mqtt.Client(dev.encode())
-    host = ident["broker_host"]
-    port_no = ident["broker_port"]
-    certs = image + "/certs"
+    if opener is None:
+        host = ident["broker_host"]
+        port_no = ident["broker_port"]
+        certs = image + "/certs"
+        opener = lambda: port.tls_connect(host, port_no, certs)  # noqa: E731
     t = "fleet/" + dev + "/"
     session = link.Link(
-        client, lambda: port.tls_connect(host, port_no, certs), conf.get("keepalive_s"),
+        client, opener, conf.get("keepalive_s"),
         [((t + "ack").encode(), 1), ((t + "config").encode(), 1), (agent.HINT_TOPIC, 1)],
         (t + "status").encode(), 1)
     session.hint_ms = hint_ms
     # A profile resumes after the samples it took: the records, not the consent records.
-    app = agent.Agent(dev, load(ident["profile"], dev, buf.last - logged), buf, conf, client,
-                      session, emit, records)
+    if profile is None:
+        profile = load(ident["profile"], dev, buf.last - logged)
+    app = agent.Agent(dev, profile, buf, conf, client, session, emit, records, clock)
     app.boot = boot
     app.data = data
     app.rank = rank
@@ -46,6 +50,14 @@ def run(image, ident, conf, records, emit, boot, consent):
           "hint_ms": session.hint_ms,
           "buffered": buf.buffered, "dropped": buf.dropped, "repaired": buf.repaired,
           "heap_free": port.mem_free()})
+    return app
+
+
+def run(image, ident, conf, records, emit, boot, consent):
+    """Wire and run the agent once (build()). Returns (why it stopped, records produced). A
+    MemoryError or any other exception propagates (main.py turns it into a reset) after a
+    best-effort close."""
+    app = build(image, ident, conf, records, emit, boot, consent)
     try:
         why = app.run()
     finally:

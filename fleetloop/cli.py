@@ -11,6 +11,7 @@ from fwtool.cli import app as fw_app
 from cloud.cli import app as cloud_app
 from cloud.token_cli import app as token_app
 from fleetloop.config_cli import app as config_app
+from fleetloop.fleet.cli import app as fleet_app
 from gateway.cli import app as gateway_app
 from protocol.home import DEFAULT_HOME as HOME_DIR
 from protocol.home import ENV_HOME
@@ -32,6 +33,7 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(fw_app, name="fw")
 app.add_typer(device_app, name="device")
 app.add_typer(config_app, name="config")
+app.add_typer(fleet_app, name="fleet")
 
 
 HomeOpt = Annotated[Path, typer.Option("--home", envvar=ENV_HOME, help="State directory.")]
