@@ -63,6 +63,7 @@ class Counters:
 
     events: dict[str, int] = field(default_factory=dict)
     resets: dict[str, int] = field(default_factory=dict)
+    connect_times: list[float] = field(default_factory=list)  # monotonic, one per CONNACK
 
     def count(self, name: str) -> None:
         self.events[name] = self.events.get(name, 0) + 1
@@ -228,6 +229,8 @@ class Board:
     # -- reading it --------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
         name = event.get("event")
+        if name == "connected":
+            self.counters.connect_times.append(time.monotonic())
         if name in ("resend", "bad_ack", "bad_hint", "bad_sample", "disconnected", "connected"):
             self.counters.count(str(name))
         elif name == "config":

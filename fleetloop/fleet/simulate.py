@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -103,6 +104,37 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def start_stack(home: Path) -> Stack:
+    """A cloud and one gateway with its Mosquitto, started the way a user does (fleetloop
+    cloud serve, gateway register, gateway run); the devices' keys come with provisioning."""
+    stack = Stack(home=home)
+    try:
+        stack.keygen([])
+        stack.start_cloud()
+        stack.register_gateway()
+        stack.start_gateway()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def raise_open_files(wanted: int) -> int:
+    """Lift this process's open-file limit towards `wanted` (two per device: its socket and
+    its buffer's open segment); the processes it starts inherit it. Returns the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    if hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))  # root may raise hard
+            return wanted
+        except (ValueError, OSError):
+            pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    return min(wanted, hard)
+
+
 def check_cloud(url: str) -> None:
     try:
         resp = httpx.get(url.rstrip("/") + "/healthz", timeout=5)
@@ -141,6 +173,7 @@ class Simulation:
         if opts.cloud is not None:
             check_cloud(opts.cloud)
         prepare_out(opts.out)
+        raise_open_files(2 * opts.devices + 1024)
         self._started = time.monotonic()
         try:
             self._start_stack()
@@ -163,10 +196,8 @@ class Simulation:
 
     def _start_stack(self) -> None:
         self.phase = "starting the cloud and the gateway"
-        ids = [d for d, _, _ in self.plan.devices]
         if self.options.cloud is None:
-            self.stack = Stack(home=self.home)
-            self.stack.start_path(ids)
+            self.stack = start_stack(self.home)
 
     def _provision(self) -> None:
         from fwtool.batch import Row, provision_many
