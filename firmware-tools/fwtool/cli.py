@@ -1,8 +1,10 @@
-"""`fleetloop fw`: factory commands, a thin typer layer over fwtool.keys and fwtool.provision."""
+"""`fleetloop fw`: factory commands, a thin typer layer over fwtool.keys, fwtool.provision and
+fwtool.batch."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +14,7 @@ import typer
 
 from protocol.home import resolve_home
 
-from . import keys
+from . import batch, keys
 from . import provision as provisioning
 from .errors import FwToolError, UsageError
 
@@ -91,13 +93,16 @@ def keygen(
 @app.command()
 @_clean_errors
 def provision(
-    device_id: Annotated[str, typer.Option("--id", help="Device id, e.g. bike-1")],
-    profile: Annotated[str, typer.Option(
-        "--profile", help=f"Product profile: {', '.join(provisioning.PROFILES)}")],
+    device_id: Annotated[str | None, typer.Option(
+        "--id", help="Device id, e.g. bike-1 (one device; or use --csv)", show_default=False)] = None,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help=f"Product profile: {', '.join(provisioning.PROFILES)}",
+        show_default=False)] = None,
     home: HomeOpt = None,
     broker: Annotated[str, typer.Option("--broker", help="Broker address host:port")] = "localhost:8883",
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Image directory (default: HOME/devices/<id>)", show_default=False)] = None,
+        "--out", help="Image directory (default: HOME/devices/<id>); with --csv the directory"
+        " that gets one image per id", show_default=False)] = None,
     cloud: Annotated[str | None, typer.Option(
         "--cloud", help="Also enrol the device with this cloud (base URL)",
         show_default=False)] = None,
@@ -109,12 +114,22 @@ def provision(
         show_default=False)] = None,
     hw_rev: Annotated[str | None, typer.Option(
         "--hw-rev", help="With --cloud: its hardware revision", show_default=False)] = None,
+    csv_file: Annotated[Path | None, typer.Option(
+        "--csv", help="Provision every device of this file instead of one: a header row"
+        " id,profile[,customer][,hw_rev], then one device per line; makes the keys too",
+        show_default=False)] = None,
+    no_firmware: Annotated[bool, typer.Option(
+        "--no-firmware", help="With --csv: host images (identity.json, certs/, keys/, data/"
+        " only) for hosts that run the device package from source")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --csv: print the result as JSON")] = False,
 ) -> None:
     """Build the image (code, certificates, keys, identity.json) of one device, and with --cloud enrol it: product, record key, certificate fingerprint and serial, customer, hardware revision.
 
-    Re-provisioning replaces the code, certificates and keys but never touches the device's data/ directory.
+    Re-provisioning replaces the code, certificates and keys but never touches the device's data/ directory. With --csv, a whole batch: keys, images and enrolment for every line, firmware compiled once; a device that fails is listed and the others go on (exit 1 if any failed).
 
     Example: fleetloop fw provision --home ./.fleetloop --id bike-1 --profile bike --broker localhost:8883 --cloud http://127.0.0.1:8000 --token-file factory-token --customer acme --hw-rev r2
+
+    Example: fleetloop fw provision --csv batch.csv --no-firmware --cloud http://127.0.0.1:8000 --token-file factory-token
     """
     from . import enrol as enrolment
 
@@ -122,15 +137,61 @@ def provision(
     root = home if home is not None else _default_home()
     if cloud is None and (customer is not None or hw_rev is not None or token_file is not None):
         raise UsageError("--customer, --hw-rev and --token-file go with --cloud")
-    token = (enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
-             if cloud is not None else "")
-    image = provisioning.provision(root, device_id, profile, host, port, out)
-    typer.echo(f"provisioned {device_id} ({profile}) in {image}")
-    if cloud is not None:
-        status = enrolment.enrol(root, device_id, profile, cloud, token, customer=customer,
-                                 hw_rev=hw_rev)
-        typer.echo(f"enrolled {device_id} with {cloud}"
-                   + ("" if status == 201 else " (already enrolled with this key)"))
+    if csv_file is not None:
+        if device_id is not None or profile is not None or customer is not None or hw_rev is not None:
+            raise UsageError("--csv takes ids, profiles, customers and hardware revisions from the"
+                             " file: leave out --id, --profile, --customer and --hw-rev")
+        rows = batch.read_csv(csv_file)
+        token = (enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
+                 if cloud is not None else "")
+        _provision_batch(root, rows, host, port, out=out, firmware=not no_firmware, cloud=cloud,
+                         token=token, as_json=as_json)
+    elif device_id is None or profile is None:
+        raise UsageError("give --id and --profile for one device, or --csv FILE for a batch")
+    elif no_firmware or as_json:
+        raise UsageError("--no-firmware and --json go with --csv")
+    else:
+        token = (enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
+                 if cloud is not None else "")
+        image = provisioning.provision(root, device_id, profile, host, port, out)
+        typer.echo(f"provisioned {device_id} ({profile}) in {image}")
+        if cloud is not None:
+            status = enrolment.enrol(root, device_id, profile, cloud, token, customer=customer,
+                                     hw_rev=hw_rev)
+            typer.echo(f"enrolled {device_id} with {cloud}"
+                       + ("" if status == 201 else " (already enrolled with this key)"))
+
+
+def _provision_batch(root: Path, rows: list[batch.Row], host: str, port: int, *, out: Path | None,
+                     firmware: bool, cloud: str | None, token: str, as_json: bool) -> None:
+    """Run a batch under a progress bar on stderr; a summary (or JSON) on stdout; exit 1 if
+    any device failed, after listing each on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("provisioning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task("provisioning", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = batch.provision_many(root, rows, host, port, out_root=out, firmware=firmware,
+                                      cloud=cloud, token=token, progress=progress)
+    if as_json:
+        typer.echo(json.dumps(result.as_json()))
+    else:
+        kind = "firmware" if firmware else "host"
+        phases = ", ".join(f"{name} {secs:.1f} s" for name, secs in result.seconds.items())
+        enrolled = f", enrolled {result.enrolled}" if cloud is not None else ""
+        typer.echo(f"provisioned {len(result.provisioned)} of {len(rows)} devices ({kind} images)"
+                   f"{enrolled}, {len(result.failures)} failed in "
+                   f"{sum(result.seconds.values()):.1f} s ({phases})")
+    for device_id, reason in result.failures:
+        typer.echo(f"failed: {device_id}: {reason}", err=True)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -178,20 +178,33 @@ def load_ed25519_private(path: Path) -> ed25519.Ed25519PrivateKey:
     return key
 
 
+FileWriter = Callable[[Path, bytes, int], None]
+DeviceDone = Callable[[str, FwToolError | None], None]
+
+
 def generate(
     home: Path,
     gateway_ids: Sequence[str],
     device_ids: Sequence[str],
     force: bool = False,
+    *,
+    write: FileWriter = write_file,
+    on_device: DeviceDone | None = None,
 ) -> list[Path]:
-    """Write (or complete) ``home/keys``; return the paths written, in write order."""
+    """Write (or complete) ``home/keys``; return the paths written, in write order.
+
+    The CA is loaded (or made) once for the whole run. ``write`` replaces write_file (a batch
+    passes fsutil.SyncedBatch.write and commits once). With ``on_device``, it is told of each
+    device as its keys are done, and a device whose keys fail is reported there and skipped
+    instead of ending the run.
+    """
     for gw in gateway_ids:
         check_id(gw, "gateway")
     for dev in device_ids:
         check_id(dev, "device")
     layout = KeyLayout.of_home(Path(home))
     _refuse_shared_ids(layout, gateway_ids, device_ids)
-    return _Writer(layout, force).run(gateway_ids, device_ids)
+    return _Writer(layout, force, write, on_device).run(gateway_ids, device_ids)
 
 
 def _existing(directory: Path) -> set[str]:
@@ -211,9 +224,12 @@ def _refuse_shared_ids(layout: KeyLayout, gateway_ids: Sequence[str], device_ids
 class _Writer:
     """One keygen run: remembers what it wrote; constructors only store."""
 
-    def __init__(self, layout: KeyLayout, force: bool) -> None:
+    def __init__(self, layout: KeyLayout, force: bool, write: FileWriter = write_file,
+                 on_device: DeviceDone | None = None) -> None:
         self.layout = layout
         self.force = force
+        self.write = write
+        self.on_device = on_device
         self.written: list[Path] = []
 
     def run(self, gateway_ids: Sequence[str], device_ids: Sequence[str]) -> list[Path]:
@@ -234,22 +250,35 @@ class _Writer:
             self._cert(lay.gateway_mqtt_cert_pem(gw), key, signer,
                        partial(_client_cert, key, gw, signer))
             self._ed25519(lay.gateway_batch_key_pem(gw), lay.gateway_batch_pub(gw))
-        for dev in dict.fromkeys(device_ids):
+        if device_ids:
             ensure_dir(lay.devices_dir)
-            ensure_dir(lay.device_dir(dev))
-            key = self._ec_key(lay.device_key_pem(dev))
-            cert = self._cert(lay.device_cert_pem(dev), key, signer,
-                              partial(_client_cert, key, dev, signer))
-            self._der_copy(lay.device_cert_der(dev), cert)
-            self._der_key(lay.device_key_der(dev), key)
-            self._record_key(lay.device_record_key(dev))
+        for dev in dict.fromkeys(device_ids):
+            try:
+                self._device(dev, signer)
+            except FwToolError as exc:
+                if self.on_device is None:
+                    raise
+                self.on_device(dev, exc)
+                continue
+            if self.on_device is not None:
+                self.on_device(dev, None)
         return self.written
+
+    def _device(self, dev: str, signer: tuple[EcKey, x509.Certificate]) -> None:
+        lay = self.layout
+        ensure_dir(lay.device_dir(dev))
+        key = self._ec_key(lay.device_key_pem(dev))
+        cert = self._cert(lay.device_cert_pem(dev), key, signer,
+                          partial(_client_cert, key, dev, signer))
+        self._der_copy(lay.device_cert_der(dev), cert)
+        self._der_key(lay.device_key_der(dev), key)
+        self._record_key(lay.device_record_key(dev))
 
     def _needed(self, path: Path) -> bool:
         return self.force or not path.exists()
 
     def _write(self, path: Path, data: bytes, mode: int) -> None:
-        write_file(path, data, mode)
+        self.write(path, data, mode)
         self.written.append(path)
 
     def _ec_key(self, path: Path) -> EcKey:

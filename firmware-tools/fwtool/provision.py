@@ -24,7 +24,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import protocol
@@ -49,6 +49,9 @@ IDENTITY = "identity.json"
 _VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 
 
+FileWriter = Callable[[Path, bytes, int], None]
+
+
 def provision(
     home: Path,
     device_id: str,
@@ -66,50 +69,107 @@ def provision(
     ``device_src``/``protocol_src`` default to the installed ``device``/``protocol`` packages.
     ``compiled`` ships .mpy bytecode (what fits a 64 KB heap) instead of .py sources.
     """
+    check_request(device_id, profile, broker_host, broker_port)
+    home = Path(home)
+    sources = key_sources(KeyLayout.of_home(home), device_id)
+    dev_src = Path(device_src) if device_src else package_dir("device")
+    proto_src = Path(protocol_src) if protocol_src else package_dir("protocol")
+    out = Path(out) if out is not None else home / "devices" / device_id
+    check_target(out, device_id)
+
+    def firmware(staging: Path) -> None:
+        stage_code(staging, dev_src, proto_src, compiled=compiled)
+        if profile == "engine":
+            stage_engine_data(staging, dev_src, device_id)
+        if compiled:
+            pack_romfs(staging)
+
+    ident = identity(device_id, profile, broker_host, broker_port, firmware_version(dev_src))
+    staging = stage_image(out, ident, sources, firmware)
+    swap_in(out, staging)
+    return out
+
+
+def check_request(device_id: str, profile: str, broker_host: str, broker_port: int) -> None:
+    """InvalidIdError/UsageError for a bad id, profile or broker address."""
     check_id(device_id, "device")
     if profile not in PROFILES:
         raise UsageError(f"unknown profile {profile!r}: choose one of {', '.join(PROFILES)}")
     _check_broker(broker_host, broker_port)
-    home = Path(home)
-    lay = KeyLayout.of_home(home)
-    sources = _key_sources(lay, device_id)
-    dev_src = Path(device_src) if device_src else package_dir("device")
-    proto_src = Path(protocol_src) if protocol_src else package_dir("protocol")
-    out = Path(out) if out is not None else home / "devices" / device_id
-    _check_target(out, device_id)
 
+
+def identity(device_id: str, profile: str, broker_host: str, broker_port: int, fw: str) -> bytes:
+    """The bytes of an image's identity.json."""
+    ident = {"id": device_id, "profile": profile, "broker_host": broker_host,
+             "broker_port": broker_port, "fw": fw}
+    return (json.dumps(ident, indent=2) + "\n").encode()
+
+
+def stage_image(out: Path, ident: bytes, sources: dict[str, Path],
+                firmware: Callable[[Path], None] | None, write: FileWriter = write_file) -> Path:
+    """Build the new parts of the image at ``out`` in its staging directory and return it.
+
+    ``firmware`` fills lib/, the boot module and romfs.img (None: a host image, which has none).
+    Nothing outside the staging directory changes until swap_in; on failure it is removed.
+    """
     ensure_dir(out)
     staging = out / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         ensure_dir(staging)
-        _copy_tree(dev_src, staging / "lib" / "device")
-        _copy_protocol(proto_src, staging / "lib" / "protocol")
-        if profile == "engine":
-            _copy_engine_data(dev_src, staging / "lib" / "device", device_id)
-        if (dev_src / BOOT).is_file():
-            shutil.copyfile(dev_src / BOOT, staging / BOOT)
-        if compiled:
-            compile_tree(staging / "lib")
-            if (staging / BOOT).is_file():
-                compile_tree(staging, recursive=False)
-            write_file(staging / ROMFS_IMAGE, build_image(staging / "lib"), PUBLIC_FILE)
-        _copy_keys(sources, staging)
+        if firmware is not None:
+            firmware(staging)
+        _copy_keys(sources, staging, write)
+        write(staging / IDENTITY, ident, PUBLIC_FILE)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def swap_in(out: Path, staging: Path) -> None:
+    """Replace the firmware, certs/, keys/ and identity.json of ``out`` by those in ``staging``
+    (what staging lacks is removed: a host image has no firmware); data/ is never touched."""
+    try:
         for name in REPLACED:
             shutil.rmtree(out / name, ignore_errors=True)
-            os.rename(staging / name, out / name)
-        for name in FIRMWARE_FILES:
+            if (staging / name).is_dir():
+                os.rename(staging / name, out / name)
+        for name in (*FIRMWARE_FILES, IDENTITY):
             if (staging / name).is_file():
                 os.replace(staging / name, out / name)
             elif (out / name).is_file():
                 (out / name).unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    identity = {"id": device_id, "profile": profile, "broker_host": broker_host,
-                "broker_port": broker_port, "fw": firmware_version(dev_src)}
-    write_file(out / IDENTITY, (json.dumps(identity, indent=2) + "\n").encode(), PUBLIC_FILE)
     ensure_dir(out / "data")
-    return out
+
+
+def stage_code(dest: Path, dev_src: Path, proto_src: Path, *, compiled: bool = True) -> None:
+    """lib/device, lib/protocol and the boot module under ``dest``, compiled when asked.
+    The same for every profile: only an engine's data differs (stage_engine_data)."""
+    _copy_tree(dev_src, dest / "lib" / "device")
+    _copy_protocol(proto_src, dest / "lib" / "protocol")
+    if (dev_src / BOOT).is_file():
+        shutil.copyfile(dev_src / BOOT, dest / BOOT)
+    if compiled:
+        compile_tree(dest / "lib")
+        if (dest / BOOT).is_file():
+            compile_tree(dest, recursive=False)
+
+
+def stage_engine_data(dest: Path, dev_src: Path, device_id: str) -> None:
+    """The trajectory of the one engine this device replays (not the whole data set)."""
+    data = dev_src / ENGINE_DATA
+    if not data.is_file():
+        raise FwToolError(f"engine data not found at {data}")
+    lib = dest / "lib" / "device"
+    write_file(lib / ENGINE_DATA, extract(data.read_bytes(), unit_of(device_id)), PUBLIC_FILE)
+
+
+def pack_romfs(dest: Path) -> None:
+    """romfs.img of ``dest``/lib (after the engine's data, which it carries)."""
+    write_file(dest / ROMFS_IMAGE, build_image(dest / "lib"), PUBLIC_FILE)
 
 
 def parse_broker(value: str) -> tuple[str, int]:
@@ -132,8 +192,6 @@ def package_dir(name: str) -> Path:
     return Path(locations[0])
 
 
-
-
 def firmware_version(device_src: Path) -> str:
     """``__version__`` of device/__init__.py if it declares one, else DEFAULT_FW."""
     init = device_src / "__init__.py"
@@ -144,7 +202,7 @@ def firmware_version(device_src: Path) -> str:
 def device_sources(root: Path) -> Iterator[Path]:
     """The modules of the device package that go into its firmware, relative to ``root``: .py
     sources that are not CPython-only, without the boot module (it sits at the image's root)
-    and without data (the engine's trajectory is cut per device: _copy_engine_data)."""
+    and without data (the engine's trajectory is cut per device: stage_engine_data)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(filenames):
@@ -166,7 +224,7 @@ def _check_broker(host: str, port: int) -> None:
         raise UsageError(f"invalid broker port {port!r}: use 1-65535")
 
 
-def _key_sources(lay: KeyLayout, device_id: str) -> dict[str, Path]:
+def key_sources(lay: KeyLayout, device_id: str) -> dict[str, Path]:
     """Image-relative name -> file in keys/; MissingKeysError names what is absent."""
     sources = {
         "certs/ca.der": lay.ca_cert_der, "certs/ca.pem": lay.ca_cert_pem,
@@ -186,7 +244,7 @@ def _key_sources(lay: KeyLayout, device_id: str) -> dict[str, Path]:
     return sources
 
 
-def _check_target(out: Path, device_id: str) -> None:
+def check_target(out: Path, device_id: str) -> None:
     """Refuse to clobber a directory that is not this device's image."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} exists and is not a directory")
@@ -212,14 +270,6 @@ def _copy_tree(src: Path, dest: Path) -> None:
         shutil.copyfile(src / rel, target)
 
 
-def _copy_engine_data(src: Path, dest: Path, device_id: str) -> None:
-    """The trajectory of the one engine this device replays (not the whole data set)."""
-    data = src / ENGINE_DATA
-    if not data.is_file():
-        raise FwToolError(f"engine data not found at {data}")
-    write_file(dest / ENGINE_DATA, extract(data.read_bytes(), unit_of(device_id)), PUBLIC_FILE)
-
-
 def _copy_protocol(src: Path, dest: Path) -> None:
     ensure_dir(dest, 0o755)
     for name in protocol.DEVICE_MODULES:
@@ -229,9 +279,9 @@ def _copy_protocol(src: Path, dest: Path) -> None:
         shutil.copyfile(module, dest / module.name)
 
 
-def _copy_keys(sources: dict[str, Path], staging: Path) -> None:
+def _copy_keys(sources: dict[str, Path], staging: Path, write: FileWriter) -> None:
     ensure_dir(staging / "certs", PRIVATE_DIR)
     ensure_dir(staging / "keys", 0o755)
     for rel, src in sources.items():
         private = rel.startswith("certs/key.") or rel == "keys/record.key"
-        write_file(staging / rel, src.read_bytes(), PRIVATE_FILE if private else PUBLIC_FILE)
+        write(staging / rel, src.read_bytes(), PRIVATE_FILE if private else PUBLIC_FILE)
