@@ -87,14 +87,19 @@ class Board:
         self.down_until = 0.0  # monotonic time a reset or a power cut keeps it off
         self.failures = 0  # resets in a row without a stable run (the back-off's count)
         self.booted_at = 0.0
+        self.cause = ("none", 0)  # why this power-on started, resets so far (data/reset.json)
         self.sent = 0  # telemetry PUBLISHes over every run, re-sends included
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def boot(self) -> None:
-        """A start, as device/main.py's (without the module unloading)."""
+    def boot(self, power_on: bool = True) -> None:
+        """A start, as device/main.py's (without the module unloading). After a power-on the
+        reset's cause is read (and reported); a restart for a config keeps it, as main.py's
+        loop does."""
         data = self.image / "data"
         data.mkdir(exist_ok=True)
-        cause, resets = read_reset(data)
+        if power_on:
+            self.cause = read_reset(data)
+        cause, resets = self.cause
         conf = settings.Settings(str(data), self.device_id, self.base)
         conf.load()
         self._verify_staged(conf)
@@ -223,7 +228,7 @@ class Board:
         assert self.agent is not None
         self.agent.close()
         self.agent = None
-        self.boot()
+        self.boot(power_on=False)
         return 0.0
 
     # -- reading it --------------------------------------------------------------------------

@@ -167,7 +167,11 @@ class Simulation:
         self._started = 0.0
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self, scenario: Callable[[Simulation], None] | None = None) -> Summary:
+    def run(self, scenario: Callable[[Simulation], None] | None = None,
+            after: Callable[[Simulation], None] | None = None) -> Summary:
+        """Simulate and count. scenario(sim) runs about twice a second while the devices run
+        (an operator's actions: a config push); after(sim) once everything is counted, while
+        the cloud and the gateway still run (a test reads the cloud there)."""
         opts = self.options
         opts.check()
         if opts.cloud is not None:
@@ -184,6 +188,8 @@ class Simulation:
         finally:
             try:
                 self._finish()
+                if after is not None and not self.summary.interrupted:
+                    after(self)
             finally:
                 if self.stack is not None:
                     self.stack.stop()
