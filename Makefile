@@ -58,6 +58,8 @@ bench: setup
 	$(BIN)/fleetloop bench path --devices 4 --records 10000
 	$(BIN)/fleetloop bench heap
 	$(BIN)/fleetloop bench cloud
+	$(BIN)/fleetloop bench connections --devices 5000
+	$(BIN)/fleetloop bench fleet
 
 lint: setup
 	$(BIN)/ruff check .

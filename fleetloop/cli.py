@@ -255,6 +255,75 @@ def bench_heap_cmd(
         raise typer.Exit(1)
 
 
+@bench_app.command("connections")
+def bench_connections_cmd(
+    devices: Annotated[int, typer.Option(min=1, max=20000, help="Devices to connect.")] = 5000,
+    reconnect_rate: Annotated[int | None, typer.Option(
+        min=1, max=1_000_000, help="The gateway's reconnect rate (connections/s) that sets its"
+        " back-pressure hint (default: the gateway's).", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    results: Annotated[Path, typer.Option(help="Where the result is saved.")] = Path(
+        "bench/results.json"),
+    docs: Annotated[Path, typer.Option(help="Doc whose generated table is replaced.")] = Path(
+        "docs/benchmarks.md"),
+    write: Annotated[bool, typer.Option(help="Save the result and regenerate the docs table.")] = True,
+) -> None:
+    """N simulated devices (the real device code) connected over mTLS to one gateway: the time
+    to connect all, the broker's and the gateway's memory per device, and a reconnect storm
+    (the broker killed and restarted) with the devices honouring the back-pressure hint: the
+    time until all are back and the peak connections per second.
+
+    Example: fleetloop bench connections --devices 5000 --json
+    """
+    import json
+
+    from fleetloop.bench import write_section
+    from fleetloop.fleet.connections import bench_connections
+    from fleetloop.fleet.sizing import connections_table
+
+    result = bench_connections(devices, reconnect_rate=reconnect_rate)
+    if write:
+        write_section("connections", result, connections_table(result), results, docs)
+    typer.echo(json.dumps(result, indent=2) if json_out else connections_table(result))
+    if result["connected"] < devices:
+        raise typer.Exit(1)
+
+
+@bench_app.command("fleet")
+def bench_fleet_cmd(
+    bikes: Annotated[int, typer.Option(min=0, max=20000)] = 500,
+    mirrors: Annotated[int, typer.Option(min=0, max=20000)] = 100,
+    engines: Annotated[int, typer.Option(min=0, max=20000)] = 50,
+    weeks: Annotated[float, typer.Option(min=0.01, max=104)] = 12,
+    speed: Annotated[float, typer.Option(min=1, max=1_000_000)] = 20000,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    results: Annotated[Path, typer.Option(help="Where the result is saved.")] = Path(
+        "bench/results.json"),
+    docs: Annotated[Path, typer.Option(help="Doc whose generated table is replaced.")] = Path(
+        "docs/benchmarks.md"),
+    write: Annotated[bool, typer.Option(help="Save the result and regenerate the docs table.")] = True,
+) -> None:
+    """A simulated fleet (500 bikes, 100 mirrors, 50 engines by default) over 12 simulated
+    weeks through the real stack: lost and duplicated records (both must be 0), the time it
+    took, records per second, and the sample-to-queryable latency (p50, p99) under that load.
+
+    Example: fleetloop bench fleet --json
+    """
+    import json
+
+    from fleetloop.bench import write_section
+    from fleetloop.fleet.sizing import bench_fleet, fleet_table
+
+    if bikes + mirrors + engines == 0:
+        raise typer.BadParameter("at least one device", param_hint="--bikes")
+    result = bench_fleet(bikes, mirrors, engines, weeks, speed)
+    if write:
+        write_section("fleet", result, fleet_table(result), results, docs)
+    typer.echo(json.dumps(result, indent=2) if json_out else fleet_table(result))
+    if result["lost"] or result["duplicates"] or not result["complete"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def demo(
     home: HomeOpt = DEFAULT_HOME,

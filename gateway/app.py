@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
+from gateway import procs
 from gateway.backoff import Backoff
 from gateway.batch import Batcher
 from gateway.broker import Broker
@@ -119,6 +120,8 @@ def run(s: Settings, stop: threading.Event | None = None) -> None:
 
 
 def _run(s: Settings, stop: threading.Event) -> None:
+    # Mosquitto holds a socket per device: the default 1,024 open files stops a site at ~1,000.
+    procs.raise_open_files()
     p = build(s)
     started = time.time()
     workers: dict[str, Worker] = {}

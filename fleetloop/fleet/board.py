@@ -89,6 +89,7 @@ class Board:
         self.booted_at = 0.0
         self.cause = ("none", 0)  # why this power-on started, resets so far (data/reset.json)
         self.sent = 0  # telemetry PUBLISHes over every run, re-sends included
+        self.put_times: dict[int, float] | None = None  # seq -> wall time written (probes)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def boot(self, power_on: bool = True) -> None:
@@ -113,6 +114,8 @@ class Board:
             profile=profile, clock=self.clock)
         write_reset(data, "none", resets)  # reported once; a cut from here on is "power"
         self._count_sends(self.agent)
+        if self.put_times is not None:
+            self._time_puts(self.agent)
         self.agent.begin()
         self.booted_at = time.monotonic()
 
@@ -127,6 +130,20 @@ class Board:
             return publish(topic, payload, qos, retain)
 
         client.publish = counted  # type: ignore[method-assign]
+
+    def _time_puts(self, agent: agent_module.Agent) -> None:
+        """Note when each record is written (fleetloop.fleet.latency)."""
+        buf = agent.buf
+        put = buf.put
+        times = self.put_times
+        assert times is not None
+
+        def timed(ts_ms: int, metrics: dict[str, Any]) -> int:
+            seq: int = put(ts_ms, metrics)
+            times[seq] = time.monotonic()
+            return seq
+
+        buf.put = timed  # type: ignore[method-assign]
 
     def _verify_staged(self, conf: settings.Settings) -> None:
         if port.exists(conf.pending_path):

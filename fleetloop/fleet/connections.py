@@ -24,9 +24,10 @@ from fleetloop.device_consent import request as request_consent
 from fleetloop.fleet.board import Board, Counters
 from fleetloop.fleet.clock import FleetClock
 from fleetloop.fleet.scheduler import Scheduler
-from fleetloop.fleet.simulate import raise_open_files, start_stack
+from fleetloop.fleet.simulate import start_stack
 from fleetloop.fleet.stream import Reactor
 from fleetloop.stack import Stack
+from gateway.procs import raise_open_files
 
 
 class Idle:
@@ -132,6 +133,8 @@ def _measure(stack: Stack, devices: int, timeout_s: float) -> dict[str, Any]:
         "hint_ms": sorted(hints), "storm_back": back,
         "storm_all_back_s": round(storm_all_back_s, 2),
         "storm_peak_connects_per_s": peak, "steps": sched.steps,
+        "cores": os.cpu_count(), "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+        "reconnect_rate": int(os.environ.get("FLEETLOOP_RECONNECT_RATE", "100")),
     }
 
 

@@ -72,6 +72,7 @@ class Options:
     home: Path | None = None  # with cloud/gateway: the fleet's home (its device CA's keys)
     token_file: Path | None = None  # with cloud: a factory (or admin) token
     power_cuts: int = 0  # devices whose power is cut once, mid-run
+    latency_probes: int = 0  # bikes whose sample-to-queryable latency is measured
     timeout_s: float | None = None  # the whole run's wall-clock bound (default from the span)
 
     def check(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -26,10 +25,12 @@ import httpx
 from fleetloop.device_consent import request as request_consent
 from fleetloop.fleet.board import Behaviour, Board, Counters
 from fleetloop.fleet.clock import FleetClock
+from fleetloop.fleet.latency import LatencyProbe
 from fleetloop.fleet.options import BASE_SETTINGS, CONSENT_MIX, OptionError, Options, split
 from fleetloop.fleet.scheduler import Scheduler
 from fleetloop.fleet.stream import Reactor
 from fleetloop.stack import Stack
+from gateway.procs import raise_open_files
 
 MARKER = "fleet-sim.json"  # in --out: the summary of the run that used it
 BehaviourFactory = Callable[..., Behaviour]
@@ -50,6 +51,7 @@ class Summary:
     lost: int = 0  # written on a device and not in the cloud: must be 0
     duplicates: int = 0  # records the cloud holds beyond what the devices wrote
     power_cuts: int = 0
+    latency: dict[str, Any] = field(default_factory=dict)  # sample to queryable (probes)
     resets: dict[str, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -117,22 +119,6 @@ def start_stack(home: Path) -> Stack:
         stack.stop()
         raise
     return stack
-
-
-def raise_open_files(wanted: int) -> int:
-    """Lift this process's open-file limit towards `wanted` (two per device: its socket and
-    its buffer's open segment); the processes it starts inherit it. Returns the limit now."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= wanted:
-        return soft
-    if hard < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))  # root may raise hard
-            return wanted
-        except (ValueError, OSError):
-            pass
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-    return min(wanted, hard)
 
 
 def check_cloud(url: str) -> None:
@@ -271,13 +257,31 @@ class Simulation:
             if self.progress is not None:
                 self.progress(self)
 
+        probe = self._latency_probe()
         self.phase = "simulating"
-        self.scheduler.run(lambda: self.fleet.done or time.monotonic() > deadline, tick)
+        try:
+            self.scheduler.run(lambda: self.fleet.done or time.monotonic() > deadline, tick)
+        finally:
+            if probe is not None:
+                probe.stop()
+                self.summary.latency = probe.percentiles()
         self.phase = "draining"
         self.scheduler.run(lambda: self._drained() or time.monotonic() > deadline, tick)
         self.phase = "waiting for the cloud"
         self.scheduler.run(lambda: self._stored_all() or time.monotonic() > deadline, tick,
                            tick_s=1.0)
+
+    def _latency_probe(self) -> LatencyProbe | None:
+        """Probe devices: the first few bikes whose owners share usage data."""
+        wanted = self.options.latency_probes
+        if not wanted:
+            return None
+        tiers = {d: t for d, _, t in self.plan.devices}
+        chosen = [b for b in self.boards
+                  if b.behaviour.product == "bike" and tiers[b.device_id] != "essential"][:wanted]
+        probe = LatencyProbe(self._cloud_url(), self._token(), chosen)
+        probe.start()
+        return probe
 
     def _plan_power_cuts(self) -> None:
         rng = random.Random(f"{self.options.seed}:power")
