@@ -130,6 +130,14 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 
+# The options every measuring command shares: where its result is kept.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ResultsOpt = Annotated[Path, typer.Option(help="Where the result is saved (under the command's name).")]
+DocsOpt = Annotated[Path, typer.Option(help="Doc whose generated table (between the command's markers) is replaced.")]
+WriteOpt = Annotated[bool, typer.Option(help="Save the result and regenerate the docs table.")]
+RESULTS = Path("bench/results.json")
+DOCS = Path("docs/benchmarks.md")
+
 
 @bench_app.command("path")
 def bench_path_cmd(
@@ -206,12 +214,10 @@ def bench_heap_cmd(
         min=3, max=3600, help="How long each run samples (the budget says 60 s).")] = 60.0,
     interval_ms: Annotated[int, typer.Option(
         "--interval-ms", min=100, max=10000, help="Sampling period of the devices.")] = 250,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    results: Annotated[Path, typer.Option(help="Where the result is saved (under \"heap\").")] = Path(
-        "bench/results.json"),
-    docs: Annotated[Path, typer.Option(help="Doc whose table between the bench heap markers is regenerated.")] = Path(
-        "docs/benchmarks.md"),
-    write: Annotated[bool, typer.Option(help="Save the result and regenerate the docs table.")] = True,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
 ) -> None:
     """The smallest MicroPython heap (KB) each profile runs at through a real gateway: sampling,
     a signed config applied, a broker restart survived, every record acked, no reset, no
@@ -261,12 +267,10 @@ def bench_connections_cmd(
     reconnect_rate: Annotated[int | None, typer.Option(
         min=1, max=1_000_000, help="The gateway's reconnect rate (connections/s) that sets its"
         " back-pressure hint (default: the gateway's).", show_default=False)] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    results: Annotated[Path, typer.Option(help="Where the result is saved.")] = Path(
-        "bench/results.json"),
-    docs: Annotated[Path, typer.Option(help="Doc whose generated table is replaced.")] = Path(
-        "docs/benchmarks.md"),
-    write: Annotated[bool, typer.Option(help="Save the result and regenerate the docs table.")] = True,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
 ) -> None:
     """N simulated devices (the real device code) connected over mTLS to one gateway: the time
     to connect all, the broker's and the gateway's memory per device, and a reconnect storm
@@ -296,12 +300,10 @@ def bench_fleet_cmd(
     engines: Annotated[int, typer.Option(min=0, max=20000)] = 50,
     weeks: Annotated[float, typer.Option(min=0.01, max=104)] = 12,
     speed: Annotated[float, typer.Option(min=1, max=1_000_000)] = 20000,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    results: Annotated[Path, typer.Option(help="Where the result is saved.")] = Path(
-        "bench/results.json"),
-    docs: Annotated[Path, typer.Option(help="Doc whose generated table is replaced.")] = Path(
-        "docs/benchmarks.md"),
-    write: Annotated[bool, typer.Option(help="Save the result and regenerate the docs table.")] = True,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
 ) -> None:
     """A simulated fleet (500 bikes, 100 mirrors, 50 engines by default) over 12 simulated
     weeks through the real stack: lost and duplicated records (both must be 0), the time it
