@@ -246,6 +246,10 @@ class Agent:
         room = self.conf.get("max_inflight") - (self.sent - buf.acked)
         if room <= 0 or self.sent >= buf.last:
             return
+        if self.sent == buf.acked:
+            # Nothing was in flight: the ack timer starts now, not at the last ack (which may be
+            # hours old after an idle product, and would make this first send a "resend").
+            self.progress_at = port.ticks_ms()
         records = buf.unacked(self.sent, room)
         try:
             for seq, payload in records:

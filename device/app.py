@@ -1,5 +1,6 @@
 """One run of the agent: build MQTT client, session, profile and agent around the buffer
-consent.start() opened (build(), which the fleet simulator shares); run until the agent stops. Imported by main.py per run and unloaded afterwards (see main.py)."""
+consent.start() opened. main.py imports it per run and unloads it again before the agent runs
+(nothing here is needed then); the fleet simulator builds its agents with it too."""
 
 from device import agent, link, mqtt, port
 from device.profiles import load
@@ -23,11 +24,8 @@ def build(image, ident, conf, records, emit, boot, consent, opener=None, profile
     del hint
     port.unload("device.hint")
     client = mqtt.Client(dev.encode())
-    if opener is None:
-        host = ident["broker_host"]
-        port_no = ident["broker_port"]
-        certs = image + "/certs"
-        opener = lambda: port.tls_connect(host, port_no, certs)  # noqa: E731
+    if opener is None:  # made in port.py: a closure here would keep this module alive
+        opener = port.tls_opener(ident["broker_host"], ident["broker_port"], image + "/certs")
     t = "fleet/" + dev + "/"
     session = link.Link(
         client, opener, conf.get("keepalive_s"),
@@ -52,20 +50,3 @@ def build(image, ident, conf, records, emit, boot, consent, opener=None, profile
           "heap_free": port.mem_free()})
     return app
 
-
-def run(image, ident, conf, records, emit, boot, consent):
-    """Wire and run the agent once (build()). Returns (why it stopped, records produced). A
-    MemoryError or any other exception propagates (main.py turns it into a reset) after a
-    best-effort close."""
-    app = build(image, ident, conf, records, emit, boot, consent)
-    try:
-        why = app.run()
-    finally:
-        # Everything that matters is on flash already; after a failure (even a MemoryError: a
-        # fragmented heap can refuse a small block) main.py resets for a fresh heap.
-        try:
-            app.close()
-        except Exception:  # noqa: BLE001 - closing is a courtesy to the broker
-            pass
-    emit({"event": "stopped", "why": why, "heap_rest": app.heap_rest, "heap_min": app.heap_min})
-    return why, app.produced

@@ -105,7 +105,7 @@ def start(image, ident, cfg, emit):
     """What a start does for consent, before the agent's code is loaded (main.py): open the
     buffer, begin(), learn the metric names each tier allows. Returns (rank of the tier in
     TIERS, consent records in this incarnation, table(), whether a consent record was logged
-    now, the open buffer: the agent's, app.py closes it)."""
+    now, the open buffer: the agent's, closed with it)."""
     from device import buffer, codec
 
     buf = buffer.Buffer(image + "/data/buffer", ident["id"],

@@ -1,4 +1,4 @@
-"""Boot: read the image, verify a staged config, run the agent (app.py); nothing else.
+"""Boot: read the image, verify a staged config, build the agent (app.py) and run it; nothing else.
 
     MICROPYPATH=IMAGE/lib micropython -X heapsize=64K -m device.main IMAGE [--records N]
     python -m device.main IMAGE [--records N] [--interval-ms MS] [--heartbeat-s S]
@@ -39,6 +39,23 @@ _WATCHDOG_MS = const(30000)  # a board's hardware watchdog; the host runner's de
 def emit(event):
     print(json.dumps(event))
     sys.stdout.flush()
+
+
+def run_agent(agent, emit):
+    """Run the agent until it stops (device.agent.Agent.run); returns why. A MemoryError or
+    any other exception propagates (main() turns it into a reset) after a best-effort close."""
+    try:
+        why = agent.run()
+    finally:
+        # Everything that matters is on flash already; after a failure (even a MemoryError: a
+        # fragmented heap can refuse a small block) main() resets for a fresh heap.
+        try:
+            agent.close()
+        except Exception:  # noqa: BLE001 - closing is a courtesy to the broker
+            pass
+    emit({"event": "stopped", "why": why, "heap_rest": agent.heap_rest,
+          "heap_min": agent.heap_min})
+    return why
 
 
 def main(args):
@@ -85,9 +102,13 @@ def main(args):
             port.collect()
             from device import app
 
-            why, _ = app.run(image, ident, conf, records, emit, (cause, resets, feed), agreed)
-            fresh = False
+            agent = app.build(image, ident, conf, records, emit, (cause, resets, feed), agreed)
+            # app.py's code is not needed while the agent runs: its heap goes back to the run.
             del app
+            port.unload("device.app")
+            why = run_agent(agent, emit)
+            agent = None  # type: ignore[assignment]
+            fresh = False
             if why not in ("config", "consent"):
                 return 0
             # Drop the agent's code so verification has the heap: MicroPython keeps bytecode in

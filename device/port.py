@@ -181,3 +181,8 @@ if MICRO:
             pass
 else:
     from device.port_cpython import *  # noqa: F403
+
+
+def tls_opener(host, port_no, certs_dir):
+    """device.link's opener: a fresh TLS stream to host:port_no per connection attempt."""
+    return lambda: tls_connect(host, port_no, certs_dir)

@@ -90,6 +90,7 @@ class Board:
         self.cause = ("none", 0)  # why this power-on started, resets so far (data/reset.json)
         self.sent = 0  # telemetry PUBLISHes over every run, re-sends included
         self.put_times: dict[int, float] | None = None  # seq -> wall time written (probes)
+        self.sent_times: dict[int, float] = {}  # seq -> wall time first sent (probes)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def boot(self, power_on: bool = True) -> None:
@@ -127,9 +128,16 @@ class Board:
         def counted(topic: bytes, payload: Any, qos: int = 0, retain: bool = False) -> int:
             if topic is telemetry:
                 self.sent += 1
+                if self.put_times is not None:
+                    self._note_sent(payload)
             return publish(topic, payload, qos, retain)
 
         client.publish = counted  # type: ignore[method-assign]
+
+    def _note_sent(self, payload: bytes) -> None:
+        at = payload.find(b',"s":')
+        seq = int(payload[at + 5:payload.find(b",", at + 5)])
+        self.sent_times.setdefault(seq, time.monotonic())
 
     def _time_puts(self, agent: agent_module.Agent) -> None:
         """Note when each record is written (fleetloop.fleet.latency)."""
