@@ -207,7 +207,7 @@ class Simulation:
         for device_id, _, tier in self.plan.devices:
             if tier != "essential":  # a new device is at essential until its owner says more
                 request_consent(self.home, device_id, tier)
-        self.summary.provision_s = time.monotonic() - t0
+        self.summary.provision_s = round(time.monotonic() - t0, 2)
 
     def _provision_progress(self, done: int, total: int) -> None:
         self.phase = f"provisioning {done}/{total}"
