@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Response, status
 from cloud.access import Principal, Role, requires
 from cloud.deps import DbDep, NowDep
 from cloud.fleet_schemas import CustomerCreate, CustomerPublic
+from cloud.openapi import errors
 from cloud.services import registry
 from cloud.store import CustomerRow, Store
 
@@ -21,6 +22,8 @@ def public(store: Store, row: CustomerRow) -> CustomerPublic:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CustomerPublic,
+             responses={200: {"model": CustomerPublic, "description": "already there: unchanged"},
+                        **errors(409)},
              openapi_extra={"x-audit-action": "customer.create"})
 def create_customer(
     body: CustomerCreate, store: DbDep, now_ms: NowDep, response: Response,

@@ -71,7 +71,9 @@ def public_one(store: Store, row: DeviceRow) -> DevicePublic:
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=DevicePublic,
-    responses=errors(409), openapi_extra={"x-audit-action": "device.create"},
+    responses={200: {"model": DevicePublic, "description": "already enrolled: updated"},
+               **errors(409)},
+    openapi_extra={"x-audit-action": "device.create"},
 )
 def create_device(
     body: DeviceCreate, store: DbDep, now_ms: NowDep, response: Response,

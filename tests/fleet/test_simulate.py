@@ -31,7 +31,7 @@ CLI = [sys.executable, "-m", "fleetloop"]
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("sim") / "run"
     options = Options(devices=25, mix={"bike": 0.6, "mirror": 0.2, "engine": 0.2}, weeks=3,
-                      speed=100000, seed=7, out=out, power_cuts=3)
+                      speed=150000, seed=7, out=out, power_cuts=3)
     seen: dict[str, Any] = {}
 
     def push_target_power(sim: Simulation) -> None:
@@ -116,7 +116,7 @@ def _power(records: list[dict[str, Any]], low: int, high: int) -> list[float]:
 def test_a_pushed_target_power_changes_the_riders_power_as_the_truth_says(
         run: dict[str, Any]) -> None:
     pushed = run["pushed_ms"]
-    settle = pushed + 3 * 86400 * 1000  # the push reaches the devices within wall seconds
+    settle = pushed + 5 * 86400 * 1000  # the push reaches the devices within wall seconds
     truth: Truth = run["truth"]
     rides = truth.events(kind="ride")
     later = [e for e in rides if e["t"] >= settle and e.get("samples", 1)]
