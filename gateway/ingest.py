@@ -230,8 +230,17 @@ class Ingest:
 
     # -- committer -------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Commit and acknowledge message groups until `stop` is set and the queue is drained."""
+        """Commit and acknowledge message groups until `stop` is set and what was queued by
+        then is committed. Devices that keep sending would otherwise never let the queue run
+        dry; what arrives after the stop stays unacknowledged in the broker's session and
+        comes again at the next start (a duplicate there, acked again)."""
+        left: int | None = None  # messages still to commit once stop is set
         while True:
+            if stop.is_set():
+                if left is None:
+                    left = self._queue.qsize()
+                if left <= 0:
+                    return
             try:
                 first = self._queue.get(timeout=0.1)
             except queue.Empty:
@@ -252,6 +261,8 @@ class Ingest:
                     except queue.Empty:
                         break
             self._commit_group(group, stop)
+            if left is not None:
+                left -= len(group)
 
     def _commit_group(self, messages: list[Inbound], stop: threading.Event) -> None:
         now = self._clock_ms()
