@@ -265,11 +265,14 @@ class Simulation:
             if probe is not None:
                 probe.stop()
                 self.summary.latency = probe.percentiles()
+        # The loop asks done() at every turn; counting over the fleet (or asking the cloud) is
+        # worth doing a few times a second at most.
         self.phase = "draining"
-        self.scheduler.run(lambda: self._drained() or time.monotonic() > deadline, tick)
+        drained = Throttled(self._drained, 0.2)
+        self.scheduler.run(lambda: drained() or time.monotonic() > deadline, tick)
         self.phase = "waiting for the cloud"
-        self.scheduler.run(lambda: self._stored_all() or time.monotonic() > deadline, tick,
-                           tick_s=1.0)
+        stored = Throttled(self._stored_all, 1.0)
+        self.scheduler.run(lambda: stored() or time.monotonic() > deadline, tick, tick_s=1.0)
 
     def _latency_probe(self) -> LatencyProbe | None:
         """Probe devices: the first few bikes whose owners share usage data."""
@@ -317,10 +320,6 @@ class Simulation:
         return acked >= written
 
     def _stored_all(self) -> bool:
-        now = time.monotonic()
-        if now < getattr(self, "_next_count", 0.0):
-            return False
-        self._next_count = now + 1.0
         stored = self._cloud_counts()
         written = {b.device_id: b.totals()[0] for b in self.boards}
         return all(stored.get(d, (0, 0))[1] >= n for d, n in written.items())
@@ -363,6 +362,22 @@ class Simulation:
         if self.truth is not None:
             self.truth.write(out / "truth.json")
         (out / MARKER).write_text(json.dumps(s.as_dict(), indent=2) + "\n")
+
+
+class Throttled:
+    """check(), asked at most once per `period_s`; False in between."""
+
+    def __init__(self, check: Callable[[], bool], period_s: float) -> None:
+        self.check = check
+        self.period_s = period_s
+        self.next_at = 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self.next_at:
+            return False
+        self.next_at = now + self.period_s
+        return self.check()
 
 
 def _default_behaviours() -> BehaviourFactory:
