@@ -178,18 +178,27 @@ def customer_page(customer: CustomerRow, devices: Sequence[DeviceRow],
                if customer.cancelled_ms is not None
                else '<span class="online" id="account" data-cancelled="false">active</span>')
     up = sum(1 for d in devices if states[d.id].online)
-    body = (
-        f'<h1 id="customer" data-customer="{escape(customer.id)}">{escape(customer.name)}'
-        f" <small>{escape(customer.id)} &middot; {account}</small></h1>"
-        f'<p class="meta">{len(devices)} products ({up} online) &middot; customer since '
-        f"{escape(format_time(customer.created_ms))} UTC</p>"
-        + "<h2>Products</h2>"
-        + table("products", PRODUCT_HEADS, product_rows(devices, states, regs),
-                 "No products.")
-        + "<h2>Usage</h2>" + _plot_html(href, plot)
-    )
-    return layout(f"fleetloop: {customer.name}", body,
+    heading = (f'<h1 id="customer" data-customer="{escape(customer.id)}">{escape(customer.name)}'
+               f" <small>{escape(customer.id)} &middot; {account}</small></h1>"
+               f'<p class="meta">{len(devices)} products ({up} online) &middot; customer since '
+               f"{escape(format_time(customer.created_ms))} UTC</p>")
+    return layout(f"fleetloop: {customer.name}",
+                  _group_body(heading, ("Products", "products", "No products."),
+                              devices, states, regs, ("Usage", href, plot)),
                   [link("/customers", "Customers"), link(href, customer.id)], viewer=viewer)
+
+
+def _group_body(heading: str, listing: tuple[str, str, str], devices: Sequence[DeviceRow],
+                states: Mapping[str, Drift], regs: Mapping[str, RegistryRow],
+                plotted: tuple[str, str, GroupPlot]) -> str:
+    """A group's page (a customer's products, a cohort's members): its heading, the table of
+    its products, their plot. listing is (title, table id, text when empty), plotted (title,
+    the page's href, the plot)."""
+    title, table_id, empty = listing
+    plot_title, href, plot = plotted
+    return (heading + f"<h2>{title}</h2>"
+            + table(table_id, PRODUCT_HEADS, product_rows(devices, states, regs), empty)
+            + f"<h2>{plot_title}</h2>" + _plot_html(href, plot))
 
 
 # -- cohorts ---------------------------------------------------------------------------------
@@ -219,17 +228,13 @@ def cohort_page(cohort: CohortRow, devices: Sequence[DeviceRow], states: Mapping
                 regs: Mapping[str, RegistryRow], plot: GroupPlot,
                 viewer: Viewer | None = None) -> str:
     href = cohort_href(cohort.name)
-    body = (
-        f'<h1 id="cohort" data-cohort="{escape(cohort.name)}">{escape(cohort.name)}'
-        f" <small>priority {cohort.priority}</small></h1>"
-        f'<p class="meta" id="definition">{_definition(cohort)} &middot; {len(devices)} active'
-        f" members &middot; updated {escape(format_time(cohort.updated_ms))} UTC</p>"
-        + "<h2>Members</h2>"
-        + table("members", PRODUCT_HEADS, product_rows(devices, states, regs),
-                 "No active members.")
-        + "<h2>Telemetry</h2>" + _plot_html(href, plot)
-    )
-    return layout(f"fleetloop: cohort {cohort.name}", body,
+    heading = (f'<h1 id="cohort" data-cohort="{escape(cohort.name)}">{escape(cohort.name)}'
+               f" <small>priority {cohort.priority}</small></h1>"
+               f'<p class="meta" id="definition">{_definition(cohort)} &middot; {len(devices)}'
+               f" active members &middot; updated {escape(format_time(cohort.updated_ms))} UTC</p>")
+    return layout(f"fleetloop: cohort {cohort.name}",
+                  _group_body(heading, ("Members", "members", "No active members."),
+                              devices, states, regs, ("Telemetry", href, plot)),
                   [link("/cohorts", "Cohorts"), link(href, cohort.name)], viewer=viewer)
 
 
