@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+TEST_WORKERS ?= 3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test lint typecheck bench chaos clean mosquitto postgresql chromium
@@ -44,22 +45,32 @@ chromium:
 demo: setup
 	$(BIN)/fleetloop demo
 
-# Lint and types first (seconds), then the whole suite. Every store test runs on SQLite and on
+# Lint and types first (seconds), then the whole suite, in TEST_WORKERS processes at once
+# (pytest-xdist): most tests wait on real processes (MicroPython, Mosquitto, uvicorn), so three
+# share two cores well. Every store test runs on SQLite and on
 # PostgreSQL; FLEETLOOP_REQUIRE_POSTGRES=1 makes "PostgreSQL unavailable" a failure, not a skip.
 test: setup lint typecheck
-	FLEETLOOP_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -q
+	FLEETLOOP_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
 
-# Many faults in a row on a running fleet (about five minutes; CHAOS_FAULTS, CHAOS_SEED).
+# Many faults in a row on a running fleet (about five minutes; CHAOS_FAULTS, CHAOS_SEED), then
+# 100 power cuts in the middle of updates (about fifteen; OTA_CHAOS_TRIALS, OTA_CHAOS_SEED).
 chaos: setup
-	$(BIN)/python -m pytest -q -m chaos --timeout=1800 tests/e2e/test_chaos.py
+	$(BIN)/python -m pytest -q -m chaos --timeout=3600 tests/e2e/test_chaos.py tests/e2e/test_ota_chaos.py \
+		tests/gateway/test_gw_disk_full.py
 
 # Longer measurements, kept out of `make test`; figures in docs/benchmarks.md.
 bench: setup
 	$(BIN)/fleetloop bench path --devices 4 --records 10000
+	$(BIN)/fleetloop bench gateway
 	$(BIN)/fleetloop bench heap
+	$(BIN)/fleetloop bench recovery
 	$(BIN)/fleetloop bench cloud
+	$(BIN)/fleetloop bench ota
 	$(BIN)/fleetloop bench connections --devices 5000
 	$(BIN)/fleetloop bench fleet
+	$(BIN)/fleetloop bench churn --bikes 500 --mirrors 100
+	$(BIN)/fleetloop bench loop --bikes 500 --mirrors 100 --engines 50 --weeks 12
+	$(BIN)/fleetloop loop train-engines --out cloud/loop/models/engine-rul-v1.npz
 
 lint: setup
 	$(BIN)/ruff check .

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cloud.errors import CloudError
+from cloud.services.watch import SHUTDOWN_GRACE_S
 from cloud.settings import ENV_DB, ENV_DEV, Settings
 from protocol.home import ENV_HOME
 
@@ -104,9 +105,10 @@ def serve(
         if settings.dev:
             os.environ[ENV_DEV] = "1"
         uvicorn.run("cloud.cli:worker_app", factory=True, host=host, port=port,
-                    workers=workers, log_level="info")
+                    workers=workers, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
         return
-    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info"))
+    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info",
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
     server.run()
 
 

@@ -20,8 +20,11 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
+from cloud.aggregate_db import AggregateSql
 from cloud.errors import CloudError
+from cloud.policy_db import PolicySql
 from cloud.private import create_private_file
+from cloud.rollout_db import RolloutSql
 from cloud.schema import SCHEMA_VERSION, migrate
 from cloud.settings import POSTGRES_SCHEMES
 from cloud.store import (
@@ -329,8 +332,9 @@ def _profile(row: tuple[Any, ...]) -> ProfileRow:
                       active=bool(row[7]))
 
 
-class SqliteStore:
-    """store.Store over one sqlite3 connection (or, through cloud.pg, one PostgreSQL one)."""
+class SqliteStore(RolloutSql, AggregateSql, PolicySql):
+    """store.Store over one sqlite3 connection (or, through cloud.pg, one PostgreSQL one);
+    the updates' statements come from cloud.rollout_db."""
 
     # How a transaction begins: BEGIN IMMEDIATE takes the write lock at once, so writers are
     # serialised from their first read (cloud.pg: an advisory lock does the same).

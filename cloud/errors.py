@@ -24,6 +24,19 @@ class UnknownReference(CloudError):
     device to); the resource in the path exists, so this is 422, not 404."""
 
 
+class Refused(CloudError):
+    """Well-formed input the cloud will not take, for one or more reasons (a bundle that does
+    not verify, a rollout it cannot plan): 422 with every reason."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons) or ["refused"]
+        super().__init__("; ".join(self.reasons))
+
+
+class UnsupportedMediaType(CloudError):
+    """A body of a type the endpoint does not take."""
+
+
 class Unauthorized(CloudError):
     """No credentials, or credentials nobody issued."""
 

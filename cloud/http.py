@@ -5,7 +5,8 @@ buffered, the ingest path pays one header look-up):
   route with that path, not only the first one Starlette happens to match);
 - a 405 carries the same `Allow`;
 - a request body is bounded: MAX_JSON_BYTES for every endpoint except the raw ingest bodies,
-  which their own dependencies bound (protocol.batch limits). Too large: 413 with a reason,
+  and the bundle upload, which their own dependencies bound (protocol.batch and
+  protocol.bundle limits). Too large: 413 with a reason,
   before the app reads a byte of it when Content-Length says so, while reading otherwise.
 """
 
@@ -27,7 +28,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_JSON_BYTES = 1 << 20
-RAW_BODY_PREFIX = INGEST_PATH  # /api/v1/ingest and /api/v1/ingest/gap bound their own bodies
+# /api/v1/ingest and /api/v1/ingest/gap bound their own bodies, and so does a bundle upload
+# (protocol.bundle.MAX_BUNDLE_BYTES, just above MAX_JSON_BYTES)
+RAW_BODY_PREFIXES = (INGEST_PATH, "/api/v1/bundles")
 
 
 def allowed_methods(routes: Sequence[BaseRoute], scope: Scope) -> list[str]:
@@ -71,7 +74,7 @@ class Methods:
             if methods:
                 await _answer(send, 204, [(b"allow", ", ".join(methods).encode())])
                 return
-        bounded = not scope["path"].startswith(RAW_BODY_PREFIX)
+        bounded = not scope["path"].startswith(RAW_BODY_PREFIXES)
         if bounded:
             for name, value in scope.get("headers", ()):
                 if name == b"content-length" and value.isdigit() and int(value) > self.max_body:

@@ -25,26 +25,36 @@ from cloud.access import Principal
 from cloud.db import DatabaseError, open_database
 from cloud.deps import DbDep
 from cloud.routers import (
+    aggregates,
     audit,
+    bundles,
     cohorts,
     configs,
     customers,
     dashboard,
     devices,
+    gateway_updates,
+    gateway_watch,
     gateways,
+    health,
     ingest,
     me,
+    policies,
     profiles,
     quarantine,
     revocations,
+    rollout_pages,
+    rollouts,
     series,
     session,
     tokens,
 )
 from cloud.schemas import Health
 from cloud.services import audit as audit_service
+from cloud.services import policy_judge, progress
 from cloud.services.config import ConfigSigner
 from cloud.settings import Settings
+from cloud.ticker import Job, Ticker
 
 STATUS: dict[type[errors.CloudError], int] = {
     errors.InvalidRequest: 400,
@@ -53,6 +63,8 @@ STATUS: dict[type[errors.CloudError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.Refused: 422,
     errors.InvalidSettings: 422,
     errors.UnknownReference: 422,
     errors.Unavailable: 503,
@@ -105,7 +117,10 @@ async def _cloud_error(request: Request, exc: Exception) -> JSONResponse | Redir
     code = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
     audit_refusal(request, code, str(exc))
-    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+    body: dict[str, object] = {"detail": str(exc)}
+    if isinstance(exc, errors.Refused):
+        body["reasons"] = exc.reasons
+    return JSONResponse(body, status_code=code, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -148,19 +163,31 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+def jobs(settings: Settings) -> list[Job]:
+    """What the server does by itself on a clock (cloud.ticker); tick_s 0 turns it off."""
+    if settings.tick_s <= 0:
+        return []
+    return [Job("rollouts", settings.tick_s, progress.evaluate),
+            Job("policies", settings.tick_s,
+                policy_judge.job(ConfigSigner(settings.config_key_path)))]
+
+
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> FastAPI:
     """Build the app. Raises SettingsError for settings it must refuse (e.g. the default
     admin token outside dev mode). No I/O happens before the app starts."""
     settings.check()
     db = open_database(settings.database)
+    ticker = Ticker(jobs(settings), db.connection, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.open()
         _tune_gc()
+        ticker.start()
         try:
             yield
         finally:
+            ticker.stop()
             db.close()
 
     app = FastAPI(
@@ -173,18 +200,25 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.state.db = db
     app.state.signer = ConfigSigner(settings.config_key_path)
     app.state.clock = clock
+    app.state.ticker = ticker
     app.add_exception_handler(errors.CloudError, _cloud_error)
     app.add_exception_handler(RequestValidationError, _invalid_body)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
-    for module in (gateways, devices, series, configs, ingest, quarantine, tokens, audit, session,
-                   dashboard):
+    for module in (gateways, devices, series, aggregates, configs, ingest, quarantine, tokens,
+                   audit, session, dashboard):
         app.include_router(module.router)
     app.include_router(customers.router)
     app.include_router(cohorts.router)
     app.include_router(profiles.router)
     app.include_router(me.router)
     app.include_router(revocations.router)
+    app.include_router(health.router)  # KPIs, health, churn risk (cloud.loop)
+    app.include_router(gateway_watch.router)  # long-poll for gateways
+    for module in (bundles, rollouts, gateway_updates, rollout_pages):  # updates
+        app.include_router(module.router)
+    app.include_router(policies.router)  # policies as experiments
+    app.include_router(policies.pages)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz(store: DbDep) -> Health:

@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass
 from html import escape
 
-from cloud import charts
+from cloud import aggregate_pages, charts
+from cloud.aggregate_store import AggregateRow, RawKept
 from cloud.render import (
     Viewer,
     device_href,
@@ -24,6 +25,7 @@ from cloud.render import (
 )
 from cloud.services import consent as consent_service
 from cloud.services import drift as drift_service
+from cloud.services import gaps as gap_service
 from cloud.services import series
 from cloud.services.drift import Drift
 from cloud.services.gateways import GatewayStatus
@@ -148,6 +150,8 @@ class DevicePage:
     vitals: list[series.Series]
     desired: ConfigRow | None
     drift: Drift
+    aggregates: list[AggregateRow] | None = None  # the gateways' windows in the range
+    raw_kept: RawKept | None = None
 
 
 def device_page_data(store: Store, device: DeviceRow, window: series.Window, now_ms: int
@@ -158,7 +162,9 @@ def device_page_data(store: Store, device: DeviceRow, window: series.Window, now
         device.id, window.from_ms, window.to_ms, series.MAX_VITALS)
     vitals = [series.vitals_from_rows(rows, name, window) for name in units.PLOTTED_VITALS]
     return DevicePage(device, window, metric_series, vitals, store.latest_config(device.id),
-                      drift_service.device_state(store, device, now_ms))
+                      drift_service.device_state(store, device, now_ms),
+                      store.aggregates(device.id, window.from_ms, window.to_ms, 1000),
+                      store.raw_kept(device.id))
 
 
 def device_page(page: DevicePage, now_ms: int, viewer: Viewer | None = None) -> str:
@@ -178,13 +184,15 @@ def device_page(page: DevicePage, now_ms: int, viewer: Viewer | None = None) -> 
         + "".join(_figure(s, "vital") for s in page.vitals) + "</div>"
         + '<div class="facts">' + _last_values(d, now_ms) + _consent(d)
         + _config(d, page.desired, page.drift) + "</div>"
+        + (aggregate_pages.section(page.aggregates or [], page.raw_kept)
+           if page.raw_kept is not None else "")
     )
     return layout(f"fleetloop: {d.id}", body, [link(device_href(d.id), d.id)], viewer=viewer)
 
 
 def _gap_row(g: BatchRow) -> list[str]:
     return [str(g.seq), escape(format_time(g.received_ms)), str(g.records),
-            escape(f"{g.gap_status} {g.gap_reason or ''}")]
+            escape(gap_service.describe(g))]
 
 
 def gateway_page(status: GatewayStatus, gaps: list[BatchRow], devices: list[DeviceRow],

@@ -59,7 +59,8 @@ class Viewer:
     csrf: str | None = None
 
 
-NAV = (("/", "Fleet"), ("/customers", "Customers"), ("/cohorts", "Cohorts"), ("/audit", "Audit"))
+NAV = (("/", "Fleet"), ("/customers", "Customers"), ("/health", "Health"), ("/cohorts", "Cohorts"),
+       ("/rollouts", "Rollouts"), ("/policies", "Policies"), ("/audit", "Audit"))
 
 
 def _nav(viewer: Viewer | None, crumbs: list[str]) -> str:

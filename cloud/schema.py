@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 11
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS gateways (
@@ -276,8 +276,167 @@ _V7 = [
     "CREATE INDEX IF NOT EXISTS telemetry_time ON telemetry (device, t)",
 ]
 
+# Version 8: updates (cloud.services.bundles, cloud.services.rollouts). `bundles` keeps each
+# verified release bundle whole (bytes and file 0, under 1.1 MB: in the database, so every
+# worker and every machine of a PostgreSQL deployment serves the same bytes); `rollouts` the
+# staged rollouts (their settings, state and why, the devices left out and why), one row per
+# wave in `rollout_waves`, and one per device in `rollout_devices`: its wave, its update word
+# (protocol.ota.STATUSES) and what the cloud tracks to judge its soak and deadline.
+_V8 = [
+    """CREATE TABLE IF NOT EXISTS bundles (
+        key         TEXT PRIMARY KEY,
+        offer_id    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        base        TEXT,
+        product     TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        min_version TEXT NOT NULL,
+        files       INTEGER NOT NULL,
+        carried     INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        sha256      TEXT NOT NULL,
+        manifest    BLOB NOT NULL,
+        data        BLOB NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS rollouts (
+        n                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        bundle            TEXT NOT NULL REFERENCES bundles (key),
+        product           TEXT NOT NULL,
+        version           TEXT NOT NULL,
+        offer_id          TEXT NOT NULL,
+        target            TEXT NOT NULL,
+        waves             TEXT NOT NULL,
+        soak_s            INTEGER NOT NULL,
+        failure_threshold REAL NOT NULL,
+        deadline_s        INTEGER NOT NULL,
+        heap_ratio        REAL NOT NULL,
+        state             TEXT NOT NULL,
+        reason            TEXT NOT NULL,
+        accepted          TEXT NOT NULL,
+        skipped           TEXT NOT NULL,
+        created_ms        INTEGER NOT NULL,
+        created_by        TEXT NOT NULL,
+        updated_ms        INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS rollout_waves (
+        rollout    INTEGER NOT NULL REFERENCES rollouts (n),
+        wave       INTEGER NOT NULL,
+        percent    REAL NOT NULL,
+        size       INTEGER NOT NULL,
+        started_ms INTEGER,
+        PRIMARY KEY (rollout, wave)
+    )""",
+    """CREATE TABLE IF NOT EXISTS rollout_devices (
+        rollout       INTEGER NOT NULL REFERENCES rollouts (n),
+        device        TEXT NOT NULL REFERENCES devices (id),
+        wave          INTEGER NOT NULL,
+        position      INTEGER NOT NULL,
+        word          TEXT NOT NULL,
+        progress      INTEGER,
+        reason        TEXT NOT NULL,
+        version       TEXT,
+        since_ms      INTEGER NOT NULL,
+        word_t        INTEGER,
+        heard_ms      INTEGER,
+        offered_ms    INTEGER,
+        baseline_heap INTEGER,
+        committed_ms  INTEGER,
+        committed_t   INTEGER,
+        commit_resets INTEGER,
+        heap_min      INTEGER,
+        beat_ms       INTEGER,
+        reset_cause   TEXT,
+        PRIMARY KEY (rollout, device)
+    )""",
+    "CREATE INDEX IF NOT EXISTS rollout_devices_device ON rollout_devices (device, word)",
+]
+
+# Version 9: the gateways' aggregate records (protocol.aggregate, cloud.services.aggregates):
+# one row per window a gateway summarised, identified by (device, incarnation, start_ms,
+# first_seq), with its per-metric count/min/max/mean/last as JSON and whether the device's raw
+# records came too (`raw` = 'sent') or stayed at the gateway ('local'); `aggregation` holds
+# what cloud ops chose per product (protocol.aggregate.parse_mode: raw, N or N:local), which
+# every gateway fetches.
+_V9 = [
+    """CREATE TABLE IF NOT EXISTS aggregates (
+        device      TEXT NOT NULL REFERENCES devices (id),
+        incarnation INTEGER NOT NULL,
+        start_ms    INTEGER NOT NULL,
+        first_seq   INTEGER NOT NULL,
+        last_seq    INTEGER NOT NULL,
+        window_s    INTEGER NOT NULL,
+        n           INTEGER NOT NULL,
+        product     TEXT NOT NULL,
+        raw         TEXT NOT NULL,
+        m           TEXT NOT NULL,
+        gateway     TEXT NOT NULL,
+        batch_seq   INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device, incarnation, start_ms, first_seq)
+    )""",
+    "CREATE INDEX IF NOT EXISTS aggregates_time ON aggregates (device, start_ms)",
+    """CREATE TABLE IF NOT EXISTS aggregation (
+        product    TEXT PRIMARY KEY,
+        mode       TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        updated_by TEXT NOT NULL
+    )""",
+]
+
+# Version 10: change counters (`stamps`), one row per kind of change, bumped in the same
+# transaction as the change: `offers` moves whenever some gateway's update offers may have
+# changed (cloud.rollout_db), so the gateways' long-poll reads one row, not the rollout tables.
+# The long-poll's other reads get indexes: a gateway's devices (its offers, its pull) and the
+# revoked devices (the revocations tag), which scanned every device before.
+_V10 = [
+    "CREATE TABLE IF NOT EXISTS stamps (name TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+    "INSERT INTO stamps (name, n) VALUES ('offers', 0)",
+    "CREATE INDEX IF NOT EXISTS devices_gateway ON devices (gateway)",
+    "CREATE INDEX IF NOT EXISTS devices_status ON devices (status)",
+]
+
+# Version 11: policies as experiments (cloud.services.policies): the policy with its request
+# as JSON (`spec`), its seed and its window on record time; its devices by arm (treatment,
+# control, excluded with the reason); one evaluation per window judged, (policy, n) unique so
+# two processes judging at once store it once.
+_V11 = [
+    """CREATE TABLE IF NOT EXISTS policies (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        name            TEXT NOT NULL UNIQUE,
+        product         TEXT NOT NULL,
+        spec            TEXT NOT NULL,
+        seed            INTEGER NOT NULL,
+        state           TEXT NOT NULL,
+        reason          TEXT NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        created_by      TEXT NOT NULL,
+        window_start_ms INTEGER NOT NULL,
+        window_end_ms   INTEGER NOT NULL,
+        extensions      INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS policy_devices (
+        policy INTEGER NOT NULL REFERENCES policies (id),
+        device TEXT NOT NULL,
+        arm    TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (policy, device)
+    )""",
+    "CREATE INDEX IF NOT EXISTS policy_devices_device ON policy_devices (device, arm)",
+    """CREATE TABLE IF NOT EXISTS policy_evaluations (
+        policy   INTEGER NOT NULL REFERENCES policies (id),
+        n        INTEGER NOT NULL,
+        at_ms    INTEGER NOT NULL,
+        evidence TEXT NOT NULL,
+        PRIMARY KEY (policy, n)
+    )""",
+]
+
 # version -> statements that bring version - 1 up to it
-MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
+MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8,
+                                    9: _V9, 10: _V10, 11: _V11}
 
 
 def v1_statements() -> list[str]:

@@ -161,7 +161,9 @@ class GapPublic(BaseModel):
     digest: str = Field(description="the refused batch's digest")
     records: int
     states: int
-    status: int = Field(description="the HTTP status the batch was refused with")
+    status: int = Field(description="the HTTP status the batch was refused with; 0 for a drop: "
+                        "batches the gateway dropped unsent because its spool went over its "
+                        "budget (the reason names them)")
     reason: str
     created_ms: int = Field(description="gateway clock when the gap was sealed")
     received_ms: int = Field(description="cloud clock when the gap arrived")

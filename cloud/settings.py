@@ -9,6 +9,10 @@ Precedence: explicit arguments (CLI options) > environment > defaults.
                                                            in dev mode)
     FLEETLOOP_DEV           1/true/yes/on: dev mode       (default off)
     FLEETLOOP_CONFIG_KEY    Ed25519 config-signing key    (default <home>/keys/config.key.pem)
+    FLEETLOOP_RELEASE_PUB   the release key's public half, raw 32 bytes as `fleetloop fw
+                            keygen` writes it: uploaded bundles are verified with it (the
+                            cloud never holds the private half)
+                                                          (default <home>/keys/release.pub)
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 ENV_ADMIN_TOKEN = "FLEETLOOP_ADMIN_TOKEN"
 ENV_DEV = "FLEETLOOP_DEV"
 ENV_CONFIG_KEY = "FLEETLOOP_CONFIG_KEY"
+ENV_RELEASE_PUB = "FLEETLOOP_RELEASE_PUB"
+ENV_TICK_S = "FLEETLOOP_CLOUD_TICK_S"
 
 DEFAULT_ADMIN_TOKEN = "dev-admin-token"
 MIN_ADMIN_TOKEN_LEN = 16
 DASHBOARD_REFRESH_S = 5
+TICK_S = 1.0  # how often the server moves rollouts and judges experiments (cloud.ticker)
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -43,6 +50,15 @@ class Settings:
     config_key_path: Path
     dashboard_refresh_s: int = DASHBOARD_REFRESH_S
     db_url: str | None = None  # a postgresql:// URL: PostgreSQL instead of the SQLite file
+    release_pub_path: Path | None = None  # None: <home>/keys/release.pub
+    tick_s: float = TICK_S  # 0: the server does nothing by itself (tests that drive the clock)
+
+    @property
+    def release_pub(self) -> Path:
+        """Where the release public key is read (cloud.services.bundles)."""
+        if self.release_pub_path is not None:
+            return self.release_pub_path
+        return self.home / "keys" / "release.pub"
 
     @property
     def database(self) -> str | Path:
@@ -58,6 +74,7 @@ class Settings:
         admin_token: str | None = None,
         db_path: Path | str | None = None,
         config_key_path: Path | str | None = None,
+        release_pub_path: Path | str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Build settings from arguments, then `env` (default os.environ), then defaults."""
@@ -71,6 +88,8 @@ class Settings:
             db = None
         key = config_key_path if config_key_path is not None else env.get(ENV_CONFIG_KEY)
         token = admin_token if admin_token is not None else env.get(ENV_ADMIN_TOKEN)
+        release = release_pub_path if release_pub_path is not None else env.get(ENV_RELEASE_PUB)
+        tick = env.get(ENV_TICK_S, "").strip()
         return cls(
             home=home_path,
             db_path=Path(db).expanduser() if db else home_path / "cloud" / "cloud.db",
@@ -80,6 +99,8 @@ class Settings:
                 Path(key).expanduser() if key else home_path / "keys" / "config.key.pem"
             ),
             db_url=url,
+            release_pub_path=Path(release).expanduser() if release else None,
+            tick_s=_seconds(ENV_TICK_S, tick) if tick else TICK_S,
         )
 
     def check(self) -> None:
@@ -104,3 +125,13 @@ class Settings:
             raise SettingsError(
                 f"the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters outside dev mode"
             )
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise SettingsError(f"{name} must be between 0 and 3600 seconds, not {text!r}")
+    return value

@@ -27,6 +27,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cloud.aggregate_store import AggregateStore
+from cloud.policy_store import PolicyStore
+from cloud.rollout_store import RolloutStore
+
 
 @dataclass(frozen=True)
 class GatewayRow:
@@ -261,7 +265,7 @@ class CrlRow:
     id: int = 0
 
 
-class Store(Protocol):
+class Store(RolloutStore, AggregateStore, PolicyStore, Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
 
     def ping(self) -> None: ...

@@ -39,7 +39,7 @@ _STATE = ('{"v":2,"d":"%s","i":%d,"t":%d,"impl":"%s","fw":"%s","profile":"%s",'
           '"config_version":%d,"config_status":"%s","reason":%s,"heap_free":%d,"buffered":%d,'
           '"dropped":%d,"seq":%d,"floor":%d,"reset_cause":"%s","resets":%d,"link_error":%s,'
           '"link_failures":%d,"why":"%s","uptime_s":%d,"heap_low":%d,"buffer_bytes":%d,'
-          '"reconnects":%d,"consent":"%s","hint_ms":%d}')
+          '"reconnects":%d,"consent":"%s","hint_ms":%d%s}')
 _MAX_SIGNED = const(1024 - 40)  # protocol.state.MAX_STATE_BYTES less the tag
 # The longest rest a profile may ask for: well inside MicroPython's ticks_add range (2**29).
 _MAX_REST_MS = const(86400000)
@@ -47,6 +47,12 @@ _TELEMETRY = const(0)  # indexes of Agent.topics
 _STATE_T = const(1)
 _ACK = const(2)
 _CONFIG = const(3)
+_UPDATE = const(4)
+_CHUNK = const(5)
+_FETCH = const(6)
+_MAX_PING = const(32)  # protocol.topics.MAX_PING_BYTES
+_MAX_FRAME = const(16)  # protocol.bounds.MAX_FRAME_RECORDS (tests/device/t_frame.py pins it)
+RESTART_FOR_UPDATE = "update"  # an update's heavy step needs a fresh heap: main.py runs it
 HINT_TOPIC = b"fleet/hint"  # protocol.hint.TOPIC
 TIERS = ("essential", "usage", "personal")  # protocol.consent.TIERS, narrowest first
 
@@ -78,9 +84,12 @@ class Agent:
         self.to_produce = records  # sample until seq reaches this; None: forever
         self.produced = 0
         self.clock = clock
-        # telemetry, state, ack, config (_TELEMETRY ...): one attribute, not four
+        # telemetry, state, ack, config, update, chunk, fetch (_TELEMETRY ...): one attribute
         self.topics = (_topic(device_id, "telemetry"), _topic(device_id, "state"),
-                       _topic(device_id, "ack"), _topic(device_id, "config"))
+                       _topic(device_id, "ack"), _topic(device_id, "config"),
+                       _topic(device_id, "update"), _topic(device_id, "chunk"),
+                       _topic(device_id, "fetch"))
+        self.ota = None  # the update in hand (device/update.py): set by app.py
         self.sent = 0  # highest seq published since the last (re)start of sending
         self.progress_at = port.ticks_ms()  # ticks of the last ack progress (or resend)
         self.next_sample = clock.ticks_ms()  # data clock ticks (opaque values: never 0)
@@ -88,9 +97,9 @@ class Agent:
         self.drained_at = -1  # acked seq at the last "drained" event
         self.heap_min = 0  # lowest free heap seen before a collection (~ peak use)
         self.heap_rest = 0  # free heap right after the last collection
-        # (reset cause of this start, resets so far, the hardware watchdog's feed or None):
-        # set by app.py from main.py
-        self.boot = ("none", 0, None)
+        # (reset cause of this start, resets so far, the hardware watchdog's feed or None, the
+        # firmware slot or None, its version or ""): set by app.py from main.py
+        self.boot = ("none", 0, None, None, "")
         # Set by app.py: the data directory, the metric names each consent tier allows
         # (narrowest first) and the rank of the tier in effect. (Few attributes: a 30th grows
         # the instance's dict by 0.6 KB at once.)
@@ -121,7 +130,10 @@ class Agent:
 
     def _on_publish(self, topic, payload, qos, retain):
         topics = self.topics
-        if topic == topics[_ACK]:
+        if topic == topics[_CHUNK]:
+            if self.ota is not None:
+                self.ota.on_chunk(payload)
+        elif topic == topics[_ACK]:
             try:
                 inc, seq = codec.decode_ack(bytes(payload))
             except ValueError as e:
@@ -132,14 +144,40 @@ class Agent:
                 # records.
                 self.emit({"event": "bad_ack", "reason": "incarnation " + str(inc)})
                 return
+            if self.ota is not None:
+                self.ota.on_ack()
             if self.buf.ack(seq):
                 self.progress_at = port.ticks_ms()
                 if self.sent < self.buf.acked:
                     self.sent = self.buf.acked
+        elif topic == topics[_UPDATE]:
+            if payload:
+                self.updater().on_offer(bytes(payload))
+            elif self.ota is not None:
+                self.ota.on_offer(b"")
         elif topic == topics[_CONFIG]:
             self._on_config(bytes(payload))
         elif topic == HINT_TOPIC:
             self._on_hint(payload)
+        elif bytes(topic[-5:]) == b"/ping":  # the only other topic subscribed (app.py)
+            # A technician's round trip (protocol.topics): a token of 1-32 printable ASCII bytes
+            # goes back unchanged on the pong topic, QoS 0, copied from the receive buffer into
+            # the send buffer; anything else gets no answer. Rare: its topic is made when used.
+            n = len(payload)
+            if 0 < n <= _MAX_PING:
+                for i in range(n):
+                    if not 0x20 <= payload[i] <= 0x7E:
+                        return
+                self.client.publish(topics[_ACK][:-3] + b"pong", payload, 0)
+
+    def updater(self):
+        """The update in hand (device/update.py), made when there is one: an offer came, or
+        app.py found one on flash."""
+        if self.ota is None:
+            from device import update  # imported only for an update: its code stays off the heap
+
+            self.ota = update.Updater(self.data[:-5], self.boot[3], self.emit)
+        return self.ota
 
     def _on_hint(self, payload):
         try:
@@ -222,21 +260,28 @@ class Agent:
         # and tests check them with protocol.state.decode, so the device skips the import and
         # writes the JSON from one constant format (no dict of 26 entries on a small heap).
         # Only the two texts need JSON escaping.
+        ota = self.ota
+        update = ota.state_fields() if ota is not None else ""
+        fw = self.boot[4] or device.__version__
         for cut in (160, 32):  # escapes made the texts long: say less of them
             reason = json.dumps(self.conf.reason[:cut])
             error = json.dumps(link.last_error[:cut])
             signed = (_STATE % (
-                self.device_id, buf.incarnation, port.time_ms(), port.IMPL, device.__version__,
+                self.device_id, buf.incarnation, port.time_ms(), port.IMPL, fw,
                 self.profile.name, self.conf.version, self.conf.status, reason, heap,
                 buf.buffered, buf.dropped, buf.last, buf.floor, self.boot[0], self.boot[1],
                 error, link.failures, why, self.uptime_s, self.heap_min, buf.bytes,
-                link.connects - 1 if link.connects else 0, TIERS[self.rank], link.hint_ms)).encode()
+                link.connects - 1 if link.connects else 0, TIERS[self.rank], link.hint_ms,
+                update)).encode()
             if len(signed) <= _MAX_SIGNED:
                 break
         del reason, error  # garbage now, reclaimable below
         # protocol.tag.append's bytes, handed over in pieces: no copy of the state is made.
         self.client.publish(self.topics[_STATE_T], (memoryview(signed)[:-1], codec.HEAD,
                                            codec.mac_tag(buf.mac, signed), codec.TAIL), 1)
+        if ota is not None:
+            ota.changed = False
+            ota.on_state_sent()
         self.emit({"event": "state", "heap_free": heap, "heap_min": self.heap_min,
                    "buffered": buf.buffered, "seq": buf.last})
 
@@ -250,11 +295,33 @@ class Agent:
             # Nothing was in flight: the ack timer starts now, not at the last ack (which may be
             # hours old after an idle product, and would make this first send a "resend").
             self.progress_at = port.ticks_ms()
-        records = buf.unacked(self.sent, room)
+        # At most a frame's worth per turn: the records read from flash are garbage once sent,
+        # and the turn's collection (_measure_heap) reclaims them before the next ones.
+        records = buf.unacked(self.sent, min(room, _MAX_FRAME))
+        client = self.client
+        topic = self.topics[_TELEMETRY]
+        # A backlog leaves in frames (protocol.frame) built in the client's send buffer: as many
+        # records as fit in each message (pos: where the frame in it ends; n records in it).
+        framing = buf.last - self.sent > 1 and room > 1
+        pos = n = last = 0
         try:
             for seq, payload in records:
-                self.client.publish(self.topics[_TELEMETRY], payload, 1)
-                self.sent = seq
+                at = mqtt.frame_put(client, topic, pos, payload) if framing and n < _MAX_FRAME else 0
+                if n and not at:  # full: it leaves, this record starts the next one
+                    mqtt.frame_send(client, topic, pos)
+                    self.sent = last
+                    pos = n = 0
+                    at = mqtt.frame_put(client, topic, 0, payload)
+                if not at:  # no backlog, or a record larger than any frame: alone
+                    client.publish(topic, payload, 1)
+                    self.sent = seq
+                    continue
+                pos = at
+                n += 1
+                last = seq
+            if n:
+                mqtt.frame_send(client, topic, pos)
+                self.sent = last
         finally:
             records.close()
 
@@ -356,14 +423,39 @@ class Agent:
         if self.link.up:
             try:
                 self._pump()
+                if self.ota is not None:
+                    self._update(now)
             except (OSError, mqtt.MQTTError) as e:
                 self.link.mark_down("publish failed " + str(e))
+        if self.ota is not None and self.ota.stop and self.stop is None:
+            self.stop = RESTART_FOR_UPDATE  # main.py runs install.py on a fresh heap
+            self.emit({"event": "update", "status": "stopping"})
         self._watch(port.ticks_ms())
         self._measure_heap()
         if self.link.up and self.sent < buf.last and \
                 self.sent - buf.acked < self.conf.get("max_inflight"):
             return 0
         return 200
+
+    def _update(self, now):
+        """The update's part of a turn: report a change, ask for the next bytes."""
+        ota = self.ota
+        if ota is None:
+            return
+        if ota.changed:
+            self.publish_state("update")
+        ask = ota.fetch(now)
+        if ask is not None:
+            self.client.publish(self.topics[_FETCH], ask, 0)
+        if ota.idle():
+            # Done: its code and state leave the heap, and the lowest free heap is measured
+            # afresh (the update's own work is not the new version's appetite: the cloud
+            # compares this figure with the one before the update).
+            self.ota = None
+            port.unload("device.update")
+            port.collect()
+            self.heap_min = port.mem_free()
+            self.emit({"event": "update", "status": "idle"})
 
     def sample_in(self):
         """Data clock ms until the next sample is due (0: now); a large value once a run of

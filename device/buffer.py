@@ -56,8 +56,10 @@ def _line_ok(line, seq):
 
 
 class Buffer:
-    def __init__(self, root, device_id, mac, seg_records=100, max_segments=20):
-        """`mac`: codec.mac_key(the device's record key), which tags every record."""
+    def __init__(self, root, device_id, mac, seg_records=100, max_segments=36):
+        """`mac`: codec.mac_key(the device's record key), which tags every record. Full at
+        seg_records * max_segments records: 3,600, an hour offline at the default interval of a
+        second (a bike's records take about 550 KB of flash), then the oldest segment goes."""
         self.root = root
         self.device_id = device_id
         self.mac = mac
@@ -74,6 +76,9 @@ class Buffer:
         self.bytes = 0  # bytes the segments hold on flash (the state's buffer_bytes)
         self._saved_acked = 0
         self._f = None
+        # (first seq of a segment, the seq after the last record unacked() yielded from it, its
+        # byte offset there): the next call for that seq starts reading at that offset.
+        self._cursor = None
 
     # -- lifecycle
     def open(self):
@@ -242,15 +247,22 @@ class Buffer:
         while i > 0 and segs[i] > start:
             i -= 1
         while i < len(segs) and limit > 0:
-            seq = segs[i]
+            first = seq = segs[i]
             end = self._seg_last(i)
             with open(self._path(_name(seq)), "rb") as f:
+                cur = self._cursor
+                if cur is not None and cur[0] == first and cur[1] == start:
+                    # Where the last call stopped: seek there instead of reading (and
+                    # allocating) every line before it again.
+                    f.seek(cur[2])
+                    seq = start
                 while seq <= end and limit > 0:
                     line = f.readline()
                     if not line:
                         break
                     if seq >= start and _line_ok(line, seq):
                         limit -= 1
+                        self._cursor = (first, seq + 1, f.tell())
                         yield seq, line[9:-1]
                     seq += 1
             i += 1

@@ -58,13 +58,31 @@ def run_agent(agent, emit):
     return why
 
 
+def update_step(image, slot, product):
+    """Run device/install.py's step on this heap and unload it; True when the slots were
+    switched and the device must reset into the trial boot."""
+    from device import install
+
+    try:
+        versions = json.loads(port.read_bytes(image + "/fw/boot.json"))
+    except (OSError, ValueError):
+        versions = {}
+    event, switched = install.run(image, slot, versions, product, emit)
+    emit(event)
+    del install
+    port.unload("device.install", "protocol.ota", "protocol.romfs", "protocol.ed25519",
+                "protocol.sha512", "protocol")
+    port.collect()
+    return switched
+
+
 def main(args):
     """Run the device; returns the exit code (where port.reset() returns at all)."""
     try:
         from device import start  # what a start does once: its code is unloaded again
 
         try:
-            image, records, base, ident, cause, resets = start.begin(args, emit)
+            image, records, base, ident, cause, resets, slot = start.begin(args, emit)
         except (ValueError, OSError) as e:
             print("error: " + str(e), file=sys.stderr)
             return 2
@@ -74,7 +92,16 @@ def main(args):
         conf = settings.Settings(image + "/data", ident["id"], base)
         conf.load()
         fresh = True
+        go = image + "/data/ota/go"
         while True:
+            if port.exists(go):
+                # An update's heavy step (verify, plan, or install and switch) on this fresh
+                # heap, again after a power cut in the middle of it.
+                port.tls_context(None)
+                port.collect()
+                if update_step(image, slot, ident["profile"]):
+                    emit({"event": "reset", "cause": "requested", "why": "trial boot of an update"})
+                    return port.reset(_EXIT_REQUESTED)
             if port.exists(conf.pending_path) and not conf.deferred:
                 port.tls_context(None)  # verification needs every KB: the context is rebuilt below
                 port.collect()
@@ -102,13 +129,20 @@ def main(args):
             port.collect()
             from device import app
 
-            agent = app.build(image, ident, conf, records, emit, (cause, resets, feed), agreed)
+            agent = app.build(image, ident, conf, records, emit, (cause, resets, feed), agreed,
+                              slot=slot)
             # app.py's code is not needed while the agent runs: its heap goes back to the run.
             del app
             port.unload("device.app")
             why = run_agent(agent, emit)
             agent = None  # type: ignore[assignment]
             fresh = False
+            if why == "update":
+                # A reset for its heavy step, as a board would: a fresh heap at once (this one
+                # is fragmented by the run), and the step runs first thing at the start.
+                port.write_atomic(go, b"")
+                emit({"event": "reset", "cause": "requested", "why": "an update's next step"})
+                return port.reset(_EXIT_REQUESTED)
             if why not in ("config", "consent"):
                 return 0
             # Drop the agent's code so verification has the heap: MicroPython keeps bytecode in

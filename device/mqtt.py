@@ -35,6 +35,9 @@ RX_SIZE = MAX_DOWNLINK_BYTES + 128  # + protocol.bounds.DOWNLINK_OVERHEAD_BYTES
 # Records are ~100-500 bytes: header + payload leave in one write (one TLS record); larger
 # payloads go out in two writes instead of needing a bigger buffer.
 TX_SIZE = 640
+# A frame (protocol.frame) is built in tx itself, behind room for its header (frame_put): a
+# backlog leaves in messages of as many records as fit (a bike's ~150-byte records four at a
+# time) at no heap cost.
 
 
 class MQTTError(Exception):
@@ -133,6 +136,32 @@ def subscribe_packet(pid, topics):
         buf[pos] = q
         pos += 1
     return bytes(buf[:pos])
+
+
+def frame_put(client, topic, pos, payload):
+    """Copy one wire record and its line feed into the frame being built in tx for `topic`,
+    at `pos` (0: a new frame, behind room for its header: a QoS 1 PUBLISH of at most TX_SIZE
+    bytes needs a 2-byte remaining length). Returns the position after it, or 0 (nothing
+    copied) when it does not fit. No state is kept here: the caller holds the position."""
+    if not pos:
+        pos = 7 + len(topic)
+    end = pos + len(payload) + 1
+    if end > TX_SIZE:
+        return 0
+    client.txmv[pos:end - 1] = payload
+    client.tx[end - 1] = 10  # protocol.frame.SEP
+    return end
+
+def frame_send(client, topic, pos):
+    """Send the frame built in tx up to `pos` as one QoS 1 PUBLISH (one write); returns its
+    packet id. Its header goes right before the records (one byte later for a short one)."""
+    pid = client.pid = client.pid % 0xFFFF + 1
+    first = 7 + len(topic)
+    size = pos - first
+    start = 0 if 4 + len(topic) + size >= 128 else 1
+    publish_header(client.txmv[start:], topic, size, 1, False, pid)
+    client.send(client.txmv[start:pos])
+    return pid
 
 
 def _noop(*args):

@@ -11,8 +11,12 @@ import json
 
 from device import port
 
-# Used until a config is applied; a config's settings replace these name by name.
-DEFAULTS = {"interval_ms": 1000, "ack_timeout_ms": 5000, "max_inflight": 8, "keepalive_s": 30,
+# Used until a config is applied; a config's settings replace these name by name. max_inflight
+# at the top of its range (protocol.config): a backlog drains one window per ack round trip
+# (a durable commit at the gateway), and records in flight cost no heap (they are re-read from
+# flash); 2,000 records took 24 s with a window of 8 and 2.5 s with 64 and frames (a full
+# buffer, an hour at the default interval, is measured by `fleetloop bench gateway`).
+DEFAULTS = {"interval_ms": 1000, "ack_timeout_ms": 5000, "max_inflight": 64, "keepalive_s": 30,
             "heartbeat_s": 60, "coach_mode": 0, "target_power_w": 0, "programme": 0}
 
 

@@ -13,12 +13,17 @@ from device import port
 
 
 def parse_args(args):
-    """(image, records or None, base settings or None); ValueError on anything else.
-    --interval-ms and --heartbeat-s set the base settings a signed config overrides."""
+    """(image, records or None, base settings or None, slot or None); ValueError on anything
+    else. --interval-ms and --heartbeat-s set the base settings a signed config overrides;
+    --slot is the firmware slot the first stage (boot.py) booted."""
     opts = {"--records": None, "--interval-ms": None, "--heartbeat-s": None}  # type: dict[str, int | None]
     rest = []
+    slot = None
     while args:
-        if args[0] in opts and len(args) > 1:
+        if args[0] == "--slot" and len(args) > 1 and args[1] in ("a", "b"):
+            slot = args[1]
+            args = args[2:]
+        elif args[0] in opts and len(args) > 1:
             opts[args[0]] = int(args[1])  # ValueError for a non-integer
             args = args[2:]
         else:
@@ -32,14 +37,14 @@ def parse_args(args):
         base["interval_ms"] = opts["--interval-ms"]
     if opts["--heartbeat-s"]:
         base["heartbeat_s"] = opts["--heartbeat-s"]
-    return rest[0].rstrip("/"), opts["--records"], base or None
+    return rest[0].rstrip("/"), opts["--records"], base or None, slot
 
 
 def begin(args, emit):
-    """(image, records, base settings, identity, reset cause, resets so far), after the "start"
-    event; ValueError or OSError for bad arguments or an unreadable image (one without its
-    record key included: the device would tag nothing the cloud accepts)."""
-    image, records, base = parse_args(args)
+    """(image, records, base settings, identity, reset cause, resets so far, slot), after the
+    "start" event; ValueError or OSError for bad arguments or an unreadable image (one without
+    its record key included: the device would tag nothing the cloud accepts)."""
+    image, records, base, slot = parse_args(args)
     ident = json.loads(port.read_bytes(image + "/identity.json"))
     try:
         size = len(port.read_bytes(image + "/keys/record.key"))
@@ -55,9 +60,10 @@ def begin(args, emit):
         cause, resets = str(saved["cause"]), int(saved["count"])
     except (OSError, ValueError, KeyError, TypeError):
         cause, resets = "none", 0
-    emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free()})
+    emit({"event": "start", "reset_cause": cause, "resets": resets, "heap_free": port.mem_free(),
+          "slot": slot or ""})
     fault(data)
-    return image, records, base, ident, cause, resets
+    return image, records, base, ident, cause, resets, slot
 
 
 def fault(data_dir):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -99,7 +100,32 @@ def bench_path(devices: int, per_device: int, home: Path | None = None) -> PathR
 
 
 def as_dict(result: PathResult) -> dict[str, object]:
-    return asdict(result)
+    """The result with its baseline from the same run: the rate at which the stand-ins handed
+    their records to the broker (what the path would take if nothing downstream cost a thing)."""
+    out: dict[str, object] = dict(asdict(result))
+    publish_rate = result.records / result.publish_s if result.publish_s > 0 else 0.0
+    out["baseline"] = {"what": "publishers' own rate into the broker, same run",
+                       "records_per_s": round(publish_rate)}
+    out["of_baseline"] = round(result.records_per_s / publish_rate, 2) if publish_rate else None
+    return out
+
+
+def path_table(result: dict[str, Any]) -> str:
+    """The docs table of one `bench path` run."""
+    base = result["baseline"]["records_per_s"]
+    result.setdefault("measured", time.strftime("%Y-%m-%d", time.gmtime()))
+    result.setdefault("machine", machine())
+    return "\n".join([
+        "| run | records | published after | all in the cloud after | records/s | of the publishers' rate | exactly once |",
+        "|---|---|---|---|---|---|---|",
+        f"| {result['devices']} × {result['records'] // max(1, result['devices']):,} "
+        f"| {result['records']:,} | {result['publish_s']} s ({base:,}/s) | {result['in_cloud_s']} s "
+        f"| {round(result['records_per_s']):,} | {result['of_baseline']} "
+        f"| {'yes' if result['exactly_once'] else 'NO'} |",
+        "",
+        f"Measured {result['measured']} on {result['machine']['cores']} cores "
+        f"({result['machine']['cpu'] or 'unknown cpu'}, Python {result['machine']['python']}).",
+    ])
 
 
 # -- `fleetloop bench heap`: the smallest MicroPython heap each product profile runs at ----------
@@ -399,10 +425,26 @@ def marks(key: str) -> tuple[str, str]:
             f"<!-- bench {key}: end -->")
 
 
+def machine() -> dict[str, Any]:
+    """What a figure was measured on (kept with every result)."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model or platform.processor(),
+            "python": platform.python_version(), "system": platform.platform(terse=True)}
+
+
 def write_section(key: str, result: dict[str, Any], table: str, results: Path,
                   docs: Path) -> None:
-    """bench/results.json gets `result` under `key`; the docs table between the key's
-    markers is replaced by `table`."""
+    """bench/results.json gets `result` under `key`, stamped with the machine and the date
+    unless it carries them; the docs table between the key's markers is replaced by `table`."""
+    result.setdefault("measured", time.strftime("%Y-%m-%d", time.gmtime()))
+    result.setdefault("machine", machine())
     results.parent.mkdir(parents=True, exist_ok=True)
     try:
         saved = json.loads(results.read_text())

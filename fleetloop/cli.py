@@ -12,6 +12,9 @@ from cloud.cli import app as cloud_app
 from cloud.token_cli import app as token_app
 from fleetloop.config_cli import app as config_app
 from fleetloop.fleet.cli import app as fleet_app
+from fleetloop.loop_cli import app as loop_app
+from fleetloop.policy_cli import app as policy_app
+from fleetloop.rollout_cli import app as rollout_app
 from gateway.cli import app as gateway_app
 from protocol.home import DEFAULT_HOME as HOME_DIR
 from protocol.home import ENV_HOME
@@ -33,7 +36,10 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(fw_app, name="fw")
 app.add_typer(device_app, name="device")
 app.add_typer(config_app, name="config")
+app.add_typer(rollout_app, name="rollout")
+app.add_typer(policy_app, name="policy")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(loop_app, name="loop")
 
 
 HomeOpt = Annotated[Path, typer.Option("--home", envvar=ENV_HOME, help="State directory.")]
@@ -60,8 +66,13 @@ def device_run(
         "--interval-ms", min=100, max=3600000,
         help="Sampling period until a config from the cloud says otherwise.")] = None,
     heap: Annotated[str, typer.Option(help="MicroPython heap size.")] = "64K",
+    heartbeat_s: Annotated[int | None, typer.Option(
+        "--heartbeat-s", min=5, max=86400,
+        help="Seconds between state messages until a config from the cloud says otherwise.")] = None,
 ) -> None:
-    """Provision the device image (keeping its data) and run the agent as a board would: it is
+    """Provision the device image (keeping its data, and its firmware once it has slots: what
+    an update installed stays; `fleetloop fw provision` replaces it) and run the agent as a
+    board would: it is
     restarted after any failure with a back-off (1 s doubling to 30 s), killed and restarted
     when it prints nothing for 30 s (the watchdog), and told why at its next start; a kill -9
     of this command is a power cut of the device.
@@ -77,12 +88,13 @@ def device_run(
         raise typer.BadParameter(f"choose one of {', '.join(INTERPRETERS)}", param_hint="--interpreter")
     host, port = _split_broker(broker)
     try:
-        image = provision(home, device_id, profile, host, port)
+        image = provision(home, device_id, profile, host, port, keep_firmware=True)
     except (FwToolError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     try:
-        argv, env, cwd = device_command(image, interpreter, records, heap, interval_ms)
+        argv, env, cwd = device_command(image, interpreter, records, heap, interval_ms,
+                                        heartbeat_s)
         code = run_device(argv, env, cwd)
     except OSError as exc:  # no interpreter, image unreadable
         typer.echo(f"error: {exc}", err=True)
@@ -144,27 +156,74 @@ def bench_path_cmd(
     devices: Annotated[int, typer.Option(min=1, max=64, help="Stand-in devices publishing at once.")] = 4,
     records: Annotated[int, typer.Option(min=1, max=60000, help="Records per device.")] = 10000,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
 ) -> None:
-    """Records per second from MQTT publishers through broker, gateway and cloud, each counted.
+    """Records per second from MQTT publishers through broker, gateway and cloud, each counted,
+    next to the publishers' own rate into the broker in the same run.
 
     Example: fleetloop bench path --devices 4 --records 10000
     """
     import json
 
-    from fleetloop.bench import as_dict, bench_path
+    from fleetloop.bench import as_dict, bench_path, path_table, write_section
 
     try:
         result = bench_path(devices, records)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    saved = as_dict(result)
+    if write:
+        write_section("path", saved, path_table(saved), results, docs)
     if json_out:
-        typer.echo(json.dumps(as_dict(result)))
+        typer.echo(json.dumps(saved))
     else:
         typer.echo(f"{result.records} records from {result.devices} devices in the cloud in "
                    f"{result.in_cloud_s} s: {result.records_per_s} records/s "
                    f"(exactly once: {'yes' if result.exactly_once else 'NO'})")
     if not result.exactly_once:
+        raise typer.Exit(1)
+
+
+@bench_app.command("gateway")
+def bench_gateway_cmd(
+    devices: Annotated[int, typer.Option(min=1, max=64, help="Stand-in devices publishing at once.")] = 4,
+    records: Annotated[int, typer.Option(min=1, max=60000, help="Records per device.")] = 50000,
+    frame_records: Annotated[int, typer.Option(min=1, max=16, help="Records per frame in the frames run.")] = 16,
+    drain: Annotated[bool, typer.Option(help="Also time a MicroPython bike draining its full offline buffer.")] = True,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
+) -> None:
+    """The gateway's ingest rate next to a bare paho subscriber's, on the same broker in one
+    run (QoS 1, mTLS, 4 mosquitto_pub stand-ins), then with frames, and the time a MicroPython
+    bike takes to drain its full offline buffer; exits 1 if a record was lost or stored twice.
+
+    Example: fleetloop bench gateway --json
+    """
+    import json
+
+    from fleetloop.bench import write_section
+    from fleetloop.bench_gateway import bench_drain, bench_gateway, gateway_table
+
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
+    try:
+        result = bench_gateway(devices, records, frame_records, log=say)
+        if drain:
+            say("a bike's offline backlog")
+            result["drain"] = bench_drain()
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if write:
+        write_section("gateway", result, gateway_table(result), results, docs)
+    typer.echo(json.dumps(result, indent=2) if json_out else gateway_table(result))
+    if not result["exactly_once"]:
         raise typer.Exit(1)
 
 
@@ -204,6 +263,83 @@ def bench_cloud_cmd(
             typer.echo(note)
     if not all(run.exactly_once for run in result.runs):
         raise typer.Exit(1)
+
+
+@bench_app.command("recovery")
+def bench_recovery_cmd(
+    outage: Annotated[float, typer.Option(min=1, max=600, help="Seconds the cloud is down.")] = 60.0,
+    records: Annotated[int, typer.Option(min=1, max=60000, help="Records waiting in the spool.")] = 500,
+    baseline: Annotated[bool, typer.Option(help="Also run without the health probe.")] = True,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
+) -> None:
+    """Seconds from the cloud's return after an outage to the gateway's backlog in it (the
+    gateway probes the cloud's health while its uploads back off; goal under 2 s), with the
+    same run without the probe as the baseline.
+
+    Example: fleetloop bench recovery --outage 60
+    """
+    import json
+    import time
+
+    from fleetloop.bench import write_section
+    from fleetloop.bench_recovery import as_dict, bench_recovery, table
+
+    result = as_dict(bench_recovery(outage, records, baseline,
+                                    log=lambda line: None if json_out else typer.echo(line)))
+    result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
+    if write:
+        write_section("recovery", result, table(result), results, docs)
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        for run in result["runs"]:
+            typer.echo(f"{'with' if run['probe'] else 'without'} the probe: {run['records']} "
+                       f"records in the cloud {run['recovery_s']} s after its return "
+                       f"({run['outage_s']:g} s outage)")
+
+
+@bench_app.command("churn")
+def bench_churn_cmd(
+    bikes: Annotated[int, typer.Option(min=1, max=5000, help="Simulated riders.")] = 500,
+    mirrors: Annotated[int, typer.Option(min=0, max=5000, help="Simulated mirror users.")] = 100,
+    weeks: Annotated[int, typer.Option(min=6, max=52, help="Simulated weeks.")] = 12,
+    week: Annotated[int, typer.Option(min=2, max=50, help="The week the list is made.")] = 10,
+    seed: Annotated[list[int] | None, typer.Option(
+        "--seed", help="Fleet seed (repeat for several; default 1, 2, 3).")] = None,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
+) -> None:
+    """Precision and recall of the cloud's churn-risk list made at week W against the
+    simulator's truth two weeks later (riders already lapsed at W left out).
+
+    Example: fleetloop bench churn --bikes 500 --mirrors 100 --json
+    """
+    import json
+    import time
+
+    from fleetloop.bench import write_section
+    from fleetloop.bench_churn import bench, table
+
+    try:
+        result = bench(tuple(seed or (1, 2, 3)), bikes, mirrors, weeks, week,
+                       log=lambda line: None if json_out else typer.echo(line))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
+    if write:
+        write_section("churn", result, table(result), results, docs)
+    if json_out:
+        typer.echo(json.dumps(result))
+    else:
+        m = result["mean"]
+        typer.echo(f"mean precision {m['precision']}, recall {m['recall']} "
+                   f"(target {result['target']} each)")
 
 
 @bench_app.command("heap")
@@ -323,6 +459,100 @@ def bench_fleet_cmd(
         write_section("fleet", result, fleet_table(result), results, docs)
     typer.echo(json.dumps(result, indent=2) if json_out else fleet_table(result))
     if result["lost"] or result["duplicates"] or not result["complete"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("loop")
+def bench_loop_cmd(
+    bikes: Annotated[int, typer.Option(min=8, max=20000, help="Simulated bikes.")] = 500,
+    mirrors: Annotated[int, typer.Option(min=0, max=20000, help="Simulated mirrors.")] = 100,
+    engines: Annotated[int, typer.Option(min=0, max=20000, help="Simulated engines.")] = 50,
+    weeks: Annotated[float, typer.Option(min=3, max=52, help="Simulated weeks.")] = 12,
+    speed: Annotated[float, typer.Option(min=1, max=1_000_000,
+                                         help="Data clock over wall clock.")] = 20000,
+    seed: Annotated[int, typer.Option(help="The fleet's seed and the policies' split seed.")] = 1,
+    helpful: Annotated[int, typer.Option(min=4, help="Bikes in the coach-mode cohort.")] = 250,
+    harmful: Annotated[int, typer.Option(min=4, help="Bikes in the target-power cohort.")] = 150,
+    start_week: Annotated[float, typer.Option(min=1, help="Week the policies start.")] = 4,
+    window_days: Annotated[int, typer.Option(min=1, max=365,
+                                             help="The policies' evaluation window.")] = 14,
+    churn_week: Annotated[int, typer.Option(min=2, help="Week of the churn-risk list.")] = 10,
+    interval_s: Annotated[int, typer.Option(min=1, max=3600,
+                                            help="Sampling period while in use.")] = 300,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
+) -> None:
+    """The optimisation loop proved on a simulated fleet: a helpful policy (coach mode on)
+    and a harmful one (a target power no rider sustains) started through the API on two
+    cohorts of bikes and judged by the cloud; the helpful one must be kept with its lift
+    inside the truth's range, the harmful one reverted at its first evaluation, no record
+    lost; the churn-risk list at week W scored against the truth at W + 2. Exits 1 when
+    the proof fails.
+
+    Example: fleetloop bench loop --bikes 500 --mirrors 100 --engines 50 --weeks 12 --json
+    """
+    import json
+    import time
+
+    from fleetloop.bench import write_section
+    from fleetloop.bench_loop import LoopPlan, bench_loop, table
+
+    plan = LoopPlan(bikes=bikes, mirrors=mirrors, engines=engines, weeks=weeks, speed=speed,
+                    seed=seed, helpful=helpful, harmful=harmful, start_week=start_week,
+                    window_days=window_days, churn_week=churn_week,
+                    interval_ms=interval_s * 1000)
+    try:
+        plan.check()
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result = bench_loop(plan, log=lambda line: typer.echo(line, err=True))
+    result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
+    if write:
+        write_section("loop", result, table(result), results, docs)
+    typer.echo(json.dumps(result, indent=2) if json_out else table(result))
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("ota")
+def bench_ota_cmd(
+    devices: Annotated[int, typer.Option(min=1, max=20000,
+                                         help="Simulated devices behind the gateway.")] = 200,
+    real: Annotated[int, typer.Option(min=0, max=20,
+                                      help="Devices on real MicroPython among them.")] = 3,
+    soak_s: Annotated[int, typer.Option("--soak-s", min=0, max=3600)] = 30,
+    json_out: JsonOpt = False,
+    results: ResultsOpt = RESULTS,
+    docs: DocsOpt = DOCS,
+    write: WriteOpt = True,
+) -> None:
+    """What an update costs: bytes on the air for a one-module change (delta against full
+    bundle), the peak heap of an install on real MicroPython (budget 64 KB), and a rollout to
+    DEVICES simulated bikes and REAL bikes on MicroPython behind one gateway (time to finish,
+    downloads from the cloud: the target is one per version).
+
+    Example: fleetloop bench ota --devices 200 --json
+    """
+    import json
+
+    from fleetloop.bench import write_section
+    from fleetloop.bench_ota import bench_ota, ota_table
+    from fleetloop.fleet.rollout_bench import bench_rollout
+
+    def say(line: str) -> None:
+        typer.echo(line, err=True)
+
+    result = bench_ota(log=say)
+    result["rollout"] = bench_rollout(devices, real, soak_s, log=say)
+    if write:
+        write_section("ota", result, ota_table(result), results, docs)
+    typer.echo(json.dumps(result, indent=2) if json_out else ota_table(result))
+    heap_ok = all(h["fits_budget"] for h in result["install_heap"])
+    rollout = result["rollout"]
+    if not heap_ok or rollout["state"] != "completed" or rollout["cloud_downloads"] != 1:
         raise typer.Exit(1)
 
 

@@ -47,8 +47,7 @@ def request(home: Path, device_id: str, tier: str) -> Path:
         raise ConsentError(f"no device image for {device_id!r} at {image}: provision it first "
                            f"(fleetloop fw provision, or fleetloop device run)")
     data = image / "data"
-    if not data.is_dir():
-        data.mkdir(mode=0o700)
+    data.mkdir(mode=0o700, exist_ok=True)  # the running device may make it at the same moment
     path = data / REQUEST
     tmp = data / (REQUEST + f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

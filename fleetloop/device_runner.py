@@ -34,14 +34,15 @@ def micropython_binary() -> str:
 
 def device_command(image: Path, interpreter: str, records: int | None = None,
                    heap: str = DEFAULT_HEAP, interval_ms: int | None = None,
-                   ) -> tuple[list[str], dict[str, str], Path]:
+                   heartbeat_s: int | None = None) -> tuple[list[str], dict[str, str], Path]:
     """argv, environment and working directory that run the agent in `image`.
 
     MicroPython runs inside the image with relative paths: the interpreter keeps every
     module's file name in RAM, and on a 64 KB heap short names are worth about 1.5 KB.
-    An image with a ROMFS firmware (romfs.img + boot.mpy, see docs/factory.md) runs like a
-    board's: fleetloop.romfs_launch maps the image, the boot module mounts it and runs
-    device.main, and the bytecode stays out of the heap. Older images run from lib/.
+    An image with firmware slots (fw/a.img, fw/b.img + boot.mpy, see docs/factory.md) runs
+    like a board's: fleetloop.romfs_launch maps the slots, the first stage (boot.mpy) picks one,
+    mounts it and runs device.main, and the bytecode stays out of the heap. Images without
+    slots run from lib/.
     """
     env = dict(os.environ)
     extra = []
@@ -49,12 +50,14 @@ def device_command(image: Path, interpreter: str, records: int | None = None,
         extra += ["--records", str(records)]
     if interval_ms is not None:
         extra += ["--interval-ms", str(interval_ms)]
+    if heartbeat_s is not None:
+        extra += ["--heartbeat-s", str(heartbeat_s)]
     if interpreter == "micropython":
         env["MICROPYPATH"] = "lib"  # the boot module's fallback when no ROMFS is mapped
         heap_opt = ["-X", f"heapsize={heap}"]
-        if (image / "romfs.img").is_file() and (image / "boot.mpy").is_file():
+        if (image / "fw" / "a.img").is_file() and (image / "boot.mpy").is_file():
             micropython_binary()  # the same clean error when the interpreter is missing
-            argv = [sys.executable, "-m", "fleetloop.romfs_launch", "romfs.img", *heap_opt,
+            argv = [sys.executable, "-m", "fleetloop.romfs_launch", "fw", *heap_opt,
                     "-m", "boot", "."]
         else:
             argv = [micropython_binary(), *heap_opt, "-m", "device.main", "."]
@@ -176,7 +179,7 @@ def run_device(argv: list[str], env: dict[str, str], cwd: Path, *, data: Path | 
 
     The runner is the board's power supply, reset circuit and watchdog: it restarts the agent
     after any non-zero exit (and after a kill it did not ask for) with a capped exponential
-    back-off, kills it when no event line arrived for `watchdog_s`, and writes why into
+    back-off (at once after the agent's own planned reset, exit 75: no fault), kills it when no event line arrived for `watchdog_s`, and writes why into
     data/reset.json, which the agent reports when it starts. The agent's event lines pass
     through to `out` (stdout) unchanged; the runner adds a "restart" line of its own. A
     previous runner that never saw its agent's end (it was killed: a power cut) is found by
@@ -219,8 +222,11 @@ def run_device(argv: list[str], env: dict[str, str], cwd: Path, *, data: Path | 
             cause = cause_of_exit(code, fired)
             count = read_reset(data)[1] + 1
             write_reset(data, cause, count)
-            failures = 1 if time.monotonic() - started >= stable_s else failures + 1
-            delay = backoff_s(failures, *backoff)
+            if cause == "requested":  # its own planned reset (a config, an update): no fault
+                delay = 0.0
+            else:
+                failures = 1 if time.monotonic() - started >= stable_s else failures + 1
+                delay = backoff_s(failures, *backoff)
             sink.write(json.dumps({"event": "restart", "cause": cause, "exit": code,
                                    "resets": count, "after_s": delay}).encode() + b"\n")
             sink.flush()

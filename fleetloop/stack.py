@@ -20,6 +20,8 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from fleetloop.procs import Process, ProcessError, Supervisor, free_port
+from gateway.errors import GatewayError
+from gateway.tech_credential import header_for
 from protocol import record, tag
 
 CLI = [sys.executable, "-m", "fleetloop"]
@@ -191,16 +193,18 @@ class Stack:
         return record.encode(device_id, 1, seq, 1, {"power": power}, tag.Hmac(key))
 
     def gateway_status(self) -> dict[str, Any] | None:
-        try:
-            resp = httpx.get(self.status_url, timeout=2)
-        except httpx.HTTPError:
+        try:  # the status endpoint wants the technician's credential (made at the start)
+            resp = httpx.get(self.status_url, timeout=2, headers=header_for(
+                self.home / "gateways" / self.gateway_id))
+        except (httpx.HTTPError, GatewayError):
             return None
         return resp.json() if resp.status_code == 200 else None
 
     # -- devices ----------------------------------------------------------------------------
     def start_device(self, device_id: str, profile: str, interpreter: str = "micropython",
                      records: int | None = None, interval_ms: int | None = None,
-                     heap: str | None = None, consent: str | None = "personal") -> Process:
+                     heap: str | None = None, consent: str | None = "personal",
+                     heartbeat_s: int | None = None) -> Process:
         """Start a device as its owner would: `fleetloop device run`, then (unless `consent` is
         None) the owner grants `consent` on the product, as they would with its button. A new
         device samples at `essential` and sends no telemetry until then; the grant is its
@@ -214,6 +218,8 @@ class Stack:
             args += ["--records", str(records)]
         if interval_ms is not None:
             args += ["--interval-ms", str(interval_ms)]
+        if heartbeat_s is not None:
+            args += ["--heartbeat-s", str(heartbeat_s)]
         self.enrol([(device_id, profile)])  # as the factory would, before it ships
         proc = self.supervisor.start(self._process(f"device-{device_id}", args))
         self.devices[device_id] = proc

@@ -14,10 +14,20 @@ Modules (one concept each):
     uplink     spool -> cloud over HTTP, deleted only on 2xx
     downlink   cloud configs -> retained MQTT messages for devices
     hint       the back-pressure hint (least reconnect delay), retained for every device
-    status     local HTTP status endpoint and run.json
-    diag       reads and renders the status for technicians
+    status     local HTTP status endpoint (/status, /metrics) and run.json
+    metrics    the status as Prometheus text
+    tech_credential  the technician's token the status endpoint requires
+    tech_identity    the technician's MQTT certificate (gateway ping)
+    logfile    the gateway's own rotated log file
+    diag       reads the status (live or from disk) and renders it for technicians
+    diag_problems    pure checks: status dict -> problems, each with what to check
+    diag_render      the screen: problems first, then the detail and the devices table
+    diag_offline     a stopped gateway's status, read from its files
+    diag_local       certificates, disk and clock, read on the box
+    support_bundle   diag --bundle: status, logs, config, tables, secrets redacted
+    ping       one MQTT round trip to a device as the technician
     backoff    capped, jittered exponential backoff
     worker     a thread that runs one part and restarts it if it crashes
     app        composition root
-    cli        typer commands `run` and `diag`
+    cli        typer commands `run`, `register`, `diag` and `ping`
 """

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import tech_identity
 from gateway.errors import BrokerError
 from gateway.keys import GatewayKeys
 from protocol import hint
@@ -73,12 +74,23 @@ def render_acl(gateway_id: str, observers: tuple[str, ...] = ()) -> str:
         "# Observers (--observer): read every device's topics, write none.",
         *watch,
         "",
+        "# The technician's local identity (gateway ping, gateway.tech_identity): write pings,",
+        "# read pongs, nothing else. Its CN starts with _, which no device id may.",
+        f"user {tech_identity.CN}",
+        "topic write fleet/+/ping",
+        "topic read fleet/+/pong",
+        "",
         "# Every device: write only its own uplink topics, read only its own downlink topics.",
         "pattern write fleet/%u/telemetry",
         "pattern write fleet/%u/state",
         "pattern write fleet/%u/status",
+        "pattern write fleet/%u/fetch",
+        "pattern write fleet/%u/pong",
         "pattern read fleet/%u/ack",
         "pattern read fleet/%u/config",
+        "pattern read fleet/%u/update",
+        "pattern read fleet/%u/chunk",
+        "pattern read fleet/%u/ping",
         "",
         "# Every client may read the gateway's back-pressure hint (retained); only the gateway",
         "# writes it (its fleet/# above). A pattern without %u applies to every user.",
@@ -136,10 +148,19 @@ def render_config(cfg: BrokerConfig, crl: bool = False) -> str:
     ])
 
 
+def _holds(path: Path, text: str) -> bool:
+    try:
+        return path.read_text() == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def write_config(cfg: BrokerConfig) -> None:
     cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(cfg.directory, 0o700)  # its log and persistence hold device data
     for path, text in ((cfg.acl_path, render_acl(cfg.gateway_id, cfg.observers)), (cfg.conf_path, render_config(cfg, cfg.crl_path.is_file()))):
+        if _holds(path, text):
+            continue  # unchanged: no write, so a gateway on a full disk still starts its broker
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

@@ -15,6 +15,7 @@ from rich.live import Live
 
 from gateway import app as gateway_app
 from gateway import diag as diag_mod
+from gateway import diag_problems, support_bundle
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 from protocol.hint import MAX_HINT_MS
@@ -65,6 +66,21 @@ def run(
         help="A certificate CN the broker lets read every device's topics and write none (a "
              "site's monitoring, a technician's tap); repeat for more.",
         show_default=False)] = None,
+    spool_max_bytes: Annotated[int | None, typer.Option(
+        help="Bytes of sealed batches kept while the cloud is unreachable; over it the oldest "
+             "are dropped whole and reported to the cloud as a gap (default 512 MiB).",
+        show_default=False)] = None,
+    spool_max_age: Annotated[float | None, typer.Option(
+        help="Seconds a sealed batch is kept while the cloud is unreachable (default 14 days).",
+        show_default=False)] = None,
+    disk_min_free: Annotated[int | None, typer.Option(
+        help="Free bytes to leave on the disk: below it ingest stops acknowledging and devices "
+             "keep their records until space returns (default 32 MiB).",
+        show_default=False)] = None,
+    aggregate: Annotated[str | None, typer.Option(
+        help="Per product: raw, N (windows of N s sent next to the raw records) or N:local "
+             "(windows only, raw records kept at the gateway), e.g. bike=60,mirror=300:local "
+             "(default: every product raw).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     """Run the gateway: its Mosquitto (mTLS, per-device ACL), durable ingest, signed batches to
@@ -83,6 +99,9 @@ def run(
             cloud_url=cloud, token_file=token_file, batch_max_records=batch_size,
             batch_interval_s=batch_interval, min_reconnect_ms=min_reconnect_ms,
             reconnect_rate=reconnect_rate, observers=tuple(observer) if observer else None,
+            spool_max_bytes=spool_max_bytes, spool_max_age_s=spool_max_age,
+            disk_min_free_bytes=disk_min_free,
+            aggregate=aggregate,
         )
         gateway_app.run(settings)
     except GatewayError as exc:
@@ -120,44 +139,128 @@ def register(
     typer.echo(f"registered {settings.gateway_id} with {settings.cloud_url}; token in {path}")
 
 
+def _usage(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(diag_mod.EXIT_CANNOT_READ)
+
+
 @app.command()
 def diag(
     home: HomeOpt = None,
     gateway_id: IdOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw status JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status and the problems "
+                                          "as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh every second until Ctrl-C.")] = False,
     url: Annotated[str | None, typer.Option(
         help="Status URL (default: read from <home>/gateways/<id>/run.json).",
         show_default=False)] = None,
+    bundle: Annotated[Path | None, typer.Option(
+        help="Write a support bundle (.tar.gz or .zip) to this file: status, logs, config with "
+             "every secret redacted, versions, table dumps.", show_default=False)] = None,
 ) -> None:
-    """Show a running gateway's health: broker, connected devices, ingest counts and refusals,
-    what waits in the inbox and spool, the last uplink error, the back-pressure hint in effect,
-    and per device the vitals of its latest state (consent tier, heap, uptime, buffer,
-    reconnects, last reason).
+    """Show a gateway's problems first, each with what to check, then the detail: identity
+    and version, broker, devices (online, last seen, firmware, buffer, drops, reconnects,
+    heap, consent, link quality), spool, uplink, updates, certificates, disk and clock. When
+    the gateway is not running, reads its files and says why it stopped and what to do.
+
+    Exit codes: 0 no problems; 1 problems found; 2 bad usage or the status could not be read;
+    3 the gateway is not running.
 
     Example: fleetloop gateway diag --home .fleetloop --id gw-1 --watch
     """
-    console = Console()
     try:
-        if url is None:
-            settings = Settings.build(home=home, gateway_id=gateway_id)
-            url = diag_mod.status_url(settings.home, settings.gateway_id)
+        settings = Settings.build(home=home, gateway_id=gateway_id)
+        if bundle is not None:
+            st = diag_mod.gather(settings, url)
+            found = diag_problems.find(st, int(time.time() * 1000))
+            support_bundle.write(bundle, settings, diag_mod.to_json(st, found))
+            typer.echo(f"support bundle written to {bundle} ({len(found)} problem(s))")
+            raise typer.Exit(diag_mod.exit_code(st, found))
         if not watch:
-            status = diag_mod.fetch(url)
-            if as_json:
-                typer.echo(json.dumps(status, indent=2, sort_keys=True))
-            else:
-                console.print(diag_mod.render(status))
-            return
-        with Live(console=console, auto_refresh=False) as live:
-            while True:
-                status = diag_mod.fetch(url)
-                if as_json:
-                    live.update(json.dumps(status, indent=2, sort_keys=True), refresh=True)
-                else:
-                    live.update(diag_mod.render(status), refresh=True)
-                time.sleep(1.0)
+            raise typer.Exit(_diag_once(settings, url, as_json, Console()))
+        raise typer.Exit(_diag_watch(settings, url, as_json))
     except GatewayError as exc:
-        raise _fail(exc) from None
-    except KeyboardInterrupt:
-        return
+        raise _usage(exc) from None
+
+
+def _diag_once(settings: Settings, url: str | None, as_json: bool, console: Console) -> int:
+    st = diag_mod.gather(settings, url)
+    found = diag_problems.find(st, int(time.time() * 1000))
+    if as_json:
+        typer.echo(json.dumps(diag_mod.to_json(st, found), indent=2, sort_keys=True))
+    else:
+        console.print(diag_mod.render(st, found=found))
+    return diag_mod.exit_code(st, found)
+
+
+def _diag_watch(settings: Settings, url: str | None, as_json: bool) -> int:
+    """Redraw every second until Ctrl-C; the clock against the cloud is measured once a
+    minute (one request to the cloud, not one a second). Exits with the last code."""
+    code, clock, clock_at = diag_mod.EXIT_OK, None, 0.0
+    with Live(console=Console(), auto_refresh=False) as live:
+        try:
+            while True:
+                if time.monotonic() - clock_at > 60:
+                    clock, clock_at = None, time.monotonic()
+                st = diag_mod.gather(settings, url, clock)
+                clock = st.get("clock") or clock
+                found = diag_problems.find(st, int(time.time() * 1000))
+                code = diag_mod.exit_code(st, found)
+                live.update(json.dumps(diag_mod.to_json(st, found), indent=2, sort_keys=True)
+                            if as_json else diag_mod.render(st, found=found), refresh=True)
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            return code
+
+
+@app.command()
+def ping(
+    device: Annotated[str, typer.Argument(help="The device id (its certificate CN).")],
+    home: HomeOpt = None,
+    gateway_id: IdOpt = None,
+    count: Annotated[int, typer.Option("--count", "-c", min=1, max=1000,
+                                       help="Pings to send.")] = 1,
+    timeout: Annotated[float, typer.Option(min=0.01, max=600.0,
+                                           help="Seconds to wait for each answer.")] = 2.0,
+    interval: Annotated[float, typer.Option(min=0.0, max=60.0,
+                                            help="Seconds between pings.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the replies as JSON.")] = False,
+) -> None:
+    """An MQTT round trip to one device through this gateway's broker, with its time: a token
+    on fleet/<id>/ping, echoed by the device on fleet/<id>/pong. Connects as the technician
+    (its own certificate, CN _technician, allowed only these two topics), never as the gateway.
+
+    Exit codes: 0 every ping answered; 1 some went unanswered; 2 bad usage or no technician
+    identity; 3 the broker cannot be reached (is the gateway running?).
+
+    Example: fleetloop gateway ping bike-1 --count 5 --timeout 2
+    """
+    from gateway import ping as ping_mod
+    from gateway.broker_config import connect_host
+    from gateway.status import RunInfo
+    from gateway.tech_identity import TechIdentity
+
+    try:
+        settings = Settings.build(home=home, gateway_id=gateway_id)
+        try:
+            port = RunInfo.read(settings.run_file).mqtt_port
+        except (OSError, ValueError, KeyError):
+            port = settings.mqtt_port
+        target = ping_mod.Target(connect_host(settings.mqtt_host), port,
+                                 TechIdentity.under(settings.home, settings.gateway_id))
+        replies = ping_mod.ping(target, device, count, timeout, interval)
+    except ping_mod.BrokerUnreachable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(diag_mod.EXIT_DOWN) from None
+    except GatewayError as exc:
+        raise _usage(exc) from None
+    answered = sum(r.rtt_ms is not None for r in replies)
+    if as_json:
+        typer.echo(json.dumps({"device": device, "sent": len(replies), "answered": answered,
+                               "replies": [r.to_obj() for r in replies]}, indent=2))
+    else:
+        for r in replies:
+            typer.echo(f"ping {r.seq}: " + (f"{r.rtt_ms:.1f} ms" if r.rtt_ms is not None
+                                            else f"no answer within {timeout:g} s"))
+        typer.echo(ping_mod.summary(device, replies, timeout), err=answered < len(replies))
+    raise typer.Exit(0 if answered == len(replies) else 1)

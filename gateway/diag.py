@@ -1,4 +1,6 @@
-"""`diag` for field technicians: read a running gateway's status endpoint and show it."""
+"""`diag` for field technicians: read a gateway's status (its endpoint while it runs, its files
+when it does not), find the problems, and show them first, each with what to check, then the
+detail. The exit code says which of those it was (EXIT_*; docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Group
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
+from gateway import diag_local, diag_offline, tech_credential
+from gateway.diag_problems import Problem
+from gateway.diag_problems import find as find_problems
+from gateway.diag_render import hint_text as hint_text  # the screen, for callers of diag
+from gateway.diag_render import render as render
 from gateway.errors import DiagError
-from gateway.status import RunInfo
+from gateway.settings import Settings
+from gateway.status import RunInfo, version
+
+EXIT_OK = 0  # running, nothing found
+EXIT_PROBLEMS = 1  # running, with problems (each shown with what to check)
+EXIT_CANNOT_READ = 2  # bad usage, or the status could not be read (credential, answer)
+EXIT_DOWN = 3  # the gateway is not running (diag says why, from its files)
+
+
+class GatewayDown(DiagError):
+    """The gateway does not answer: read its files instead."""
 
 
 def status_url(home: Path, gateway_id: str) -> str:
@@ -22,18 +35,20 @@ def status_url(home: Path, gateway_id: str) -> str:
     try:
         return RunInfo.read(path).status_url
     except FileNotFoundError:
-        raise DiagError(f"gateway {gateway_id} is not running under {home} (no {path}); "
-                        "start it with `fleetloop gateway run`") from None
+        raise GatewayDown(f"gateway {gateway_id} is not running under {home} (no {path})") from None
     except (OSError, ValueError, KeyError) as exc:
-        raise DiagError(f"cannot read {path}: {exc}") from exc
+        raise GatewayDown(f"cannot read {path}: {exc}") from exc
 
 
-def fetch(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
+def fetch(url: str, headers: dict[str, str] | None = None, timeout_s: float = 3.0
+          ) -> dict[str, Any]:
     try:
-        resp = httpx.get(url, timeout=timeout_s)
+        resp = httpx.get(url, timeout=timeout_s, headers=headers)
     except httpx.HTTPError as exc:
-        raise DiagError(f"gateway is not answering at {url} ({type(exc).__name__}): it is not "
-                        "running or just stopped") from exc
+        raise GatewayDown(f"gateway is not answering at {url} ({type(exc).__name__})") from exc
+    if resp.status_code == 401:
+        raise DiagError(f"{url} refused the technician's credential (401): run diag as the "
+                        "gateway's user, with the same --home and --id")
     if resp.status_code != 200:
         raise DiagError(f"{url} answered {resp.status_code}: {resp.text[:200]}")
     try:
@@ -45,161 +60,69 @@ def fetch(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
     return body
 
 
-def problems(st: dict[str, Any]) -> list[str]:
-    """Plain-language findings a technician should act on."""
-    out = []
-    broker = st.get("broker", {})
-    if not broker.get("up"):
-        out.append("broker is down (see broker/mosquitto.log)")
-    if broker.get("restarts"):
-        out.append(f"broker restarted {broker['restarts']} time(s)")
-    if st.get("ingest", {}).get("link") != "up":
-        out.append("gateway is not connected to its broker")
-    uplink = st.get("uplink", {})
-    if uplink.get("last_error") and (uplink.get("last_ok_ms") or 0) < (uplink.get("last_error_ms") or 0):
-        out.append(f"uplink failing: {uplink['last_error']}")
-    dead = st.get("spool", {}).get("dead_letters")
-    if dead:
-        out.append(f"{dead} batch(es) refused by the cloud and kept as dead letters "
-                   "(the cloud recorded a gap for each; see gateway.db table dead_letters)")
-    if st.get("ingest", {}).get("rejected"):
-        out.append(f"{st['ingest']['rejected']} message(s) refused since start")
-    crashed = {k: v for k, v in (st.get("worker_restarts") or {}).items() if v}
-    if crashed:
-        out.append("parts restarted after a crash: "
-                   + ", ".join(f"{k} x{v}" for k, v in sorted(crashed.items()))
-                   + " (see the gateway log)")
-    if st.get("downlink", {}).get("last_error"):
-        out.append(f"config downlink: {st['downlink']['last_error']}")
-    hint = st.get("hint") or {}
-    if hint.get("last_error"):
-        out.append(f"back-pressure hint: {hint['last_error']}")
-    return out
-
-
-def hint_text(hint: dict[str, Any]) -> str:
-    """One line on the back-pressure hint in effect."""
-    if not hint:
-        return "-"
-    in_effect = hint.get("min_reconnect_ms")
-    head = ("not published yet" if in_effect is None
-            else f"devices wait at least {in_effect} ms before reconnecting")
-    if hint.get("source") == "setting":
-        why = "fixed by the min_reconnect_ms setting"
+def gather(s: Settings, url: str | None = None, clock: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    """The status of gateway `s`: live from its endpoint, else read from its files (with a
+    `down` key), plus what diag reads on the box (certificates, disk, clock against the
+    cloud; `clock` given = measured earlier, as --watch does once a minute)."""
+    try:
+        target = url or status_url(s.home, s.gateway_id)
+        path = tech_credential.token_path(s.gateway_dir)
+        # No credential file: ask anyway; a gateway that answers says 401 (and diag says why),
+        # one that does not answer is down.
+        st = fetch(target, tech_credential.header_for(s.gateway_dir) if path.exists() else {})
+    except GatewayDown:
+        if url is not None and not s.gateway_dir.is_dir():
+            raise
+        if not s.gateway_dir.is_dir():
+            raise DiagError(f"no gateway {s.gateway_id} under {s.home} (no {s.gateway_dir}): "
+                            "check --home and --id") from None
+        st = diag_offline.read(s)
     else:
-        why = (f"computed: {hint.get('known_devices', 0)} known devices at "
-               f"{hint.get('reconnect_rate')} connections/s")
-    pending = hint.get("target_ms")
-    if pending is not None and pending != in_effect:
-        why += f"; {pending} ms waiting to be published"
-    return f"{head} ({why})"
+        add_spool_age(st, s)
+    add_local_facts(st, s, clock)
+    return st
 
 
-def _duration(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 2 * 3600:
-        return f"{seconds // 60}min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
+def add_spool_age(st: dict[str, Any], s: Settings) -> None:
+    """The spool's bytes and oldest age from gateway.db (read-only, beside the running
+    gateway) when the status does not report them (gateways before the spool budget)."""
+    spool = st.get("spool")
+    if not isinstance(spool, dict) or "oldest_age_s" in spool:
+        return
+    found = diag_offline.db_state(s.db_path, int(time.time() * 1000)).get("spool") or {}
+    for key in ("bytes", "oldest_age_s"):
+        if key in found:
+            spool.setdefault(key, found[key])
 
 
-def _num(value: Any, unit: str = "") -> str:
-    return "-" if value is None else f"{value}{unit}"
+def add_local_facts(st: dict[str, Any], s: Settings, clock: dict[str, Any] | None) -> None:
+    st.setdefault("certificates", diag_local.certificates(s.home, s.gateway_id))
+    if not isinstance(st.get("disk"), dict):
+        found = diag_local.disk(s.gateway_dir)
+        if found is not None:
+            st["disk"] = found
+    st.setdefault("diag_version", version())
+    if clock is None:
+        uplink = st.get("uplink")
+        cloud = uplink.get("url") if isinstance(uplink, dict) else None
+        cloud = cloud if isinstance(cloud, str) else s.cloud_url
+        clock = diag_local.clock_offset(cloud)
+    if clock is not None:
+        st.setdefault("clock", clock)
 
 
-def vitals_reason(v: dict[str, Any]) -> str:
-    """What the device's latest state says went wrong last, if anything: a rejected config's
-    reason, its last link error, the cause of its last reset."""
-    parts = []
-    if v.get("config_status") == "rejected" or v.get("reason"):
-        parts.append(f"config {v.get('config_version')} rejected: {v.get('reason') or '?'}")
-    if v.get("link_error"):
-        parts.append(f"link: {v['link_error']} (x{v.get('link_failures') or 1})")
-    if v.get("reset_cause") not in (None, "none"):
-        parts.append(f"reset: {v['reset_cause']} (x{v.get('resets') or 1})")
-    return "; ".join(parts) or "-"
-
-
-def vitals_table(vitals: dict[str, Any], now_ms: int, limit: int = 50) -> Table | None:
-    """Per device, its latest state's vitals; None when no device sent any."""
-    rows = vitals.get("devices") or []
-    if not rows:
-        return None
-    table = Table(title="device vitals (latest state)", title_justify="left", box=None,
-                  pad_edge=False)
-    for name in ("device", "state", "why", "consent", "heap low", "uptime", "buffer",
-                 "reconnects", "hint", "reason"):
-        table.add_column(name)
-    for v in rows[:limit]:
-        buffered = v.get("buffered")
-        buffer = "-" if buffered is None else f"{buffered} rec"
-        if v.get("buffer_bytes") is not None:
-            buffer += f" / {v['buffer_bytes']} B"
-        table.add_row(str(v.get("device")), _age(v.get("received_ms"), now_ms),
-                      _num(v.get("why")), _num(v.get("consent")), _num(v.get("heap_low"), " B"),
-                      _duration(v.get("uptime_s")), buffer,
-                      _num(v.get("reconnects")), _num(v.get("hint_ms"), " ms"),
-                      Text(vitals_reason(v)))
-    more = int(vitals.get("total") or len(rows)) - min(limit, len(rows))
-    if more > 0:
-        table.caption = f"... and {more} more device(s): `diag --json` or gateway.db"
-    return table
-
-
-def _age(ms: int | None, now_ms: int) -> str:
-    if not ms:
-        return "never"
-    secs = max(0, (now_ms - ms) / 1000)
-    return f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}min ago"
-
-
-def render(st: dict[str, Any], now_ms: int | None = None) -> Group:
+def problems(st: dict[str, Any], now_ms: int | None = None) -> list[str]:
+    """The problems' messages only, critical first (for scripts and tests that want words)."""
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-    broker, ingest = st.get("broker", {}), st.get("ingest", {})
-    devices, spool = st.get("devices", {}), st.get("spool", {})
-    uplink, downlink = st.get("uplink", {}), st.get("downlink", {})
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    up = "[green]up[/]" if broker.get("up") else "[red]down[/]"
-    table.add_row("broker", f"{up}  pid {broker.get('pid')}  port {broker.get('port')}  "
-                            f"restarts {broker.get('restarts', 0)}")
-    table.add_row("mqtt link", str(ingest.get("link")))
-    online = devices.get("online", [])
-    table.add_row("devices", f"{len(online)} online of {devices.get('known', 0)} known: "
-                             + (", ".join(online) if online else "-"))
-    table.add_row("ingest", f"{ingest.get('records', 0)} records, {ingest.get('states', 0)} states, "
-                            f"{ingest.get('duplicates', 0)} duplicates, "
-                            f"{ingest.get('rejected', 0)} refused")
-    reasons = sorted((ingest.get("reject_reasons") or {}).items(), key=lambda kv: -kv[1])
-    for reason, n in reasons[:5]:
-        # A reason can quote what a device sent: never read as markup.
-        table.add_row("", Text(f"{n} x {reason}", style="yellow"))
-    table.add_row("inbox", f"{st.get('inbox', 0)} records waiting for a batch")
-    table.add_row("spool", f"{spool.get('batches', 0)} batches / {spool.get('records', 0)} records "
-                           f"waiting for the cloud (chain head {spool.get('head_seq')})")
-    for d in spool.get("latest_dead_letters") or []:
-        table.add_row("", Text(f"dead letter: batch {d['seq']} ({d['records']} records) refused "
-                               f"{_age(d['dead_ms'], now_ms)} with {d['status']}: {d['reason']}",
-                               style="red"))
-    table.add_row("uplink", f"{uplink.get('sent_batches', 0)} batches sent, last ok "
-                            f"{_age(uplink.get('last_ok_ms'), now_ms)}")
-    if uplink.get("last_error"):
-        table.add_row("", Text(f"last error {_age(uplink.get('last_error_ms'), now_ms)}: "
-                               f"{uplink['last_error']}", style="red"))
-    table.add_row("configs", f"revision {downlink.get('revision')}, "
-                             f"{downlink.get('published', 0)} published")
-    table.add_row("hint", hint_text(st.get("hint") or {}))
-    found = problems(st)
-    verdict = (Text("OK", style="bold green") if not found
-               else Text("\n".join("! " + p for p in found), style="bold red"))
-    title = f"gateway {st.get('gateway')}  pid {st.get('pid')}  up {st.get('uptime_s', 0):.0f}s"
-    vitals = vitals_table(st.get("vitals") or {}, now_ms)
-    parts: list[Any] = [Panel(table, title=title, title_align="left")]
-    if vitals is not None:
-        parts.append(vitals)
-    return Group(*parts, verdict)
+    return [p.message for p in find_problems(st, now_ms)]
+
+
+def exit_code(st: dict[str, Any], found: list[Problem]) -> int:
+    if st.get("down"):
+        return EXIT_DOWN
+    return EXIT_PROBLEMS if found else EXIT_OK
+
+
+def to_json(st: dict[str, Any], found: list[Problem]) -> dict[str, Any]:
+    return {**st, "problems": [p.to_obj() for p in found]}

@@ -4,6 +4,11 @@ every publish, so a crash or a broker outage means the configs are published aga
 ignores a version it already applied), never skipped.
 
 The gateway relays envelopes as they are: the device verifies the cloud's signature.
+
+Between polls the gateway holds a long-poll open (gateway.longpoll: GET
+/api/v1/gateway/watch?config=<revision>): the cloud answers as soon as configs of this
+gateway's devices newer than that revision wait, and the gateway fetches them at once. When the
+long-poll is off or fails (an older cloud, the cloud away), it polls every `interval_s`.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from typing import Any
 
 import httpx
 
+from gateway.cloud_get import get_json
 from gateway.errors import GatewayError
+from gateway.longpoll import LongPoll, LongPollError, NoLongPoll
 from gateway.store import Store
-from gateway.uplink import read_token
 from protocol import config as config_codec
 from protocol import topics
 
@@ -66,7 +72,9 @@ def parse_configs(obj: Any) -> tuple[int, dict[str, bytes], list[str]]:
 class Downlink:
     def __init__(self, store: Store, cloud_url: str, token_path: Path, publish: Publish,
                  interval_s: float = 2.0, timeout_s: float = 10.0,
-                 clock_ms: Callable[[], int] = _now_ms) -> None:
+                 clock_ms: Callable[[], int] = _now_ms,
+                 long_poll: LongPoll | None = None) -> None:
+        self._long_poll = long_poll
         self._store = store
         self._url = cloud_url.rstrip("/") + CONFIGS_PATH
         self._token_path = token_path
@@ -93,32 +101,41 @@ class Downlink:
                 try:
                     self.poll_once(http)
                 except DownlinkError as exc:
-                    with self._lock:
-                        repeated = self._last_error == str(exc)
-                        self._last_error = str(exc)
-                    if not repeated:
-                        log.warning("config poll: %s", exc)
+                    self._note(exc)
+                if self._wait_for_change(stop):
+                    continue
                 if stop.wait(self._interval_s):
                     return
+
+    def _wait_for_change(self, stop: threading.Event) -> bool:
+        """Hold the long-poll until configs newer than the stored revision wait (True); False
+        when it is off, fails, or the gateway stops."""
+        if self._long_poll is None or not self._long_poll.enabled:
+            return False
+        after = self._store.cursor(CURSOR)
+        try:
+            return self._long_poll.wait_for({"config": after},
+                                            lambda answer: bool(answer.get("configs")), stop)
+        except LongPollError as exc:
+            if isinstance(exc, NoLongPoll):  # an older cloud: the fixed polls are no fault
+                log.info("config downlink: %s", exc)
+            else:
+                self._note(exc)
+            return False
+
+    def _note(self, exc: GatewayError) -> None:
+        with self._lock:
+            repeated = self._last_error == str(exc)
+            self._last_error = str(exc)
+        if not repeated:
+            log.warning("config poll: %s", exc)
 
     def poll_once(self, http: httpx.Client) -> int:
         """Fetch configs after the stored revision, publish them, move the cursor; returns the
         number published."""
         after = self._store.cursor(CURSOR)
-        token = read_token(self._token_path)
-        if token is None:
-            raise DownlinkError(f"no gateway token in {self._token_path}")
-        try:
-            resp = http.get(self._url, params={"after": after},
-                            headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
-            raise DownlinkError(f"cloud unreachable: {type(exc).__name__}: {exc}") from exc
-        if not resp.is_success:
-            raise DownlinkError(f"configs request answered {resp.status_code}: {resp.text[:200]}")
-        try:
-            body = resp.json()
-        except ValueError as exc:
-            raise DownlinkError("configs response is not JSON") from exc
+        body = get_json(http, self._url, self._token_path, "configs", DownlinkError,
+                        {"after": after})
         revision, latest, problems = parse_configs(body)
         for problem in problems:
             log.error("refused a config from the cloud: %s", problem)

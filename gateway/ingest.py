@@ -9,6 +9,19 @@ Two threads:
   device with its highest contiguous stored seq. The broker's in-flight window must be at least
   `commit_max`, or a group can never fill (Mosquitto's default is 20).
 
+Update fetches (fleet/+/fetch, QoS 0) never enter the commit queue: the network thread hands
+them to `on_fetch` (gateway.ota_serve), which only queues them, so a download never delays a
+commit. Pongs (fleet/+/pong, QoS 0, a device's answer to a technician's ping, read by
+gateway.ping) are dropped there too.
+
+A telemetry message is one record or a frame of records (protocol.frame); each record of a
+frame is decoded, deduplicated and stored on its own, and a bad one is refused alone.
+
+Speed (fleetloop bench gateway measures it next to a bare paho subscriber): the network thread
+only wraps and queues each message (a named tuple into a SimpleQueue); the committer decodes
+with protocol's checks, commits the group, then PUBACKs the whole group in one write
+(puback_all) and publishes one ack per stream.
+
 Bad payloads (not JSON, wrong fields, out-of-range integers, device id not matching the topic)
 are counted, logged with the reason (rate limited) and PUBACKed so they do not jam the session;
 nothing is stored. The checks are protocol's own (record.decode, state.decode), no stricter and no
@@ -28,13 +41,14 @@ import logging
 import queue
 import sqlite3
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -44,6 +58,7 @@ from gateway.ratelog import RateLimitedLog
 from gateway.seqs import SeqTracker
 from gateway.store import DeviceVitals, InboxRecord, InboxState, Store, Stream, TrackerChange
 from protocol import ack as ack_codec
+from protocol import frame as frame_codec
 from protocol import record as record_codec
 from protocol import state as state_codec
 from protocol import topics
@@ -69,8 +84,10 @@ class LinkState(enum.Enum):
     UP = "up"
 
 
-@dataclass(frozen=True)
-class Inbound:
+class Inbound(NamedTuple):
+    """One message as the network thread hands it over. A named tuple, not a frozen dataclass:
+    one is made per message on the thread that also reads the socket, and it costs a fifth."""
+
     generation: int  # connection the message arrived on: a mid means nothing on another one
     mid: int
     qos: int
@@ -83,6 +100,9 @@ class Rejected(GatewayError):
 
 
 _MAX_REASONS = 50
+_MAX_TOPICS = 100_000  # topics whose parse is remembered (a few per device)
+_FETCH_SUFFIX = "/" + topics.FETCH
+_PONG_SUFFIX = "/" + topics.PONG
 
 
 @dataclass
@@ -113,6 +133,23 @@ def _decode_own(decode: Callable[[bytes], dict[str, Any]], payload: bytes, devic
     return obj
 
 
+_PUBACK = struct.Struct("!BBH")
+
+
+def puback_all(client: mqtt.Client, mids: list[int]) -> None:
+    """PUBACK every QoS 1 message of `mids` in one write. paho's ack() queues one 4-byte
+    packet per message, and its network thread writes each as its own TLS record: at tens of
+    thousands of messages a second that was a good share of the gateway's time. paho's queue
+    takes any bytes (a PUBACK carries no state on the client side), so the group's PUBACKs go
+    as one; with a paho without that queue, one ack() each."""
+    queue_packet = getattr(client, "_packet_queue", None)
+    if queue_packet is None or not mids:
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    queue_packet(mqtt.PUBACK, b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids]), 0, 1)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -122,15 +159,27 @@ class Ingest:
                  commit_window_s: float = 0.005,
                  on_stored: Callable[[int], None] = lambda n: None,
                  clock_ms: Callable[[], int] = _now_ms,
-                 revoked: Callable[[str], bool] = lambda device: False) -> None:
+                 revoked: Callable[[str], bool] = lambda device: False,
+                 on_fetch: Callable[[str, bytes], None] | None = None,
+                 low_space: Callable[[], str | None] = lambda: None,
+                 on_write: Callable[[BaseException | None], object] = lambda exc: None,
+                 on_refused: Callable[[str, str, bytes], None] = lambda t, why, p: None) -> None:
+        # gateway.disk: why a commit must wait for space (then nothing is acked), and each
+        # commit's outcome; gateway.quarantine: every refused message (topic, reason, payload).
+        self._low_space = low_space
+        self._on_write = on_write
+        self._on_refused = on_refused
         self._store = store
+        self._on_fetch = on_fetch  # gateway.ota_serve: update fetches, never committed here
         self._revoked = revoked  # gateway.revocation: devices the cloud revoked
         self._params = params
         self._commit_max = commit_max
         self._commit_window_s = commit_window_s
         self._on_stored = on_stored
         self._clock_ms = clock_ms
-        self._queue: queue.Queue[Inbound] = queue.Queue()
+        # SimpleQueue: put() is one C call, no lock of ours, on the thread that reads the socket.
+        self._queue: queue.SimpleQueue[Inbound] = queue.SimpleQueue()
+        self._parsed: dict[str, tuple[str, str]] = {}  # topic -> (device, kind) of valid topics
         self._client: mqtt.Client | None = None
         self._trackers: dict[Stream, SeqTracker] = {}
         self._lock = threading.Lock()  # guards the fields below (read by the status thread)
@@ -198,7 +247,12 @@ class Ingest:
         with self._lock:
             self._generation += 1
             self._connects += 1
-        client.subscribe([(topics.subscription(kind), 1) for kind in topics.UPLINK])
+        # Update fetches are QoS 0 requests for bytes (protocol.ota): nothing to keep for the
+        # gateway while it is away, and nothing to acknowledge after a commit.
+        # Pongs too: the answer to a ping is only worth anything now.
+        client.subscribe([(topics.subscription(kind),
+                           0 if kind in (topics.FETCH, topics.PONG) else 1)
+                          for kind in topics.UPLINK])
         log.info("connected to the broker (session present: %s)", flags.session_present)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
@@ -226,6 +280,21 @@ class Ingest:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = ""
+        if topic.endswith(_PONG_SUFFIX):
+            # A device's answer to a technician's `gateway ping` (gateway.ping reads it with
+            # its own identity): never a record, so it never reaches the commit queue.
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            return
+        if topic.endswith(_FETCH_SUFFIX) and self._on_fetch is not None:
+            # Handed over without touching the commit queue: a download never delays telemetry.
+            if msg.qos:  # a session subscribed at QoS 1 by an older gateway
+                client.ack(msg.mid, msg.qos)
+            try:
+                self._on_fetch(topic, bytes(msg.payload))
+            except Exception:  # this thread carries every device's telemetry: never let it die
+                log.exception("update fetch handler failed on %r", topic[:200])
+            return
         self._queue.put(Inbound(self._generation, msg.mid, msg.qos, topic, bytes(msg.payload)))
 
     # -- committer -------------------------------------------------------------------------
@@ -277,13 +346,18 @@ class Ingest:
                 self._refuse(m, group, f"internal error: {type(exc).__name__}")
         changes = [TrackerChange(stream, before, after, group.stored[stream], now)
                    for stream, (before, after) in group.working.items()]
+        while self._low_space() is not None:  # gateway.disk: hold the group, unacked
+            if stop.wait(0.5):
+                return  # not acked: the broker redelivers them to the next session
         delay = 0.05
         while True:
             try:
                 self._store.commit_ingest(group.records, group.states, changes,
                                           group.vitals.values())
+                self._on_write(None)
                 break
             except (sqlite3.Error, StoreError) as exc:  # disk full, locked: keep unacked, retry
+                self._on_write(exc)
                 log.error("ingest commit failed (%s); retrying in %.2fs", exc, delay)
                 if stop.wait(delay):
                     return  # not acked: the broker redelivers them to the next session
@@ -303,7 +377,8 @@ class Ingest:
         if group.records or group.states:
             self._on_stored(len(group.records) + len(group.states))
 
-    def _refuse(self, m: Inbound, group: _Group, why: str) -> None:
+    def _refuse(self, m: Inbound, group: _Group, why: str, part: bytes | None = None) -> None:
+        """The one place a message, or one record of a frame (`part`), is refused."""
         group.rejected += 1
         reason = why[:120]
         with self._lock:  # reasons can carry device-chosen text: keep the table bounded
@@ -311,24 +386,26 @@ class Ingest:
                 reason = "other reasons"
             self._reasons[reason] += 1
         _reject_log.warning("refused message on %r: %s", m.topic[:200], why)
+        # gateway.quarantine: queued, never blocks; of a frame, only the refused record
+        self._on_refused(m.topic, why, m.payload if part is None else part)
 
     def _classify(self, m: Inbound, group: _Group, now: int) -> None:
-        try:
-            device, kind = topics.parse(m.topic)
-        except ValueError as exc:
-            raise Rejected(f"bad topic: {exc}") from None
+        device, kind = self._parse(m.topic)
         if self._revoked(device):  # until the broker's CRL refuses it
             raise Rejected("device revoked")
         if kind == topics.TELEMETRY:
-            rec = _decode_own(record_codec.decode, m.payload, device, "record")
-            stream = (device, record_codec.incarnation(rec))
-            pair = self._working(group, stream)
-            group.ack_streams.add(stream)
-            if pair[1].accept(rec["s"]):
-                group.records.append(InboxRecord(device, rec["s"], m.payload, now))
-                group.stored[stream] += 1
-            else:
-                group.duplicates += 1
+            if not frame_codec.is_frame(m.payload):
+                self._take_record(m.payload, device, group, now)
+                return
+            try:
+                parts = frame_codec.split(m.payload)
+            except ValueError as exc:
+                raise Rejected(f"bad frame: {exc}") from None
+            for part in parts:  # one bad record of a frame is refused alone
+                try:
+                    self._take_record(part, device, group, now)
+                except Rejected as exc:
+                    self._refuse(m, group, str(exc), part)
         elif kind == topics.STATE:
             st = _decode_own(state_codec.decode, m.payload, device, "state")
             group.states.append(InboxState(device, m.payload, now))
@@ -345,8 +422,38 @@ class Ingest:
                 group.status[device] = "offline"  # retained status cleared
             else:
                 raise Rejected("status must be 'online' or 'offline'")
+        elif kind == topics.FETCH:
+            raise Rejected("update fetches are not served by this gateway")
+        elif kind == topics.PONG:
+            return  # a device's answer to a technician's `gateway ping`: not for the gateway
         else:
             raise Rejected(f"{kind} is a downlink topic")
+
+    def _parse(self, topic: str) -> tuple[str, str]:
+        """(device, kind) of a fleet topic, remembered: the broker's ACL lets each device write a
+        handful of topics, so the table stays as small as the fleet (and is cleared if not)."""
+        parsed = self._parsed.get(topic)
+        if parsed is None:
+            try:
+                parsed = topics.parse(topic)
+            except ValueError as exc:
+                raise Rejected(f"bad topic: {exc}") from None
+            if len(self._parsed) >= _MAX_TOPICS:
+                self._parsed.clear()
+            self._parsed[topic] = parsed
+        return parsed
+
+    def _take_record(self, payload: bytes, device: str, group: _Group, now: int) -> None:
+        """One record (alone or out of a frame): decoded, deduplicated, kept for the commit."""
+        rec = _decode_own(record_codec.decode, payload, device, "record")
+        stream = (device, record_codec.incarnation(rec))
+        pair = self._working(group, stream)
+        group.ack_streams.add(stream)
+        if pair[1].accept(rec["s"]):
+            group.records.append(InboxRecord(device, rec["s"], payload, now))
+            group.stored[stream] += 1
+        else:
+            group.duplicates += 1
 
     def _working(self, group: _Group, stream: Stream) -> tuple[SeqTracker, SeqTracker]:
         pair = group.working.get(stream)
@@ -356,12 +463,12 @@ class Ingest:
         return pair
 
     def _acknowledge(self, messages: list[Inbound], group: _Group, generation: int) -> None:
+        """The one place acks leave, after the commit: the broker's PUBACKs, then each stream's
+        application ack."""
         client = self._client
         if client is None:
             return
-        for m in messages:
-            if m.qos > 0 and m.generation == generation:
-                client.ack(m.mid, m.qos)
+        puback_all(client, [m.mid for m in messages if m.qos == 1 and m.generation == generation])
         for dev, inc in group.ack_streams:
             tracker = self._trackers.get((dev, inc))
             client.publish(topics.topic(dev, topics.ACK),
@@ -379,6 +486,13 @@ class Ingest:
         except (RuntimeError, ValueError):
             return False
         return info.is_published()
+
+    def send(self, topic: str, payload: bytes) -> bool:
+        """Publish QoS 0 without waiting (update chunks); False if the link is down."""
+        client = self._client
+        if client is None:
+            return False
+        return client.publish(topic, payload, qos=0).rc == mqtt.MQTT_ERR_SUCCESS
 
     def acked(self, device: str, incarnation: int = 0) -> int:
         tracker = self._trackers.get((device, incarnation))

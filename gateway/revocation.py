@@ -8,6 +8,11 @@ gateway's copy of the device CA certificate (issuer and signature), is numbered 
 in use and has not expired; it is then written next to the broker config (`crlfile`) and the
 broker is restarted (Mosquitto 2.0 reads a CRL only at start), after which a revoked
 certificate gets no CONNACK. The gateway never holds the CA key: it cannot make or alter a CRL.
+
+Between polls the gateway holds a long-poll open (gateway.longpoll, with the revocations tag
+the cloud gave it before its last poll): a revocation or a new CRL in the cloud ends the wait,
+and the gateway polls at once. Without it (off, an older cloud, the cloud away) it polls every
+`interval_s`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID
 
 from gateway.errors import GatewayError
+from gateway.longpoll import LongPoll, LongPollError, NoLongPoll
 from gateway.uplink import read_token
 from protocol.topics import valid_device_id
 
@@ -75,7 +81,8 @@ def verify_crl(data: bytes, ca_cert: Path, now: dt.datetime | None = None
 class Revocations:
     def __init__(self, cloud_url: str, token_path: Path, ca_cert: Path, crl_path: Path,
                  restart_broker: Callable[[], None], interval_s: float = 30.0,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, long_poll: LongPoll | None = None) -> None:
+        self._long_poll = long_poll
         self._base = cloud_url.rstrip("/")
         self._token_path = token_path
         self._ca_cert = ca_cert
@@ -107,18 +114,51 @@ class Revocations:
         self.load()
         with httpx.Client(timeout=self._timeout_s) as http:
             while True:
+                tag = self._current_tag(stop)  # before the poll: a change after it ends the wait
                 try:
                     self.poll_once(http)
                     error = None
                 except RevocationError as exc:
                     error = str(exc)
-                with self._lock:
-                    repeated = error is not None and error == self._last_error
-                    self._last_error = error
-                if error and not repeated:
-                    log.warning("revocations: %s", error)
+                self._note(error)
+                if tag is not None and self._wait_for_change(tag, stop):
+                    continue
                 if stop.wait(self._interval_s):
                     return
+
+    def _current_tag(self, stop: threading.Event) -> str | None:
+        """The cloud's revocations tag now (None when the long-poll is off or fails)."""
+        if self._long_poll is None or not self._long_poll.enabled:
+            return None
+        try:
+            answer = self._long_poll.ask({"revocations": ""}, stop, hold=False)
+        except LongPollError as exc:
+            self._long_poll_failed(exc)
+            return None
+        tag = None if answer is None else answer.get("revocations")
+        return tag if isinstance(tag, str) else None
+
+    def _wait_for_change(self, tag: str, stop: threading.Event) -> bool:
+        assert self._long_poll is not None
+        try:
+            return self._long_poll.wait_for(
+                {"revocations": tag}, lambda answer: answer.get("revocations") != tag, stop)
+        except LongPollError as exc:
+            self._long_poll_failed(exc)
+            return False
+
+    def _long_poll_failed(self, exc: LongPollError) -> None:
+        if isinstance(exc, NoLongPoll):  # an older cloud: the fixed polls are no fault
+            log.info("revocations: %s", exc)
+        else:
+            self._note(str(exc))
+
+    def _note(self, error: str | None) -> None:
+        with self._lock:
+            repeated = error is not None and error == self._last_error
+            self._last_error = error
+        if error and not repeated:
+            log.warning("revocations: %s", error)
 
     def poll_once(self, http: httpx.Client) -> bool:
         """Fetch the list and the CRL; True when a new CRL was put in use."""

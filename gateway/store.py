@@ -11,9 +11,17 @@ Tables
     dead_letters  batches the cloud refused for a batch-level reason, kept whole with the
              cloud's answer for a technician (`diag`), never retried by themselves
     chain    the head of the batch chain: last sealed batch seq + digest
-    cursors  named integers (the downlink's config revision)
+    cursors  named integers (the downlink's config revision; the spool's bytes, kept in the
+             transaction of every spool change; what the spool budget dropped; the quarantine's
+             total)
     device_vitals  per device, the vitals of the latest state it sent that passed the protocol's
              checks (one small row per device, replaced by every newer state; for `diag`)
+    update_offers  per device, the update offer the broker holds retained for it (gateway.updates:
+             what to clear when the cloud withdraws it, what not to publish again)
+    update_bundles  per bundle key, how often its bytes came from the cloud (gateway.ota_cache;
+             kept after the bundle leaves the cache, so a download again shows)
+    quarantine  device messages refused at ingest, bounded (gateway.quarantine): who, which
+             topic, why, how large, when, and the first 64 bytes
 
 Files are created 0600 in a 0700 directory: telemetry is personal data.
 
@@ -26,6 +34,7 @@ executemany (sqlite-utils measured 2.4-4x slower for batched inserts).
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -38,9 +47,16 @@ from gateway.errors import StoreError
 from gateway.seqs import SeqTracker
 from protocol.batch import GENESIS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 KIND_BATCH = "batch"
 KIND_GAP = "gap"
+KIND_DROP = "drop"  # batches dropped unsent by the spool budget (protocol.batch.GAP_DROPPED)
+
+# Named integers in `cursors` kept by the spool budget and the quarantine.
+DROPPED_BATCHES = "spool_dropped_batches"
+DROPPED_RECORDS = "spool_dropped_records"
+QUARANTINE_TOTAL = "quarantine_total"
+SPOOL_BYTES = "spool_bytes"  # bytes of the sealed bodies in the spool, kept with every change
 
 # The state fields (protocol.state) kept per device in device_vitals, in its column order;
 # NULL where the latest state did not carry one (older firmware sends fewer).
@@ -136,8 +152,32 @@ CREATE TABLE IF NOT EXISTS device_vitals (
     fw TEXT,
     profile TEXT
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS update_offers (
+    device TEXT PRIMARY KEY,
+    bundle TEXT NOT NULL,
+    offer_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    published_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS update_bundles (
+    key TEXT PRIMARY KEY,
+    downloads INTEGER NOT NULL,
+    last_download_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    device TEXT,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    head BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quarantine_device ON quarantine (device, id);
 """
 
+# Tables added within a version (quarantine) are made by _SCHEMA when missing: see Store.open.
+# Version 4 -> 5: update_offers, update_bundles (made by _SCHEMA itself).
 # Version 3 -> 4: device_vitals (made by _SCHEMA itself).
 # Version 1 -> 2: the claimed floor per device, gaps in the spool, the dead-letter table (made
 # by _SCHEMA itself).
@@ -156,6 +196,10 @@ DROP TABLE devices;
 DROP TABLE ahead;
 """
 
+# Records waiting: a drop's records were dropped, not waiting (spool budget).
+_COUNT_SPOOL = (f"SELECT count(*), coalesce(sum(CASE WHEN kind = '{KIND_DROP}' THEN 0"
+                " ELSE records END), 0) FROM spool")
+_TABLES = tuple(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
 _VITALS_COLUMNS = ("device", "incarnation", "t", "received_ms", *VITALS)
 _UPSERT_VITALS = (
     f"INSERT INTO device_vitals ({', '.join(_VITALS_COLUMNS)})"
@@ -227,6 +271,34 @@ class SpooledBatch:
 
 
 @dataclass(frozen=True)
+class SpoolRow:
+    """One spool row without its body (what the spool budget weighs)."""
+
+    seq: int
+    kind: str
+    bytes: int
+    records: int
+    states: int
+    created_ms: int
+    digest: str
+    prev: str
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    device: str | None  # the device whose topic carried it (None when the topic names none)
+    topic: str
+    reason: str
+    size: int  # bytes of the whole payload
+    at_ms: int
+    head: bytes  # its first bytes (at most 64)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"device": self.device, "topic": self.topic, "reason": self.reason,
+                "size": self.size, "at_ms": self.at_ms}
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     seq: int
     digest: str
@@ -254,6 +326,13 @@ class StoreStats:
     dead_letters: int
     latest_dead_letters: tuple[DeadLetter, ...]  # the newest few, newest first
     devices_with_vitals: int = 0
+    spool_bytes: int = 0  # bytes of the sealed bodies waiting
+    spool_oldest_ms: int | None = None  # when the oldest waiting batch was sealed
+    dropped_batches: int = 0  # dropped unsent by the spool budget, since the store was made
+    dropped_records: int = 0
+    quarantine_total: int = 0  # every message refused at ingest (kept or not)
+    quarantine_kept: int = 0  # rows in the quarantine table
+    latest_quarantine: tuple[QuarantineRow, ...] = ()  # newest first
 
 
 def _private_file(path: Path) -> None:
@@ -288,17 +367,40 @@ class Store:
         db = self._db()
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, 1, 2, 3, SCHEMA_VERSION):
+            if version not in (0, 1, 2, 3, 4, SCHEMA_VERSION):
                 raise StoreError(f"{self._path} has schema version {version}, "
                                  f"this gateway knows {SCHEMA_VERSION}")
+            if version == SCHEMA_VERSION and self._has_every_table(db):
+                if self._spool_bytes(db) is None:
+                    self._start_spool_count(db)
+                return  # nothing else to write: a gateway whose disk is full opens its store
             # One transaction: a crash mid-migration leaves the old version, never half of both.
             script = "BEGIN IMMEDIATE;" + (_MIGRATE_FROM_1 if version == 1 else "") + _SCHEMA
             script += _MIGRATE_FROM_2 if version in (1, 2) else ""
             script += (f"INSERT OR IGNORE INTO chain (id, seq, digest) VALUES (1, 0, '{GENESIS}');"
+                       f"INSERT OR IGNORE INTO cursors (name, value) SELECT '{SPOOL_BYTES}',"
+                       " coalesce(sum(length(body)), 0) FROM spool;"
                        f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
             db.executescript(script)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self._path}: {exc}") from exc
+
+    @staticmethod
+    def _start_spool_count(db: sqlite3.Connection) -> None:
+        """The spool's byte counter from the spool itself; without room for it, spool_usage
+        scans instead until a later start makes it."""
+        try:
+            db.execute("INSERT OR IGNORE INTO cursors (name, value) SELECT ?,"
+                       " coalesce(sum(length(body)), 0) FROM spool", (SPOOL_BYTES,))
+        except sqlite3.OperationalError:
+            pass
+
+    @staticmethod
+    def _has_every_table(db: sqlite3.Connection) -> bool:
+        names = _TABLES
+        have = db.execute(f"SELECT count(*) FROM sqlite_master WHERE type IN ('table', 'index')"
+                          f" AND name IN ({', '.join('?' * len(names))})", names).fetchone()[0]
+        return bool(have == len(names))
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -330,18 +432,26 @@ class Store:
                 inbox = db.execute("SELECT count(*) FROM inbox").fetchone()[0]
                 states = db.execute("SELECT count(*) FROM states").fetchone()[0]
                 batches, records = db.execute(
-                    "SELECT count(*), coalesce(sum(records), 0) FROM spool").fetchone()
+                    _COUNT_SPOOL).fetchone()
                 seq, dig = db.execute("SELECT seq, digest FROM chain WHERE id = 1").fetchone()
                 devices = db.execute("SELECT count(DISTINCT device) FROM streams").fetchone()[0]
                 dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
                 latest = tuple(self._dead_letters(db, 5))
                 vitals = db.execute("SELECT count(*) FROM device_vitals").fetchone()[0]
+                spool_bytes, oldest = self._spool_usage(db)
+                named = dict(db.execute(
+                    "SELECT name, value FROM cursors WHERE name IN (?, ?, ?)",
+                    (DROPPED_BATCHES, DROPPED_RECORDS, QUARANTINE_TOTAL)).fetchall())
+                kept = db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+                quarantined = tuple(self._quarantine_latest(db, 20))
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read {self._path}: {exc}") from exc
         return StoreStats(int(inbox), int(states), int(batches), int(records),
                           ChainHead(int(seq), str(dig)), int(devices), int(dead), latest,
-                          int(vitals))
+                          int(vitals), spool_bytes, oldest,
+                          int(named.get(DROPPED_BATCHES, 0)), int(named.get(DROPPED_RECORDS, 0)),
+                          int(named.get(QUARANTINE_TOTAL, 0)), int(kept), quarantined)
 
     def latest_vitals(self, limit: int = 200) -> list[DeviceVitals]:
         """The latest vitals of up to `limit` devices, by device id; safe from any thread."""
@@ -469,11 +579,30 @@ class Store:
                            (head.seq, head.digest))
 
     def add_to_spool(self, batch: SpooledBatch) -> None:
-        self._db().execute(
+        db = self._db()
+        db.execute(
             "INSERT INTO spool (seq, digest, body, signature, records, states, created_ms, kind,"
             " prev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (batch.seq, batch.digest, batch.body, batch.signature, batch.records, batch.states,
              batch.created_ms, batch.kind, batch.prev))
+        self._count_spool_bytes(db, len(batch.body))
+
+    def _delete_spooled(self, db: sqlite3.Connection, first: int, last: int) -> None:
+        freed = db.execute("SELECT coalesce(sum(length(body)), 0) FROM spool"
+                           " WHERE seq BETWEEN ? AND ?", (first, last)).fetchone()[0]
+        db.execute("DELETE FROM spool WHERE seq BETWEEN ? AND ?", (first, last))
+        self._count_spool_bytes(db, -int(freed))
+
+    @staticmethod
+    def _count_spool_bytes(db: sqlite3.Connection, n: int) -> None:
+        # Only an existing counter moves (open() makes it from the spool itself): a store
+        # opened without a write on a full disk scans instead, see spool_usage.
+        db.execute("UPDATE cursors SET value = value + ? WHERE name = ?", (n, SPOOL_BYTES))
+
+    @staticmethod
+    def _spool_bytes(db: sqlite3.Connection) -> int | None:
+        row = db.execute("SELECT value FROM cursors WHERE name = ?", (SPOOL_BYTES,)).fetchone()
+        return None if row is None else int(row[0])
 
     # -- spool (uplink) ----------------------------------------------------------------------
     def oldest_batch(self) -> SpooledBatch | None:
@@ -492,7 +621,7 @@ class Store:
                 " created_ms, status, reason, dead_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (batch.seq, batch.digest, batch.body, batch.signature, batch.records,
                  batch.states, batch.created_ms, status, reason, now_ms))
-            db.execute("DELETE FROM spool WHERE seq = ?", (batch.seq,))
+            self._delete_spooled(db, batch.seq, batch.seq)
             self.add_to_spool(gap)
 
     def dead_letters(self, limit: int = 20) -> list[DeadLetter]:
@@ -508,13 +637,90 @@ class Store:
 
     def delete_batch(self, seq: int) -> None:
         with self.transaction() as db:
-            db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
+            self._delete_spooled(db, seq, seq)
 
     def spool_counts(self) -> tuple[int, int]:
         """(batches, records) waiting in the spool."""
         n, records = self._db().execute(
-            "SELECT count(*), coalesce(sum(records), 0) FROM spool").fetchone()
+            _COUNT_SPOOL).fetchone()
         return int(n), int(records)
+
+    # -- spool budget (gateway.spool_budget) --------------------------------------------------
+    @classmethod
+    def _spool_usage(cls, db: sqlite3.Connection) -> tuple[int, int | None]:
+        total = cls._spool_bytes(db)
+        if total is None:  # no counter yet (see _count_spool_bytes): a scan of every row
+            total = int(db.execute("SELECT coalesce(sum(length(body)), 0) FROM spool")
+                        .fetchone()[0])
+        # The oldest batch of data by seq (a drop or a gap at the head is no data), from the
+        # start of the primary key: no scan.
+        oldest = db.execute("SELECT created_ms FROM spool WHERE kind = ? ORDER BY seq LIMIT 1",
+                            (KIND_BATCH,)).fetchone()
+        return total, None if oldest is None else int(oldest[0])
+
+    def spool_usage(self) -> tuple[int, int | None]:
+        """(bytes of the sealed bodies waiting, created_ms of the oldest batch or None)."""
+        return self._spool_usage(self._db())
+
+    def spool_rows(self, after_seq: int, limit: int) -> list[SpoolRow]:
+        """Spool rows with seq > after_seq, oldest first, without their bodies."""
+        return [SpoolRow(*r) for r in self._db().execute(
+            "SELECT seq, kind, length(body), records, states, created_ms, digest, prev FROM spool"
+            " WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))]
+
+    def spool_body(self, seq: int) -> bytes | None:
+        row = self._db().execute("SELECT body FROM spool WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def replace_with_drop(self, first: int, last: int, drop: SpooledBatch,
+                          batches: int, records: int) -> None:
+        """Delete spool rows first..last and put the signed drop in their place (at `last`),
+        counting `batches` and `records` as dropped, in one transaction."""
+        with self.transaction() as db:
+            self._delete_spooled(db, first, last)
+            self.add_to_spool(drop)
+            for name, n in ((DROPPED_BATCHES, batches), (DROPPED_RECORDS, records)):
+                self._add_to_cursor(db, name, n)
+
+    @staticmethod
+    def _add_to_cursor(db: sqlite3.Connection, name: str, n: int) -> None:
+        db.execute("INSERT INTO cursors (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                   " DO UPDATE SET value = value + excluded.value", (name, n))
+
+    # -- quarantine (gateway.quarantine) -------------------------------------------------------
+    def add_quarantine(self, rows: list[QuarantineRow], refused: int, per_device: int,
+                       max_rows: int) -> None:
+        """Keep `rows`, count `refused` messages, then trim: at most `per_device` rows of each
+        device written to (its oldest go), at most `max_rows` in all (the oldest go)."""
+        with self.transaction() as db:
+            if rows:
+                db.executemany(
+                    "INSERT INTO quarantine (device, topic, reason, size, at_ms, head)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.device, r.topic, r.reason, r.size, r.at_ms, r.head) for r in rows])
+            for device in {r.device for r in rows}:
+                db.execute(
+                    "DELETE FROM quarantine WHERE device IS ? AND id <= coalesce((SELECT id FROM"
+                    " quarantine WHERE device IS ? ORDER BY id DESC LIMIT 1 OFFSET ?), -1)",
+                    (device, device, per_device))
+            db.execute("DELETE FROM quarantine WHERE id <= coalesce((SELECT id FROM quarantine"
+                       " ORDER BY id DESC LIMIT 1 OFFSET ?), -1)", (max_rows,))
+            if refused:
+                self._add_to_cursor(db, QUARANTINE_TOTAL, refused)
+
+    def quarantine(self, limit: int = 20, device: str | None = None) -> list[QuarantineRow]:
+        """Quarantined messages, newest first (of one device when given)."""
+        if device is None:
+            return self._quarantine_latest(self._db(), limit)
+        return [QuarantineRow(*r) for r in self._db().execute(
+            "SELECT device, topic, reason, size, at_ms, head FROM quarantine WHERE device = ?"
+            " ORDER BY id DESC LIMIT ?", (device, limit))]
+
+    @staticmethod
+    def _quarantine_latest(db: sqlite3.Connection, limit: int) -> list[QuarantineRow]:
+        return [QuarantineRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in db.execute(
+            "SELECT device, topic, reason, size, at_ms, head FROM quarantine"
+            " ORDER BY id DESC LIMIT ?", (limit,))]
 
     # -- cursors (downlink) -----------------------------------------------------------------
     def cursor(self, name: str) -> int:

@@ -9,4 +9,4 @@ VERSION = 1
 # consent and hint too: protocol.config and protocol.state import them, and the device reads its
 # allowed metrics from protocol.consent.
 DEVICE_MODULES = ("__init__", "bounds", "tag", "topics", "record", "ack", "state", "config",
-                  "consent", "hint", "ed25519", "sha512")
+                  "consent", "hint", "ed25519", "sha512", "ota", "romfs")

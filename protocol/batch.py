@@ -30,6 +30,17 @@ a chain conflict) is dead-lettered by the gateway, which then sends a signed gap
 with the same headers (Content-Type application/vnd.fleetloop.gap+json). The cloud records the
 gap at that position of the chain (nothing silent) and the next batch, which chains to the
 refused batch's digest, is accepted.
+
+Version 3 is version 2 plus `aggregates`: a list of the gateway's own aggregate records
+(protocol.aggregate, JSON objects, signed by this batch's signature only). A gateway sends
+version 3 only for a batch that carries aggregates, so a gateway that aggregates nothing sends
+exactly the bytes of version 2. Each aggregate is checked on its own by the receiver
+(`aggregate_problem`), like records and states.
+
+A gateway whose spool went over its budget (bytes or age) drops its oldest batches whole and
+says so with a drop, the same message with "kind":"drop", "status":0 and one more field,
+"first": the batches first..seq (consecutive) were dropped unsent; prev is what batch `first`
+chained to and digest is batch `seq`'s, so the chain stays verifiable across the hole.
 """
 
 from __future__ import annotations
@@ -44,13 +55,15 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from protocol import aggregate as aggregate_codec
 from protocol import record as record_codec
 from protocol import state as state_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.topics import valid_device_id
 
 VERSION = 2
-VERSIONS = (1, 2)
+VERSION_AGGREGATES = 3  # version 2 + the gateway's aggregate records
+VERSIONS = (1, 2, 3)
 GENESIS = "0" * 64
 CONTENT_TYPE = "application/vnd.fleetloop.batch+zlib"
 GAP_CONTENT_TYPE = "application/vnd.fleetloop.gap+json"
@@ -78,9 +91,10 @@ class Batch:
     records: tuple[Any, ...]  # each checked on its own: see parse_record
     states: tuple[Any, ...] = ()
     version: int = VERSION
+    aggregates: tuple[Any, ...] = ()  # version 3 only: protocol.aggregate objects
 
     def to_obj(self) -> dict[str, Any]:
-        return {
+        obj = {
             "v": self.version,
             "gateway": self.gateway,
             "seq": self.seq,
@@ -89,6 +103,11 @@ class Batch:
             "records": list(self.records),
             "states": list(self.states),
         }
+        if self.version >= VERSION_AGGREGATES:
+            obj["aggregates"] = list(self.aggregates)
+        elif self.aggregates:
+            raise BatchError(f"aggregates need batch version {VERSION_AGGREGATES}")
+        return obj
 
 
 @dataclass(frozen=True)
@@ -153,6 +172,7 @@ def open_sealed(body: bytes, signature_b64: str, key: Ed25519PublicKey) -> tuple
         records=tuple(obj["records"]),
         states=tuple(obj["states"]),
         version=obj["v"],
+        aggregates=tuple(obj.get("aggregates", ())),
     )
     return batch, digest(canon)
 
@@ -194,10 +214,14 @@ def _is_hex64(value: object) -> bool:
 def _check(obj: object) -> None:
     if not isinstance(obj, dict):
         raise BatchError("batch must be an object")
-    if set(obj) != {"v", "gateway", "seq", "prev", "created", "records", "states"}:
-        raise BatchError("batch fields are wrong")
-    if type(obj["v"]) is not int or obj["v"] not in VERSIONS:
+    version = obj.get("v")
+    if type(version) is not int or version not in VERSIONS:
         raise BatchError("batch version unsupported")
+    fields = {"v", "gateway", "seq", "prev", "created", "records", "states"}
+    if version >= VERSION_AGGREGATES:
+        fields.add("aggregates")
+    if set(obj) != fields:
+        raise BatchError("batch fields are wrong")
     if not valid_device_id(obj["gateway"]):
         raise BatchError("invalid gateway id")
     if type(obj["seq"]) is not int or not 1 <= obj["seq"] <= MAX_SEQ:
@@ -209,7 +233,10 @@ def _check(obj: object) -> None:
     records, states = obj["records"], obj["states"]
     if not isinstance(records, list) or not isinstance(states, list):
         raise BatchError("records and states must be lists")
-    if len(records) + len(states) > MAX_RECORDS:
+    aggregates = obj.get("aggregates", [])
+    if not isinstance(aggregates, list):
+        raise BatchError("aggregates must be a list")
+    if len(records) + len(states) + len(aggregates) > MAX_RECORDS:
         raise BatchError("too many records")
 
 
@@ -341,31 +368,50 @@ def state_problem(st: object, version: int = VERSION) -> str | None:
     return None
 
 
+def aggregate_problem(item: object) -> str | None:
+    """Why one aggregate of a version 3 batch cannot be stored, or None when it is valid."""
+    return aggregate_codec.problem(item)
+
+
 # -- gaps: a signed statement that batch <seq> was refused and is kept in a dead-letter store --
+
+GAP_REFUSED = "gap"  # one batch the cloud refused, dead-lettered by the gateway
+GAP_DROPPED = "drop"  # batches first..seq the gateway dropped unsent (its spool budget)
+
 
 @dataclass(frozen=True)
 class Gap:
     gateway: str
-    seq: int  # the refused batch's place in the chain
-    prev: str  # what the refused batch chained to (the cloud's head)
-    digest: str  # the refused batch's digest: the next batch chains to it
+    seq: int  # the refused batch's place in the chain (a drop: the last dropped batch's)
+    prev: str  # what the refused batch chained to (a drop: what batch `first` chained to)
+    digest: str  # the refused (last dropped) batch's digest: the next batch chains to it
     records: int
     states: int
-    status: int  # the HTTP status the cloud refused it with
+    status: int  # the HTTP status the cloud refused it with (0 for a drop: never sent)
     reason: str
     created_ms: int
+    kind: str = GAP_REFUSED
+    first: int = 0  # a drop's first dropped batch (0 for a refused batch: it is `seq`)
+
+    @property
+    def first_seq(self) -> int:
+        return self.first if self.kind == GAP_DROPPED else self.seq
 
     def to_obj(self) -> dict[str, Any]:
-        return {
-            "v": VERSION, "kind": "gap", "gateway": self.gateway, "seq": self.seq,
+        obj: dict[str, Any] = {
+            "v": VERSION, "kind": self.kind, "gateway": self.gateway, "seq": self.seq,
             "prev": self.prev, "digest": self.digest, "records": self.records,
             "states": self.states, "status": self.status, "reason": self.reason,
             "created": self.created_ms,
         }
+        if self.kind == GAP_DROPPED:
+            obj["first"] = self.first
+        return obj
 
 
 _GAP_FIELDS = {"v", "kind", "gateway", "seq", "prev", "digest", "records", "states", "status",
                "reason", "created"}
+_DROP_FIELDS = _GAP_FIELDS | {"first"}
 
 
 def gap_canonical(gap: Gap) -> bytes:
@@ -388,13 +434,15 @@ def open_gap(body: bytes, signature_b64: str, key: Ed25519PublicKey) -> Gap:
     _check_gap(obj)
     return Gap(gateway=obj["gateway"], seq=obj["seq"], prev=obj["prev"], digest=obj["digest"],
                records=obj["records"], states=obj["states"], status=obj["status"],
-               reason=obj["reason"], created_ms=obj["created"])
+               reason=obj["reason"], created_ms=obj["created"], kind=obj["kind"],
+               first=obj.get("first", 0))
 
 
 def _check_gap(obj: object) -> None:
-    if not isinstance(obj, dict) or set(obj) != _GAP_FIELDS:
+    dropped = isinstance(obj, dict) and obj.get("kind") == GAP_DROPPED
+    if not isinstance(obj, dict) or set(obj) != (_DROP_FIELDS if dropped else _GAP_FIELDS):
         raise BatchError("gap fields are wrong")
-    if obj["v"] != VERSION or obj["kind"] != "gap":
+    if obj["v"] != VERSION or obj["kind"] not in (GAP_REFUSED, GAP_DROPPED):
         raise BatchError("gap version unsupported")
     if not valid_device_id(obj["gateway"]):
         raise BatchError("invalid gateway id")
@@ -405,7 +453,12 @@ def _check_gap(obj: object) -> None:
     for name in ("records", "states"):
         if type(obj[name]) is not int or not 0 <= obj[name] <= MAX_COUNTER:
             raise BatchError(f"gap {name} must be an int >= 0")
-    if type(obj["status"]) is not int or not 400 <= obj["status"] <= 499:
+    if dropped:
+        if type(obj["first"]) is not int or not 1 <= obj["first"] <= obj["seq"]:
+            raise BatchError("drop first must be an int in 1..seq")
+        if type(obj["status"]) is not int or obj["status"] != 0:
+            raise BatchError("drop status must be 0 (never sent)")
+    elif type(obj["status"]) is not int or not 400 <= obj["status"] <= 499:
         raise BatchError("gap status must be a 4xx HTTP status")
     if (not isinstance(obj["reason"], str) or len(obj["reason"]) > MAX_REASON_CHARS
             or not _is_utf8(obj["reason"])):

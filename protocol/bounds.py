@@ -18,3 +18,11 @@ MAX_CONFIG_VERSION = 2147483647  # 2**31 - 1: a device's config versions, 1..MAX
 MAX_DOWNLINK_BYTES = 640
 DOWNLINK_OVERHEAD_BYTES = 128  # 5 (fixed header) + 2 (topic length) + 2 (packet id) + topic
 
+
+# A frame (protocol.frame): several records in one telemetry message, sent by a device with a
+# backlog. At most MAX_FRAME_RECORDS records and MAX_FRAME_BYTES bytes in all (each record still
+# within protocol.record.MAX_RECORD_BYTES); a device sends less when its send buffer is smaller
+# (device/mqtt.py builds frames in the buffer it already has). The gateway refuses a larger
+# frame whole; inside a bounded frame each record is accepted or refused on its own.
+MAX_FRAME_RECORDS = 16
+MAX_FRAME_BYTES = 8192

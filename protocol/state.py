@@ -19,17 +19,24 @@ why its MQTT link last failed since it started ("" if never: a TLS error, a refu
 or subscription) and `link_failures` how often.
 
 Vitals (all optional, for older firmware): `why` the state was sent (STATE_CAUSES), `uptime_s`
-since the device's last (re)start, `heap_low` the lowest free heap seen since then (bytes),
+since the device's last (re)start, `heap_low` the lowest free heap seen since then, or since
+it finished an update (the update's own work is not the new version's appetite; bytes),
 `buffer_bytes` what the buffer holds on flash, `reconnects` connections made after the first
 since the start, `consent` the tier in effect (protocol.consent), `hint_ms` the back-pressure
 hint it applies to reconnects (protocol.hint), `rssi` the link's signal in dBm where the port
-has one. Values outside their bounds (absurd heaps, an uptime of centuries) are refused like
+has one.
+
+Update (all optional; protocol.ota): `update` the device's own word for the update it is on
+(ota.DEVICE_STATUSES), `update_id` the offer's id, `update_version` the version it installs,
+`update_progress` the percent downloaded (0-100), `update_reason` why it rolled back or failed
+("" otherwise). Values outside their bounds (absurd heaps, an uptime of centuries) are refused like
 unknown fields.
 """
 
 import json
 
 from protocol import consent as consent_tiers
+from protocol import ota
 from protocol import tag as tag_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
 from protocol.hint import MAX_HINT_MS
@@ -38,23 +45,28 @@ from protocol.topics import valid_device_id
 MAX_STATE_BYTES = 1024
 CONFIG_STATUSES = ("none", "applied", "rejected")
 RESET_CAUSES = ("none", "power", "watchdog", "memory", "crash", "requested")
-STATE_CAUSES = ("connect", "heartbeat", "config", "consent")
+# The causes that say the firmware failed. A power cut (its owner pulled the plug) or the
+# device's own planned reset says nothing about the version it runs.
+FAULT_RESETS = ("watchdog", "memory", "crash")
+STATE_CAUSES = ("connect", "heartbeat", "config", "consent", "update")
 MAX_HEAP_BYTES = 1 << 30  # no device of ours has a GiB of heap: a larger figure is a lie
 MAX_UPTIME_S = 10 * 366 * 86400  # ten years without a restart
 
 
 _INT_FIELDS = ("t", "config_version", "heap_free", "buffered", "dropped", "seq", "floor",
                "resets", "link_failures", "uptime_s", "heap_low", "buffer_bytes", "reconnects",
-               "hint_ms", "rssi")
+               "hint_ms", "rssi", "update_progress")
 # Bounds per int field (protocol.bounds): (lowest, highest); (0, MAX_COUNTER) if not listed.
 _RANGE = {"t": (0, MAX_TIME_MS), "seq": (0, MAX_SEQ), "floor": (0, MAX_SEQ),
           "heap_free": (0, MAX_HEAP_BYTES), "heap_low": (0, MAX_HEAP_BYTES),
-          "uptime_s": (0, MAX_UPTIME_S), "hint_ms": (0, MAX_HINT_MS), "rssi": (-150, 0)}
+          "uptime_s": (0, MAX_UPTIME_S), "hint_ms": (0, MAX_HINT_MS), "rssi": (-150, 0),
+          "update_progress": (0, 100)}
 _STR_FIELDS = ("impl", "fw", "profile", "config_status", "reason", "reset_cause",
-               "link_error", "why", "consent")
+               "link_error", "why", "consent", "update", "update_id", "update_version",
+               "update_reason")
 # Fields that take one of a few words (absent: the first word).
 _WORDS = {"config_status": CONFIG_STATUSES, "reset_cause": RESET_CAUSES,
-          "why": STATE_CAUSES, "consent": consent_tiers.TIERS}
+          "why": STATE_CAUSES, "consent": consent_tiers.TIERS, "update": ota.DEVICE_STATUSES}
 
 
 def _is_utf8(text):

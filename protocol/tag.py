@@ -67,9 +67,8 @@ def split(wire):
     if wire[head_at:head_at + len(_HEAD)] != _HEAD:
         raise ValueError("no tag")
     tag = wire[head_at + len(_HEAD):n - len(_TAIL)]
-    for c in tag:
-        if c not in _HEX:
-            raise ValueError("tag must be 32 lowercase hex characters")
+    if tag.strip(_HEX):  # something left: a byte that is no lowercase hex digit
+        raise ValueError("tag must be 32 lowercase hex characters")
     return wire[:head_at] + b"}", tag
 
 

@@ -1,7 +1,15 @@
 """MQTT topic names. A device id is also its certificate CN and its MQTT username.
 
 Uplink (device publishes):   fleet/<id>/telemetry  fleet/<id>/state  fleet/<id>/status
+                             fleet/<id>/fetch (update bytes it asks for: protocol.ota)
+                             fleet/<id>/pong (the answer to a ping)
 Downlink (device subscribes): fleet/<id>/ack  fleet/<id>/config
+                             fleet/<id>/update (the offer)  fleet/<id>/chunk (update bytes)
+                             fleet/<id>/ping (a technician's round trip)
+
+Ping: the payload is a token of 1 to MAX_PING_BYTES printable ASCII bytes; the device publishes
+the same bytes on its pong topic (QoS 0) and nothing else, so a round trip measures the link and
+the device's loop, not any work. A payload outside those bounds gets no answer.
 """
 
 PREFIX = "fleet"
@@ -10,9 +18,15 @@ STATE = "state"
 STATUS = "status"
 ACK = "ack"
 CONFIG = "config"
+FETCH = "fetch"
+UPDATE = "update"
+CHUNK = "chunk"
+PING = "ping"
+PONG = "pong"
+MAX_PING_BYTES = 32
 
-UPLINK = (TELEMETRY, STATE, STATUS)
-DOWNLINK = (ACK, CONFIG)
+UPLINK = (TELEMETRY, STATE, STATUS, FETCH, PONG)
+DOWNLINK = (ACK, CONFIG, UPDATE, CHUNK, PING)
 
 MAX_ID_LEN = 64
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
@@ -28,10 +42,7 @@ def valid_device_id(value):
         return False
     if value[0] in "-_":
         return False
-    for ch in value:
-        if ch not in _ID_CHARS:
-            return False
-    return True
+    return not value.strip(_ID_CHARS)  # nothing left: every character allowed (checked in C)
 
 
 def topic(device_id, kind):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from cloud.access import Role, requires
 from cloud.deps import DbDep, DeviceOr404
+from cloud.openapi import errors
 from cloud.services import series as service
 from protocol.bounds import MAX_TIME_MS
 
@@ -59,7 +60,8 @@ def public(device_id: str, s: service.Series, last: LastValue | None = None) -> 
     )
 
 
-@router.get("/{device_id}/series", response_model=SeriesPublic, dependencies=DATA)
+@router.get("/{device_id}/series", response_model=SeriesPublic, dependencies=DATA,
+            responses=errors(400))
 def get_series(
     device: DeviceOr404,
     store: DbDep,
@@ -80,7 +82,8 @@ def get_series(
     return public(device.id, s, last)
 
 
-@router.get("/{device_id}/vitals/series", response_model=SeriesPublic, dependencies=FLEET)
+@router.get("/{device_id}/vitals/series", response_model=SeriesPublic, dependencies=FLEET,
+            responses=errors(400))
 def get_vitals_series(
     device: DeviceOr404,
     store: DbDep,

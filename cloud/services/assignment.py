@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cloud.errors import NotFound, UnknownReference
+from cloud.services import progress
 from cloud.store import DeviceRow, Store
 
 
@@ -32,4 +33,5 @@ def assign(store: Store, device_id: str, gateway_id: str) -> DeviceRow:
         device = replace(device, gateway=gateway_id)
         store.save_device(device)
         store.reannounce_config(device_id)
+        progress.on_assigned(store, [device_id])  # its offer moves with it
     return device

@@ -121,10 +121,27 @@ def _purge(store: Store, device: DeviceRow) -> tuple[DeviceRow, list[str], int]:
             removed |= cut[1]
             updates.append((row.incarnation, row.seq, cut[0]))
     store.set_metrics(device.id, updates)
+    cut_aggregates, changed = _purge_aggregates(store, device.id, screen)
+    removed |= cut_aggregates
+    rows = len(updates) + changed
     last = screen.removed(device.last_metrics)
     if last is None:
-        return device, sorted(removed), len(updates)
-    return replace(device, last_metrics=last[0]), sorted(removed | last[1]), len(updates)
+        return device, sorted(removed), rows
+    return replace(device, last_metrics=last[0]), sorted(removed | last[1]), rows
+
+
+def _purge_aggregates(store: Store, device_id: str, screen: Screen) -> tuple[set[str], int]:
+    """The same for the gateways' aggregates of the device (cloud.services.aggregates): (names
+    removed, aggregates changed)."""
+    removed: set[str] = set()
+    updates: list[tuple[int, int, int, dict[str, Any]]] = []
+    for row in store.aggregate_metric_rows(device_id):
+        cut = screen.removed(row.m)
+        if cut is not None:
+            removed |= cut[1]
+            updates.append((row.incarnation, row.start_ms, row.first_seq, cut[0]))
+    store.set_aggregate_metrics(device_id, updates)
+    return removed, len(updates)
 
 
 def _changed(

@@ -12,7 +12,8 @@ Outcomes (the router maps the errors to HTTP statuses):
   records (protocol.record.is_consent) are judged the same way and stored in its stream;
   they are applied before its metric records of the batch are stored, and those are stored
   with what its consent does not allow removed (cloud.services.consent). Every verified
-  state is kept as the device's vitals (cloud.services.vitals). One bad record never
+  state is kept as the device's vitals (cloud.services.vitals) and tells the rollouts its update
+  word (cloud.services.progress.on_states). One bad record never
   refuses the batch, so it never blocks the records of other devices behind the same
   gateway. A device decommissioned or revoked in the registry (cloud.services.registry)
   has every item quarantined ("device revoked"). A device first seen in this batch is created even when all its items were
@@ -35,8 +36,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cloud.errors import Conflict, InvalidRequest
+from cloud.services import aggregates, identity, progress, registry, tags, vitals
 from cloud.services import consent as consent_service
-from cloud.services import identity, registry, tags, vitals
 from cloud.services import quarantine as quarantine_service
 from cloud.services.quarantine import RECORD, Item, Sorted
 from cloud.store import BatchRow, DeviceRow, GatewayRow, QuarantineRow, Store
@@ -51,6 +52,7 @@ class IngestResult:
     seq: int
     replay: bool = False
     quarantined: int = 0
+    aggregates: int = 0  # the gateway's aggregate records stored now
 
 
 def ingest(
@@ -63,6 +65,11 @@ def ingest(
             return IngestResult(0, len(batch.records), batch.seq, replay=True)
         items = quarantine_service.sort(batch, gateway.id, now_ms)
         stored, held = _store_contents(store, gateway.id, batch.seq, items, now_ms)
+        # The gateway's own aggregate records (batch version 3), after the records and
+        # states that may assign their devices (cloud.services.aggregates).
+        summaries = aggregates.store_batch(store, gateway.id, batch.seq, batch.aggregates,
+                                           now_ms)
+        held = held + summaries.held
         store.append_batch(
             BatchRow(
                 gateway=gateway.id, seq=batch.seq, digest=digest, prev=batch.prev,
@@ -72,7 +79,8 @@ def ingest(
         )
     held_records = sum(1 for row in held if row.kind == quarantine_service.RECORD)
     duplicates = len(batch.records) - stored - held_records
-    return IngestResult(stored, duplicates, batch.seq, quarantined=len(held))
+    return IngestResult(stored, duplicates, batch.seq, quarantined=len(held),
+                        aggregates=summaries.stored)
 
 
 def check_chain(
@@ -125,6 +133,8 @@ def _store_contents(
                                             now_ms, wire=item.wire is not None))
 
     stored = 0
+    heard: dict[str, list[dict[str, Any]]] = {}  # verified states, for the rollouts
+    assigned: list[str] = []  # devices this batch assigns to the gateway, for their offers
     for device_id in sorted(set(items.records) | set(items.states)):
         recs = items.records.get(device_id, [])
         states = items.states.get(device_id, [])
@@ -178,8 +188,14 @@ def _store_contents(
         stored += inserted
         device = _with_records(device, new, inserted, order)
         vitals.store_states(store, device_id, reported, now_ms)
+        if reported:
+            heard[device_id] = reported
+        if device.gateway != gateway_id:
+            assigned.append(device_id)
         store.save_device(replace(device, gateway=gateway_id,
                                   conflicts=device.conflicts + len(judged.conflicts)))
+    progress.on_assigned(store, assigned)
+    progress.on_states(store, heard, now_ms)  # update words (cloud.services.progress)
     _create_devices(store, {row.device for row in held if row.device}, now_ms)
     store.insert_quarantine(held)
     return stored, held

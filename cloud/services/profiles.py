@@ -1,10 +1,15 @@
 """Config profiles: desired settings per product, per cohort and per device, resolved into one
 signed config per device (cloud.services.config), and the drift between desired and reported.
 
-Precedence, key by key: device > cohort > product. A device's settings are its product's
-profile, overlaid by the profiles of the cohorts it is in (lowest priority first; among equal
-priorities the name that sorts first wins: cloud.services.cohorts.cohorts_of), overlaid by
-its own profile. A key no profile sets is left out (the device keeps its own default).
+Precedence, key by key: device > policy > cohort > product. A device's settings are its
+product's profile, overlaid by the profiles of the cohorts it is in (lowest priority first;
+among equal priorities the name that sorts first wins: cloud.services.cohorts.cohorts_of),
+overlaid by the changes of the policies in force for it (cloud.services.policies: a running
+experiment's treatment arm, both arms of a kept one; the newer policy wins), overlaid by its
+own profile, so a technician's per-device pin still wins over an experiment. A key nothing
+sets is left out (the device keeps its own default). A policy that ends (reverted, stopped)
+simply stops being a layer: its devices are resolved again and get a new config version
+without its change; nobody's profile is touched.
 
 Every change is a new version of the profile (history kept, the newest active); a rollback
 is a new version with an earlier version's settings. After a change, in the same transaction,
@@ -121,11 +126,13 @@ def apply(
     active = _active(store)
     cohorts = store.list_cohorts()
     cancelled = {c.id for c in store.list_customers() if c.cancelled_ms is not None}
+    devices = list(devices)
+    layers = policy_layers(store, [f.device for f in devices])
     out: dict[str, int] = {}
     for facts in devices:
         if not facts.active or facts.values["customer"] in cancelled:
             continue
-        settings = resolve_with(active, cohorts, facts)
+        settings = resolve_with(active, cohorts, facts, layers.get(facts.device))
         latest = store.latest_config(facts.device)
         current = {} if latest is None else latest.settings
         if settings == current or (latest is None and not settings):
@@ -139,8 +146,19 @@ def _active(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
     return {(p.kind, p.scope): p.settings for p in store.active_profiles()}
 
 
+def policy_layers(store: Store, device_ids: list[str] | None = None
+                  ) -> dict[str, dict[str, Any]]:
+    """device -> the settings the policies in force give it (older policies first, so the
+    newer one's keys win)."""
+    out: dict[str, dict[str, Any]] = {}
+    for layer in store.policy_layers(device_ids):
+        out.setdefault(layer.device, {}).update(layer.change)
+    return out
+
+
 def resolve_with(
-    active: dict[tuple[str, str], dict[str, Any]], cohorts: list[CohortRow], facts: Facts
+    active: dict[tuple[str, str], dict[str, Any]], cohorts: list[CohortRow], facts: Facts,
+    policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     product = facts.values["product"]
     out: dict[str, Any] = {}
@@ -148,6 +166,7 @@ def resolve_with(
         out.update(active.get((PRODUCT, product), {}))
     for cohort in cohort_service.cohorts_of(cohorts, facts):
         out.update(active.get((COHORT, cohort.name), {}))
+    out.update(policy or {})
     out.update(active.get((DEVICE, facts.device), {}))
     return out
 
@@ -158,4 +177,5 @@ def resolve(store: Store, device_id: str) -> dict[str, Any]:
     if device is None:
         raise NotFound(f"device {device_id} not found")
     facts = Facts.of(device, store.registry(device_id))
-    return resolve_with(_active(store), store.list_cohorts(), facts)
+    return resolve_with(_active(store), store.list_cohorts(), facts,
+                        policy_layers(store, [device_id]).get(device_id))

@@ -6,10 +6,11 @@ engine is the unit its id picks (1-100); it flies from its first cycle to failur
 engine is overhauled and the trajectory starts again at cycle 1. After a reboot it continues
 at the flight after the last one it reported (one per seq) instead of starting over.
 
-The data is cmapss_fd001.bin next to this module (see build_engine_data.py): fixed-size rows
-of integers, read in place with seek + readinto into one 32-byte buffer, so the heap holds no
-decompressor and no text. A provisioned image carries only its own unit's rows (~7 KB); the
-repository's file has all 100 units, for hosts that run the agent from source.
+The data is a cmapss_fd001.bin file (see build_engine_data.py): fixed-size rows of integers,
+read in place with seek + readinto into one 32-byte buffer, so the heap holds no decompressor
+and no text. A provisioned image carries only its own unit's rows (~7 KB) in assets/, outside
+the firmware (an update carries code, never a device's data); the repository's file next to
+this module has all 100 units, for hosts that run the agent from source.
 """
 
 import binascii
@@ -19,6 +20,7 @@ import sys
 from device import port
 
 DATA = "cmapss_fd001.bin"
+ASSET = "assets/" + DATA  # in a provisioned image: this device's own engine
 MAGIC = b"CMT1"
 UNITS = 100
 HEAD = 12  # magic, columns, row size, rows; then 8 bytes (base, scale) per column
@@ -34,7 +36,14 @@ COLUMNS = (6, 7, 8, 11, 12, 13, 15, 16, 17, 18, 19, 21, 24, 25)
 
 
 def data_path():
-    """The data next to this module, wherever the image's modules are (ROMFS or lib/)."""
+    """The image's assets/ file, else the data next to this module (a host running from source).
+
+    The agent runs with its image as the working directory (a board's flash root; the host's
+    device runner starts either interpreter inside the image), so a relative path reaches the
+    image without being told where it is; the modules themselves sit in a slot (ROMFS) or lib/.
+    """
+    if port.exists(ASSET):
+        return ASSET
     here = globals().get("__file__")
     if here and "/" in here:
         return here.rsplit("/", 1)[0] + "/" + DATA

@@ -4,9 +4,10 @@ What makes it fast, and what keeps it the same as provisioning one device at a t
 
 - keys: one keygen pass over every device (the CA is loaded once), the files made durable with
   one sync (fsutil.SyncedBatch) instead of a fsync per file;
-- firmware: compiled once, packed once per variant (one for bike and mirror, one per engine
-  unit, since an engine's image carries its own unit's trajectory) and copied into each image,
-  through the same staging functions as fwtool.provision, so the images are byte-identical;
+- firmware: one release bundle per product (compiled and signed once, or given), installed
+  once per variant (a product; for an engine also its unit, since an engine's image carries
+  its own unit's trajectory in assets/) and copied into each image, through the same staging
+  functions as fwtool.provision, so the images are byte-identical;
 - images: staged in chunks, each chunk synced once and then swapped in, so an image is either
   the old one or the complete new one, as with a single provision;
 - enrolment: a few threads sharing one keep-alive HTTP client.
@@ -33,7 +34,7 @@ from pathlib import Path
 from . import keys
 from .errors import FwToolError, InvalidIdError, UsageError
 from .fsutil import SyncedBatch
-from .keys import KeyLayout
+from .keys import KeyLayout, public_key_raw
 from .provision import (
     PROFILES,
     check_request,
@@ -41,13 +42,14 @@ from .provision import (
     firmware_version,
     identity,
     key_sources,
-    pack_romfs,
     package_dir,
-    stage_code,
     stage_engine_data,
+    stage_firmware,
     stage_image,
     swap_in,
 )
+from .release import build_release
+from .slots import open_full
 from .trajectory import unit_of
 
 COLUMNS = ("id", "profile", "customer", "hw_rev")
@@ -116,6 +118,7 @@ def read_csv(path: Path) -> list[Row]:
 
 def provision_many(home: Path, rows: Sequence[Row], broker_host: str, broker_port: int, *,
                    out_root: Path | None = None, firmware: bool = True,
+                   bundles: dict[str, bytes] | None = None,
                    cloud: str | None = None, token: str = "",
                    progress: Progress | None = None) -> BatchResult:
     """Make keys and images for every row (and enrol each with ``cloud``); never raises for
@@ -124,10 +127,14 @@ def provision_many(home: Path, rows: Sequence[Row], broker_host: str, broker_por
 
     ``out_root`` defaults to HOME/devices (one directory per id under it). ``firmware=False``
     makes host images: identity.json, certs/, keys/ and data/ only, for hosts that run the
-    device package from source. ``progress(done, total)`` counts devices times phases.
+    device package from source. ``bundles``: a full release bundle per product to install
+    (every product of the batch needs one then; default: built from the installed sources).
+    ``progress(done, total)`` counts devices times phases.
     """
     rows = list(rows)
     _check_rows(rows, broker_host, broker_port)
+    if bundles is not None:
+        _check_bundles(Path(home), rows, bundles, firmware)
     if cloud is not None and not cloud.startswith(("http://", "https://")):
         raise UsageError(f"cloud must be an http or https URL, got {cloud!r}")
     home = Path(home)
@@ -137,7 +144,7 @@ def provision_many(home: Path, rows: Sequence[Row], broker_host: str, broker_por
 
     run = _Run(home, rows, outs, _Ticker(progress, len(rows) * (3 if cloud else 2)))
     run.phase("keys", run.make_keys)
-    run.phase("images", partial(run.make_images, broker_host, broker_port, firmware))
+    run.phase("images", partial(run.make_images, broker_host, broker_port, firmware, bundles))
     if cloud is not None:
         run.phase("enrol", partial(run.enrol, cloud, token))
     return run.result
@@ -193,20 +200,23 @@ class _Run:
             files.discard()
             raise
 
-    def make_images(self, broker_host: str, broker_port: int, firmware: bool) -> None:
+    def make_images(self, broker_host: str, broker_port: int, firmware: bool,
+                    bundles: dict[str, bytes] | None) -> None:
         dev_src = package_dir("device")
         fw = firmware_version(dev_src)
         layout = KeyLayout.of_home(self.home)
         skipped = len(self.rows) - len(self.live())
         with tempfile.TemporaryDirectory(prefix="fleetloop-firmware-") as tmp:
-            builds = _FirmwareBuilds(Path(tmp), dev_src, package_dir("protocol")) if firmware else None
+            builds = _FirmwareBuilds(Path(tmp), self.home, dev_src, package_dir("protocol"),
+                                     bundles or {}) if firmware else None
             for chunk in _chunks(self.live(), CHUNK):
                 files = SyncedBatch()
                 staged: list[tuple[Row, Path]] = []
                 for row in chunk:
                     try:
-                        fill = builds.filler(row) if builds is not None else None
-                        ident = identity(row.device_id, row.profile, broker_host, broker_port, fw)
+                        fill, version = builds.filler(row) if builds is not None else (None, fw)
+                        ident = identity(row.device_id, row.profile, broker_host, broker_port,
+                                         version)
                         sources = key_sources(layout, row.device_id)
                         out = self.outs[row.device_id]
                         staged.append((row, stage_image(out, ident, sources, fill, files.write)))
@@ -259,35 +269,50 @@ class _Run:
 
 
 class _FirmwareBuilds:
-    """The firmware compiled once and packed once per variant, copied into every image:
-    variant None (bike, mirror) or an engine unit (its trajectory is part of the image)."""
+    """The firmware installed once per variant and copied into every image: a product's
+    bundle (slot a, lib/, the boot module), and for an engine also its unit's trajectory."""
 
-    def __init__(self, root: Path, dev_src: Path, proto_src: Path) -> None:
+    def __init__(self, root: Path, home: Path, dev_src: Path, proto_src: Path,
+                 bundles: dict[str, bytes]) -> None:
         self.root = root
+        self.home = home
         self.dev_src = dev_src
         self.proto_src = proto_src
-        self.variants: dict[int | None, Path] = {}
+        self.bundles = dict(bundles)
+        self.versions: dict[str, str] = {}
+        self.variants: dict[tuple[str, int | None], Path] = {}
 
-    def filler(self, row: Row) -> Callable[[Path], None]:
-        return partial(_copy_firmware, self._variant(row))
+    def filler(self, row: Row) -> tuple[Callable[[Path], None], str]:
+        """(what fills a staging directory, the firmware's version) of a row."""
+        return partial(_copy_firmware, self._variant(row)), self.versions[row.profile]
 
     def _variant(self, row: Row) -> Path:
         unit = unit_of(row.device_id) if row.profile == "engine" else None
-        if unit not in self.variants:
-            dest = self.root / ("code" if unit is None else f"engine-{unit}")
-            shutil.copytree(self._code(), dest, copy_function=shutil.copy)
-            if unit is not None:
+        key = (row.profile, unit)
+        if key not in self.variants:
+            product = self._product(row.profile)
+            if unit is None:
+                self.variants[key] = product
+            else:
+                dest = self.root / f"{row.profile}-{unit}"
+                shutil.rmtree(dest, ignore_errors=True)  # left by a failure for an earlier row
+                shutil.copytree(product, dest, copy_function=shutil.copy)
                 stage_engine_data(dest, self.dev_src, row.device_id)
-            pack_romfs(dest)
-            self.variants[unit] = dest
-        return self.variants[unit]
+                self.variants[key] = dest
+        return self.variants[key]
 
-    def _code(self) -> Path:
-        code = self.root / "compiled"
-        if not code.is_dir():
-            code.mkdir()
-            stage_code(code, self.dev_src, self.proto_src, compiled=True)
-        return code
+    def _product(self, product: str) -> Path:
+        dest = self.root / product
+        if product not in self.versions:  # not yet, or it failed for an earlier row: again
+            data = self.bundles.get(product)
+            if data is None:
+                data = build_release(self.home, product, firmware_version(self.dev_src),
+                                     device_src=self.dev_src, protocol_src=self.proto_src).data
+            pub = public_key_raw(KeyLayout.of_home(self.home).release_pub)
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            self.versions[product] = stage_firmware(dest, data, pub, self.dev_src, product)
+        return dest
 
 
 def _copy_firmware(variant: Path, staging: Path) -> None:
@@ -307,6 +332,26 @@ def _check_rows(rows: list[Row], broker_host: str, broker_port: int) -> None:
         if row.device_id in seen:
             raise UsageError(f"duplicate device id {row.device_id!r}")
         seen.add(row.device_id)
+
+
+def _check_bundles(home: Path, rows: list[Row], bundles: dict[str, bytes], firmware: bool) -> None:
+    """Every product of the batch has a good full bundle of its own, checked against the home's
+    release key before anything is written; UsageError otherwise."""
+    if not firmware:
+        raise UsageError("bundles go with firmware images: leave out --no-firmware")
+    missing = sorted({row.profile for row in rows} - set(bundles))
+    if missing:
+        raise UsageError(f"no bundle for {', '.join(missing)}: give one --bundle per product "
+                         "of the batch")
+    pub = KeyLayout.of_home(home).release_pub
+    if not pub.is_file():
+        raise UsageError(f"no release key at {pub} to check the bundles against: run "
+                         "`fleetloop fw keygen` for this home first")
+    for product, data in sorted(bundles.items()):
+        try:
+            open_full(data, public_key_raw(pub), product)
+        except FwToolError as exc:
+            raise UsageError(f"the {product} bundle: {exc}") from exc
 
 
 def _check_targets(outs: dict[str, Path]) -> None:

@@ -3,30 +3,24 @@ fwtool.batch."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 
-from protocol.home import resolve_home
-
-from . import batch, keys
+from . import batch, keys, release_cli
 from . import provision as provisioning
-from .errors import FwToolError, UsageError
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from .cli_common import HomeOpt, clean_errors, home_or_default, progress_bar
+from .errors import UsageError
 
 DEFAULT_GATEWAYS = ["gw-1"]
 DEFAULT_DEVICES = ["bike-1", "mirror-1", "engine-1"]
 
 app = typer.Typer(
-    help="Factory tools: generate the fleet's keys, provision device images and enrol devices "
-    "with the cloud.\n\n"
+    help="Factory tools: generate the fleet's keys, build, check and flash release bundles, "
+    "provision device images and enrol devices with the cloud.\n\n"
     "Example: fleetloop fw keygen --device bike-1",
     no_args_is_help=True,
     add_completion=False,
@@ -34,36 +28,8 @@ app = typer.Typer(
 )
 
 
-def _default_home() -> Path:
-    return resolve_home()
-
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="FLEETLOOP_HOME directory (default: $FLEETLOOP_HOME, else ./.fleetloop)",
-                 show_default=False),
-]
-
-
-def _clean_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn fwtool's errors into `error: ...` on stderr and exit 1 (or 2 for bad input)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except FwToolError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
 @app.command()
-@_clean_errors
+@clean_errors
 def keygen(
     home: HomeOpt = None,
     gateway: Annotated[list[str] | None, typer.Option(
@@ -80,7 +46,7 @@ def keygen(
 
     Example: fleetloop fw keygen --home ./.fleetloop --gateway gw-1 --device bike-1 --device mirror-1
     """
-    root = home if home is not None else _default_home()
+    root = home_or_default(home)
     written = keys.generate(root, gateway or DEFAULT_GATEWAYS, device or DEFAULT_DEVICES, force=force)
     if not written:
         typer.echo(f"keys up to date in {root / 'keys'}")
@@ -91,7 +57,7 @@ def keygen(
 
 
 @app.command()
-@_clean_errors
+@clean_errors
 def provision(
     device_id: Annotated[str | None, typer.Option(
         "--id", help="Device id, e.g. bike-1 (one device; or use --csv)", show_default=False)] = None,
@@ -122,10 +88,15 @@ def provision(
         "--no-firmware", help="With --csv: host images (identity.json, certs/, keys/, data/"
         " only) for hosts that run the device package from source")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --csv: print the result as JSON")] = False,
+    bundle_files: Annotated[list[Path] | None, typer.Option(
+        "--bundle", help="Install this full release bundle (fleetloop fw build) as the firmware"
+        " instead of building one from the installed sources; it must be for the device's product"
+        " (with --csv: one per product of the batch, repeat the option)", show_default=False,
+        exists=True, dir_okay=False)] = None,
 ) -> None:
-    """Build the image (code, certificates, keys, identity.json) of one device, and with --cloud enrol it: product, record key, certificate fingerprint and serial, customer, hardware revision.
+    """Build the image (firmware in slot a, certificates, keys, identity.json) of one device, and with --cloud enrol it: product, record key, certificate fingerprint and serial, customer, hardware revision.
 
-    Re-provisioning replaces the code, certificates and keys but never touches the device's data/ directory. With --csv, a whole batch: keys, images and enrolment for every line, firmware compiled once; a device that fails is listed and the others go on (exit 1 if any failed).
+    The firmware is a release bundle for the device's product, built from the installed sources at the device package's version and signed with the home's release key, or the one given with --bundle. Re-provisioning replaces the firmware (both slots), certificates and keys but never touches the device's data/ directory. With --csv, a whole batch: keys, images and enrolment for every line, firmware built once per product; a device that fails is listed and the others go on (exit 1 if any failed).
 
     Example: fleetloop fw provision --home ./.fleetloop --id bike-1 --profile bike --broker localhost:8883 --cloud http://127.0.0.1:8000 --token-file factory-token --customer acme --hw-rev r2
 
@@ -134,7 +105,7 @@ def provision(
     from . import enrol as enrolment
 
     host, port = provisioning.parse_broker(broker)
-    root = home if home is not None else _default_home()
+    root = home_or_default(home)
     if cloud is None and (customer is not None or hw_rev is not None or token_file is not None):
         raise UsageError("--customer, --hw-rev and --token-file go with --cloud")
     if csv_file is not None:
@@ -142,18 +113,22 @@ def provision(
             raise UsageError("--csv takes ids, profiles, customers and hardware revisions from the"
                              " file: leave out --id, --profile, --customer and --hw-rev")
         rows = batch.read_csv(csv_file)
+        bundles = _bundles_by_product(bundle_files) if bundle_files else None
         token = (enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
                  if cloud is not None else "")
         _provision_batch(root, rows, host, port, out=out, firmware=not no_firmware, cloud=cloud,
-                         token=token, as_json=as_json)
+                         token=token, as_json=as_json, bundles=bundles)
     elif device_id is None or profile is None:
         raise UsageError("give --id and --profile for one device, or --csv FILE for a batch")
     elif no_firmware or as_json:
         raise UsageError("--no-firmware and --json go with --csv")
+    elif bundle_files and len(bundle_files) > 1:
+        raise UsageError("one device takes one --bundle")
     else:
+        data = release_cli.read_bundle(bundle_files[0]) if bundle_files else None
         token = (enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
                  if cloud is not None else "")
-        image = provisioning.provision(root, device_id, profile, host, port, out)
+        image = provisioning.provision(root, device_id, profile, host, port, out, bundle=data)
         typer.echo(f"provisioned {device_id} ({profile}) in {image}")
         if cloud is not None:
             status = enrolment.enrol(root, device_id, profile, cloud, token, customer=customer,
@@ -162,23 +137,33 @@ def provision(
                        + ("" if status == 201 else " (already enrolled with this key)"))
 
 
+def _bundles_by_product(paths: list[Path]) -> dict[str, bytes]:
+    """Each --bundle's bytes by the product it is for; UsageError for two of one product or a
+    file that is not a bundle (checked against the release key by the batch)."""
+    from protocol import bundle
+
+    out: dict[str, bytes] = {}
+    for path in paths:
+        data = release_cli.read_bundle(path)
+        try:
+            product = bundle.read(data).product
+        except bundle.BundleError as exc:
+            raise UsageError(f"{path}: {exc}") from exc
+        if product in out:
+            raise UsageError(f"two bundles for {product}: give one per product")
+        out[product] = data
+    return out
+
+
 def _provision_batch(root: Path, rows: list[batch.Row], host: str, port: int, *, out: Path | None,
-                     firmware: bool, cloud: str | None, token: str, as_json: bool) -> None:
+                     firmware: bool, cloud: str | None, token: str, as_json: bool,
+                     bundles: dict[str, bytes] | None = None) -> None:
     """Run a batch under a progress bar on stderr; a summary (or JSON) on stdout; exit 1 if
     any device failed, after listing each on stderr."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress("provisioning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
-    with bar:
-        task = bar.add_task("provisioning", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with progress_bar("provisioning") as progress:
         result = batch.provision_many(root, rows, host, port, out_root=out, firmware=firmware,
-                                      cloud=cloud, token=token, progress=progress)
+                                      bundles=bundles, cloud=cloud, token=token,
+                                      progress=progress)
     if as_json:
         typer.echo(json.dumps(result.as_json()))
     else:
@@ -195,7 +180,7 @@ def _provision_batch(root: Path, rows: list[batch.Row], host: str, port: int, *,
 
 
 @app.command()
-@_clean_errors
+@clean_errors
 def enrol(
     device_id: Annotated[str, typer.Option("--id", help="Device id, e.g. bike-1")],
     product: Annotated[str, typer.Option(
@@ -214,7 +199,7 @@ def enrol(
     """
     from . import enrol as enrolment
 
-    root = home if home is not None else _default_home()
+    root = home_or_default(home)
     token = enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
     status = enrolment.enrol(root, device_id, product, cloud, token)
     typer.echo(f"enrolled {device_id} ({product}) with {cloud}"
@@ -222,7 +207,7 @@ def enrol(
 
 
 @app.command()
-@_clean_errors
+@clean_errors
 def crl(
     cloud: Annotated[str, typer.Option("--cloud", help="Cloud base URL, e.g. http://127.0.0.1:8000")],
     home: HomeOpt = None,
@@ -239,11 +224,14 @@ def crl(
     from . import enrol as enrolment
     from . import revoke
 
-    root = home if home is not None else _default_home()
+    root = home_or_default(home)
     token = enrolment.admin_token(token_file, os.environ.get("FLEETLOOP_ADMIN_TOKEN"))
     result = revoke.sign_and_upload(root, cloud, token)
     typer.echo(f"uploaded CRL {result.number} revoking {len(result.serials)} device(s)"
                + (": " + ", ".join(sorted(result.serials)) if result.serials else ""))
+
+
+release_cli.register(app)
 
 
 def main() -> None:  # pragma: no cover - `python -m fwtool.cli`

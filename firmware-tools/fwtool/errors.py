@@ -21,3 +21,8 @@ class UsageError(FwToolError, ValueError):
 
 class MissingKeysError(FwToolError):
     """Key material that `fleetloop fw keygen` should have written is absent."""
+
+
+class RefusedError(FwToolError):
+    """A bundle (or what it is applied to) that fails a check: its signature, product,
+    version, a file's hash. The message gives every reason."""

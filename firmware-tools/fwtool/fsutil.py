@@ -74,3 +74,13 @@ class SyncedBatch:
         for tmp, _ in self.pending:
             tmp.unlink(missing_ok=True)
         self.pending.clear()
+
+
+def read_bounded(path: Path, most: int, what: str) -> bytes:
+    """The bytes of ``path``, refused (OSError) when larger than ``most``, before reading it:
+    a file handed to a command is never trusted to be small."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > most:
+            raise OSError(f"{path}: {size} bytes is too large for {what} (at most {most})")
+        return f.read(most + 1)

@@ -1,52 +1,62 @@
 """Build a device image: the directory a flash of a real board would hold (see docs/factory.md).
 
-    <out>/romfs.img           the firmware as a ROMFS image: lib/ below, packed (what runs)
-    <out>/boot.mpy            mounts romfs.img and runs device.main (device/boot.py)
-    <out>/lib/device/...      the repo's device package as .mpy (no tests, no CPython-only files)
-    <out>/lib/protocol/...    protocol.DEVICE_MODULES as .mpy
+    <out>/boot.mpy            the first stage (device/boot.py): picks the slot and runs it
+    <out>/fw/a.img            slot a: the firmware as a ROMFS image, from a signed full bundle
+    <out>/fw/a.man            slot a's signed manifest; fw/boot.json, fw/floor: see fwtool.slots
+    <out>/lib/device/...      the same firmware's files loose (.mpy): the fallback of a board
+    <out>/lib/protocol/...    without ROMFS
+    <out>/assets/             the device's own data, never in a bundle: an engine's trajectory
     <out>/certs/              ca/cert/key in DER (MicroPython tls) and PEM (CPython ssl)
     <out>/keys/               config.pub, release.pub (raw 32-byte Ed25519); record.key (the
                               device's 32-byte record key, 0600: it tags its records)
-    <out>/identity.json       id, profile, broker_host, broker_port, fw
+    <out>/identity.json       id, profile, broker_host, broker_port, fw (the slot's version)
     <out>/data/               the device's own state: created once, never touched again
 
-An engine's image carries only its own engine's trajectory (fwtool.trajectory). lib/ is the
-fallback the boot module uses when no ROMFS image is mapped (a board without a ROMFS partition):
-the same bytecode, but loaded into the heap (docs/factory.md). Re-provisioning swaps the
-firmware, certs/, keys/ and identity.json and leaves data/ alone. Package sources are read as
-files, never imported.
+The firmware is a release bundle (fwtool.release): built here for the device's product from
+the installed device package, at its __version__, and signed with the home's release key, or
+given (a released bundle, which must be for that product). Code and data are separate: an
+update replaces the slot, never assets/. An engine's image carries only its own engine's
+trajectory (fwtool.trajectory). Re-provisioning swaps the firmware (slots included: the image
+then holds only the provisioned version), certs/, keys/, assets/ and identity.json, and leaves
+data/ alone.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import protocol
-
 from .errors import FwToolError, MissingKeysError, UsageError
-from .fsutil import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, ensure_dir, write_file
-from .keys import KeyLayout, check_id
+from .fsutil import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, SyncedBatch, ensure_dir, write_file
+from .keys import KeyLayout, check_id, public_key_raw
 from .mpy import compile_tree
-from .romfs import build_image
+from .release import build_release
+from .slots import install_slot, open_full, write_lib
+from .sources import (
+    BOOT,
+    CPYTHON_ONLY,
+    DEFAULT_FW,
+    PROFILES,
+    ROOT_MODULES,
+    device_sources,
+    firmware_version,
+    package_dir,
+)
 from .trajectory import extract, unit_of
 
-PROFILES = ("bike", "mirror", "engine")
-DEFAULT_FW = "0.1.0"
-CPYTHON_ONLY = "# cpython-only"
-SKIP_DIRS = frozenset({"__pycache__", "tests", "test"})
-REPLACED = ("lib", "certs", "keys")
-BOOT = "boot.py"  # device/boot.py: the image's boot module, at the image root
-ROMFS_IMAGE = "romfs.img"
-FIRMWARE_FILES = (ROMFS_IMAGE, "boot.mpy", BOOT)  # replaced (or removed) on every provision
+__all__ = ["BOOT", "CPYTHON_ONLY", "DEFAULT_FW", "PROFILES", "device_sources",
+           "firmware_version", "package_dir", "provision"]
+
+REPLACED = ("lib", "certs", "keys", "fw", "assets")
+BOOT_MODULE = "boot.mpy"
+LEGACY_ROMFS = "romfs.img"  # what images had before slots: removed by the next provision
+FIRMWARE_FILES = (BOOT_MODULE, BOOT, "first_stage.mpy", "first_stage.py", LEGACY_ROMFS)  # replaced (or removed) on every provision
 ENGINE_DATA = Path("profiles") / "cmapss_fd001.bin"  # every unit in the package; one per image
+ENGINE_ASSET = Path("assets") / "cmapss_fd001.bin"  # in the image: device/profiles/engine.py
 IDENTITY = "identity.json"
-_VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 
 
 FileWriter = Callable[[Path, bytes, int], None]
@@ -62,31 +72,70 @@ def provision(
     *,
     device_src: Path | None = None,
     protocol_src: Path | None = None,
-    compiled: bool = True,
+    bundle: bytes | None = None,
+    keep_firmware: bool = False,
 ) -> Path:
     """Write (or refresh) the image of ``device_id``; return its directory.
 
     ``device_src``/``protocol_src`` default to the installed ``device``/``protocol`` packages.
-    ``compiled`` ships .mpy bytecode (what fits a 64 KB heap) instead of .py sources.
+    ``bundle``: a full release bundle for ``profile`` to install (default: one built from
+    those sources at the device package's version, signed with HOME's release key).
+    ``keep_firmware``: an image that has its slots keeps them (and what updates installed in
+    them): only the keys, certificates and identity are refreshed (`fleetloop device run`).
     """
     check_request(device_id, profile, broker_host, broker_port)
     home = Path(home)
-    sources = key_sources(KeyLayout.of_home(home), device_id)
+    lay = KeyLayout.of_home(home)
+    sources = key_sources(lay, device_id)
     dev_src = Path(device_src) if device_src else package_dir("device")
     proto_src = Path(protocol_src) if protocol_src else package_dir("protocol")
     out = Path(out) if out is not None else home / "devices" / device_id
     check_target(out, device_id)
+    if keep_firmware and bundle is None and (out / "fw" / "a.img").is_file():
+        return _refresh_identity(out, device_id, profile, broker_host, broker_port, sources)
+    if bundle is None:
+        bundle = build_release(home, profile, firmware_version(dev_src), device_src=dev_src,
+                               protocol_src=proto_src).data
+    release_pub = public_key_raw(lay.release_pub)
+    version = open_full(bundle, release_pub, profile).version  # refused before any write
+
+    # Every file of the new parts made durable by one sync before the swap, as a batch does,
+    # instead of a fsync for each of the firmware's ~35 files.
+    files = SyncedBatch()
 
     def firmware(staging: Path) -> None:
-        stage_code(staging, dev_src, proto_src, compiled=compiled)
+        stage_firmware(staging, bundle, release_pub, dev_src, profile, files.write)
         if profile == "engine":
             stage_engine_data(staging, dev_src, device_id)
-        if compiled:
-            pack_romfs(staging)
 
-    ident = identity(device_id, profile, broker_host, broker_port, firmware_version(dev_src))
-    staging = stage_image(out, ident, sources, firmware)
+    ident = identity(device_id, profile, broker_host, broker_port, version)
+    try:
+        staging = stage_image(out, ident, sources, firmware, files.write)
+    except BaseException:
+        files.discard()
+        raise
+    try:
+        files.commit()
+    except BaseException:
+        files.discard()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     swap_in(out, staging)
+    return out
+
+
+def _refresh_identity(out: Path, device_id: str, profile: str, broker_host: str,
+                      broker_port: int, sources: dict[str, Path]) -> Path:
+    """Keys, certificates and identity.json anew; the firmware (slots, first stage, lib/,
+    assets/) as the device has it. identity.json names the version of its active slot."""
+    try:
+        boot = json.loads((out / "fw" / "boot.json").read_text())
+        version = str(boot[boot["active"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        version = json.loads((out / IDENTITY).read_text()).get("fw", DEFAULT_FW)
+    ident = identity(device_id, profile, broker_host, broker_port, version)
+    staging = stage_image(out, ident, sources, None)
+    swap_in(out, staging, firmware=False)
     return out
 
 
@@ -109,7 +158,8 @@ def stage_image(out: Path, ident: bytes, sources: dict[str, Path],
                 firmware: Callable[[Path], None] | None, write: FileWriter = write_file) -> Path:
     """Build the new parts of the image at ``out`` in its staging directory and return it.
 
-    ``firmware`` fills lib/, the boot module and romfs.img (None: a host image, which has none).
+    ``firmware`` fills the boot module, fw/, lib/ and assets/ (None: a host image, which has
+    none).
     Nothing outside the staging directory changes until swap_in; on failure it is removed.
     """
     ensure_dir(out)
@@ -127,15 +177,17 @@ def stage_image(out: Path, ident: bytes, sources: dict[str, Path],
     return staging
 
 
-def swap_in(out: Path, staging: Path) -> None:
-    """Replace the firmware, certs/, keys/ and identity.json of ``out`` by those in ``staging``
-    (what staging lacks is removed: a host image has no firmware); data/ is never touched."""
+def swap_in(out: Path, staging: Path, firmware: bool = True) -> None:
+    """Replace the firmware (boot module, fw/, lib/), assets/, certs/, keys/ and identity.json
+    of ``out`` by those in ``staging`` (what staging lacks is removed: a host image has no
+    firmware, a bike no assets); data/ is never touched. ``firmware=False``: only certs/,
+    keys/ and identity.json."""
     try:
-        for name in REPLACED:
+        for name in REPLACED if firmware else ("certs", "keys"):
             shutil.rmtree(out / name, ignore_errors=True)
             if (staging / name).is_dir():
                 os.rename(staging / name, out / name)
-        for name in (*FIRMWARE_FILES, IDENTITY):
+        for name in (*FIRMWARE_FILES, IDENTITY) if firmware else (IDENTITY,):
             if (staging / name).is_file():
                 os.replace(staging / name, out / name)
             elif (out / name).is_file():
@@ -145,31 +197,34 @@ def swap_in(out: Path, staging: Path) -> None:
     ensure_dir(out / "data")
 
 
-def stage_code(dest: Path, dev_src: Path, proto_src: Path, *, compiled: bool = True) -> None:
-    """lib/device, lib/protocol and the boot module under ``dest``, compiled when asked.
-    The same for every profile: only an engine's data differs (stage_engine_data)."""
-    _copy_tree(dev_src, dest / "lib" / "device")
-    _copy_protocol(proto_src, dest / "lib" / "protocol")
-    if (dev_src / BOOT).is_file():
-        shutil.copyfile(dev_src / BOOT, dest / BOOT)
-    if compiled:
-        compile_tree(dest / "lib")
-        if (dest / BOOT).is_file():
-            compile_tree(dest, recursive=False)
+def stage_firmware(dest: Path, bundle: bytes, release_pub: bytes, dev_src: Path,
+                   product: str, write: FileWriter = write_file) -> str:
+    """The boot module, slot a (fwtool.slots.install_slot) and lib/ of a full bundle for
+    ``product`` under ``dest``; returns the bundle's version. RefusedError for a bundle that
+    fails verification or is for another product."""
+    opened = install_slot(dest, bundle, release_pub, product=product, write=write)
+    write_lib(dest, opened, write)
+    stage_boot(dest, dev_src)
+    return opened.version
+
+
+def stage_boot(dest: Path, dev_src: Path) -> None:
+    """boot.mpy and first_stage.mpy at ``dest``, compiled from the device package's boot.py and
+    first_stage.py (when it has them): outside the slots, never replaced by an update."""
+    for name in ROOT_MODULES:
+        if (dev_src / name).is_file():
+            shutil.copyfile(dev_src / name, dest / name)
+    compile_tree(dest, recursive=False)
 
 
 def stage_engine_data(dest: Path, dev_src: Path, device_id: str) -> None:
-    """The trajectory of the one engine this device replays (not the whole data set)."""
+    """assets/ of an engine: the trajectory of the one engine this device replays (not the
+    whole data set), kept out of every bundle: an update carries code only."""
     data = dev_src / ENGINE_DATA
     if not data.is_file():
         raise FwToolError(f"engine data not found at {data}")
-    lib = dest / "lib" / "device"
-    write_file(lib / ENGINE_DATA, extract(data.read_bytes(), unit_of(device_id)), PUBLIC_FILE)
-
-
-def pack_romfs(dest: Path) -> None:
-    """romfs.img of ``dest``/lib (after the engine's data, which it carries)."""
-    write_file(dest / ROMFS_IMAGE, build_image(dest / "lib"), PUBLIC_FILE)
+    ensure_dir(dest / ENGINE_ASSET.parent, 0o755)
+    write_file(dest / ENGINE_ASSET, extract(data.read_bytes(), unit_of(device_id)), PUBLIC_FILE)
 
 
 def parse_broker(value: str) -> tuple[str, int]:
@@ -181,40 +236,6 @@ def parse_broker(value: str) -> tuple[str, int]:
     port = int(port_text)
     _check_broker(host, port)
     return host, port
-
-
-def package_dir(name: str) -> Path:
-    """Directory of a package, found without importing it."""
-    spec = importlib.util.find_spec(name)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    if not locations:
-        raise FwToolError(f"cannot find the {name!r} package; is fleetloop installed?")
-    return Path(locations[0])
-
-
-def firmware_version(device_src: Path) -> str:
-    """``__version__`` of device/__init__.py if it declares one, else DEFAULT_FW."""
-    init = device_src / "__init__.py"
-    found = _VERSION_RE.search(init.read_text()) if init.is_file() else None
-    return found.group(1) if found else DEFAULT_FW
-
-
-def device_sources(root: Path) -> Iterator[Path]:
-    """The modules of the device package that go into its firmware, relative to ``root``: .py
-    sources that are not CPython-only, without the boot module (it sits at the image's root)
-    and without data (the engine's trajectory is cut per device: stage_engine_data)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(root)
-            if name.endswith(".py") and str(rel) != BOOT and not _cpython_only(path):
-                yield rel
-
-
-def _cpython_only(path: Path) -> bool:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return CPYTHON_ONLY in f.readline()
 
 
 def _check_broker(host: str, port: int) -> None:
@@ -258,25 +279,6 @@ def check_target(out: Path, device_id: str) -> None:
     if current != device_id:
         raise UsageError(f"{out} holds the image of {current!r}, not {device_id!r}; "
                          "choose another --out")
-
-
-def _copy_tree(src: Path, dest: Path) -> None:
-    if not src.is_dir():
-        raise FwToolError(f"device package not found at {src}")
-    ensure_dir(dest, 0o755)
-    for rel in device_sources(src):
-        target = dest / rel
-        ensure_dir(target.parent, 0o755)
-        shutil.copyfile(src / rel, target)
-
-
-def _copy_protocol(src: Path, dest: Path) -> None:
-    ensure_dir(dest, 0o755)
-    for name in protocol.DEVICE_MODULES:
-        module = src / f"{name}.py"
-        if not module.is_file():
-            raise FwToolError(f"protocol module {module} listed in DEVICE_MODULES is missing")
-        shutil.copyfile(module, dest / module.name)
 
 
 def _copy_keys(sources: dict[str, Path], staging: Path, write: FileWriter) -> None:

@@ -21,12 +21,29 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from device import agent as agent_module
-from device import app, config, consent, link, port, settings
+from device import app, config, consent, first_stage, install, link, port, settings
 from fleetloop.device_runner import backoff_s, read_reset, write_reset
 from fleetloop.fleet.clock import DeviceClock, FleetClock
 from fleetloop.fleet.stream import Reactor, client_context, opener
 
 IDLE_STEP_S = 1.0  # an idle device is stepped at least this often (buffer sync, timers)
+
+
+class _Rtc:
+    """The device's real-time clock (device.port.time_ms: the time its states and consent
+    records carry). On a board it is the clock its samples are dated by; here that is the data
+    clock, so the board being stepped lends its clock for the step. Outside a step (nothing
+    simulated is running) it is the wall clock, as port's own."""
+
+    clock: DeviceClock | None = None
+    wall = staticmethod(port.time_ms)
+
+    @classmethod
+    def time_ms(cls) -> int:
+        return cls.clock.now_ms if cls.clock is not None else cls.wall()
+
+
+port.time_ms = _Rtc.time_ms
 
 
 class Behaviour(Protocol):
@@ -81,6 +98,7 @@ class Board:
         self.counters = counters
         self.base = dict(base or {})
         self.clock = DeviceClock(fleet.now())
+        self.turn_now = 0  # the data time of the step in progress (a restart goes on from it)
         self.context = client_context(str(image / "certs"))
         self.config_pub = (image / "keys" / "config.pub").read_bytes()
         self.agent: agent_module.Agent | None = None
@@ -91,6 +109,7 @@ class Board:
         self.sent = 0  # telemetry PUBLISHes over every run, re-sends included
         self.put_times: dict[int, float] | None = None  # seq -> wall time written (probes)
         self.sent_times: dict[int, float] = {}  # seq -> wall time first sent (probes)
+        self.slot: str | None = None  # the firmware slot the first stage chose (None: no slots)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def boot(self, power_on: bool = True) -> None:
@@ -101,24 +120,58 @@ class Board:
         data.mkdir(exist_ok=True)
         if power_on:
             self.cause = read_reset(data)
+            self.slot = self._first_stage()
         cause, resets = self.cause
+        if (data / "ota" / "go").exists() and self._install():
+            return  # switched: off for a moment, then the first stage boots the trial
         conf = settings.Settings(str(data), self.device_id, self.base)
         conf.load()
         self._verify_staged(conf)
+        if power_on:  # back from off: whatever happened meanwhile went unmeasured
+            self.clock.now_ms = self.fleet.now()
+        else:
+            # A restart (for a config, a consent change) takes a board about a second: the
+            # device goes on from the data time of the step that stopped it, not from after the
+            # restart's wall time (hours of data time, which would cut a ride in two).
+            self.clock.now_ms = max(self.clock.now_ms, self.turn_now)
         agreed = consent.start(str(self.image), self.ident, conf.version, self._emit)
         profile = BehaviourProfile(self.behaviour, self.clock, conf)
-        self.clock.now_ms = self.fleet.now()
         self.agent = app.build(
             str(self.image), self.ident, conf, None, self._emit, (cause, resets, None), agreed,
             opener=opener(self.reactor, self.context, self.ident["broker_host"],
                           self.ident["broker_port"], self),
-            profile=profile, clock=self.clock)
+            profile=profile, clock=self.clock, slot=self.slot)
         write_reset(data, "none", resets)  # reported once; a cut from here on is "power"
         self._count_sends(self.agent)
         if self.put_times is not None:
             self._time_puts(self.agent)
         self.agent.begin()
         self.booted_at = time.monotonic()
+
+    def _first_stage(self) -> str | None:
+        """device/boot.py's slot choice, on an image with slots. The code that runs is this
+        process's either way: a simulated device's slots, installer and first stage are real,
+        its new version's code is not."""
+        fw = self.image / "fw"
+        if not (fw / "a.img").is_file():
+            return None
+        return first_stage.choose(str(self.image), lambda s: (fw / f"{s}.img").is_file())
+
+    def _install(self) -> bool:
+        """device/install.py's step (main.py runs it on a fresh heap); True when it switched
+        slots and the board resets into the trial boot."""
+        try:
+            versions = json.loads((self.image / "fw" / "boot.json").read_text())
+        except (OSError, ValueError):
+            versions = {}
+        event, switched = install.run(str(self.image), self.slot, versions,
+                                      self.ident["profile"], self._emit)
+        self.counters.count(f"update_{event['status']}")
+        if switched:
+            _, count = read_reset(self.image / "data")
+            write_reset(self.image / "data", "requested", count + 1)
+            self.down_until = time.monotonic() + 0.5
+        return bool(switched)
 
     def _count_sends(self, agent: agent_module.Agent) -> None:
         client = agent.client
@@ -206,6 +259,13 @@ class Board:
     def step(self) -> float:
         """Advance the device; returns wall seconds until it wants the next step unless its
         socket wakes it first."""
+        _Rtc.clock = self.clock
+        try:
+            return self._step()
+        finally:
+            _Rtc.clock = None
+
+    def _step(self) -> float:
         now = time.monotonic()
         if self.agent is None:
             if now < self.down_until:
@@ -230,6 +290,7 @@ class Board:
         agent = self.agent
         assert agent is not None
         fleet_now = self.fleet.now()
+        self.turn_now = fleet_now
         clock = self.clock
         sess = agent.link
         sess.service(0)
@@ -249,12 +310,16 @@ class Board:
         return wait_s
 
     def _restart(self) -> float:
-        """The agent stopped for a staged config or a consent request (device/main.py's loop)."""
+        """The agent stopped for a staged config, a consent request or an update's heavy step
+        (device/main.py's loop)."""
         assert self.agent is not None
+        why = self.agent.stop
         self.agent.close()
         self.agent = None
+        if why == "update":
+            (self.image / "data" / "ota" / "go").write_bytes(b"")
         self.boot(power_on=False)
-        return 0.0
+        return 0.0 if self.agent is not None else max(0.0, self.down_until - time.monotonic())
 
     # -- reading it --------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud.loop.holdout import ALL_UNITS, FLEET_UNITS
+
 PRODUCTS = ("bike", "mirror", "engine")
 DEFAULT_MIX = {"bike": 0.7, "mirror": 0.2, "engine": 0.1}
 MAX_DEVICES = 20000  # one process, one gateway: past this a run needs more than one machine
@@ -74,6 +76,12 @@ class Options:
     power_cuts: int = 0  # devices whose power is cut once, mid-run
     latency_probes: int = 0  # bikes whose sample-to-queryable latency is measured
     timeout_s: float | None = None  # the whole run's wall-clock bound (default from the span)
+    slots: bool = False  # images with firmware slots (updates); default: host images, no slots
+    heartbeat_s: int | None = None  # the devices' base heartbeat (default: the agent's)
+    # The C-MAPSS units the engines replay. Default: the ones the shipped remaining-life model
+    # never trained on, so a run scored against its truth is clean; None replays all 100.
+    engine_units: tuple[int, ...] | None = FLEET_UNITS
+    interval_ms: int | None = None  # every product's sampling period in use (default above)
 
     def check(self) -> None:
         if self.devices < 1:
@@ -93,6 +101,9 @@ class Options:
         if self.power_cuts < 0 or self.power_cuts > self.devices:
             raise OptionError(f"--power-cuts must be between 0 and --devices, "
                               f"got {self.power_cuts}")
+        if self.interval_ms is not None and not 100 <= self.interval_ms <= 3_600_000:
+            raise OptionError(f"the sampling interval must be 100 ms .. 1 h, "
+                              f"got {self.interval_ms} ms")
         if self.timeout_s is not None and self.timeout_s <= 0:
             raise OptionError(f"--timeout must be more than 0 seconds, got {self.timeout_s:g}")
         if (self.cloud is None) != (self.gateway is None):
@@ -103,6 +114,10 @@ class Options:
                               "(a factory token to enrol the devices)")
         if self.cloud is not None and not self.cloud.startswith(("http://", "https://")):
             raise OptionError(f"--cloud must be an http or https URL, got {self.cloud!r}")
+        if self.engine_units is not None and (
+                not self.engine_units or not set(self.engine_units) <= set(ALL_UNITS)):
+            raise OptionError(f"engine units must be a non-empty choice of {ALL_UNITS[0]}.."
+                              f"{ALL_UNITS[-1]}, got {list(self.engine_units)}")
         if self.out.exists() and not self.out.is_dir():
             raise OptionError(f"--out {self.out} exists and is not a directory")
 

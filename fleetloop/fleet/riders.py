@@ -8,6 +8,11 @@ hour) and on what the bike's programme asks. What the settings do to them:
 - target_power_w above the rider's sustainable power (1.1 x FTP), or the hard programme (3) for
   a low-fitness rider: they are overreached and ride OVERREACH_FACTOR as often while it lasts.
 - power follows target_power_w when it is set, capped at the sustainable power.
+A free ride's effort varies from day to day (the day's form). Before a rider who disengages
+starts to ride less, their rides shorten, their effort drops and their start time wanders
+(habit.Fade: the `fade_*` traits), unless coaching holds them as it holds the decay. And
+every rider has busy spells now and then (habit.Spells, the `spells` trait): a few weeks of
+shorter and fewer rides that pass.
 Samples (one per sampling interval during a ride) are those of device/profiles/bike.py:
 cadence (int rpm), power (W, 1 decimal), speed (km/h, 1 decimal), heart_rate (int bpm, lagging
 the effort).
@@ -17,11 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .draws import MINUTE_MS, WEEK_MS, draws
-from .habit import DailyHabit, DayPlan, Decay, Metrics, disengage_at, rate_count
+from .habit import DailyHabit, DayPlan, Decay, Metrics, disengage_at, draw_precursors, rate_count
 from .truth import Truth
 
 DISENGAGE_SHARE = 0.25
@@ -53,9 +58,18 @@ class RiderTraits:
     half_life_weeks: float
     coach_responder: bool
     coach_effect: float  # 0 for non-responders
+    # precursors of disengagement (habit.FadeTraits)
+    fade_at_ms: int | None = None
+    fade_weeks: float = 0.0
+    fade_minutes: float = 0.0
+    fade_effort: float = 0.0
+    # busy spells: [start_ms, end_ms, share of the length gone, factor on the rate]
+    spells: tuple[tuple[int, int, float, float], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["spells"] = [list(s) for s in self.spells]  # as JSON gives them back
+        return out
 
 
 def draw_traits(seed: int, device_id: str, start_ms: int, end_ms: int) -> RiderTraits:
@@ -65,7 +79,7 @@ def draw_traits(seed: int, device_id: str, start_ms: int, end_ms: int) -> RiderT
     disengages = rng.random() < DISENGAGE_SHARE
     responder = rng.random() < RESPONDER_SHARE
     rest_hr = rng.randint(48, 72)
-    return RiderTraits(
+    traits = RiderTraits(
         rides_per_week=round(rng.uniform(0.5, 6.0), 2),
         hour=round(rng.uniform(low, high), 2),
         ride_minutes=round(rng.uniform(20.0, 75.0), 1),
@@ -81,6 +95,8 @@ def draw_traits(seed: int, device_id: str, start_ms: int, end_ms: int) -> RiderT
         coach_responder=responder,
         coach_effect=round(rng.uniform(0.3, 0.5), 3) if responder else 0.0,
     )
+    return replace(traits, **draw_precursors(seed, device_id, start_ms, end_ms,
+                                             traits.disengage_at_ms))
 
 
 class Rider(DailyHabit):
@@ -89,10 +105,12 @@ class Rider(DailyHabit):
     def __init__(self, device_id: str, seed: int, start_ms: int, end_ms: int, truth: Truth,
                  traits: RiderTraits) -> None:
         super().__init__(device_id, seed, start_ms, end_ms, truth, traits.hour,
-                         traits.ride_minutes)
+                         traits.ride_minutes, traits)
         self.traits = traits
         self.noise = draws(seed, device_id, "noise")
-        self.decay = Decay(traits.disengage_at_ms, int(traits.half_life_weeks * WEEK_MS))
+        self.decay = Decay(traits.disengage_at_ms, int(traits.half_life_weeks * WEEK_MS),
+                           start_ms)
+        self.effort_now = 1.0  # the fade's effort factor for the ride in progress
         self.overreached = False
         self.responded = False
         # the ride in progress
@@ -114,7 +132,9 @@ class Rider(DailyHabit):
                 or (settings["programme"] == 3 and t.low_fitness))
 
     def _observe(self, t_ms: int, settings: Mapping[str, int]) -> None:
-        began = self.decay.advance(t_ms, self._coached(settings))
+        coached = self._coached(settings)
+        self._follow_fade(t_ms, coached)
+        began = self.decay.advance(t_ms, coached)
         if began is not None:
             self.truth.event(self.device_id, began, "disengage",
                              half_life_weeks=self.traits.half_life_weeks)
@@ -129,9 +149,9 @@ class Rider(DailyHabit):
             else:
                 self.truth.event(self.device_id, t_ms, "recovered")
 
-    def rides_per_week_now(self, settings: Mapping[str, int]) -> float:
-        """The rider's current rate under these settings (decay as observed so far)."""
-        rate = self.traits.rides_per_week * self.decay.factor()
+    def rides_per_week_now(self, settings: Mapping[str, int], at_ms: int) -> float:
+        """The rider's rate at at_ms under these settings."""
+        rate = self.traits.rides_per_week * self.decay.factor(at_ms)
         if self._coached(settings):
             rate *= 1.0 + self.traits.coach_effect
         if self.overreached:
@@ -139,7 +159,8 @@ class Rider(DailyHabit):
         return rate
 
     def _count(self, plan: DayPlan, settings: Mapping[str, int]) -> int:
-        return rate_count(self.rides_per_week_now(settings), plan.chance)
+        rate = self.rides_per_week_now(settings, plan.slot_ms) * self.spells.rate(plan.slot_ms)
+        return rate_count(rate, plan.chance)
 
     # -- a ride ---------------------------------------------------------------------------------
 
@@ -148,6 +169,7 @@ class Rider(DailyHabit):
         self.hr = self.traits.rest_hr + 10.0
         self.block_left_ms = 0
         self.power_sum = 0.0
+        self.effort_now = self.fade.effort(start)
         if self._coached(settings) and not self.responded:
             self.responded = True
             self.truth.event(self.device_id, start, "coach_response",
@@ -158,9 +180,9 @@ class Rider(DailyHabit):
         t = self.traits
         target = settings["target_power_w"]
         if target:
-            return min(float(target), t.sustainable_w) / t.ftp_w
-        base = PROGRAMME_LEVEL.get(settings["programme"], t.effort)
-        return min(SUSTAINABLE, base * self.noise.uniform(0.85, 1.15))
+            return min(float(target), t.sustainable_w) / t.ftp_w * self.effort_now
+        base = PROGRAMME_LEVEL.get(settings["programme"], t.effort) * self.form
+        return min(SUSTAINABLE, base * self.noise.uniform(0.85, 1.15)) * self.effort_now
 
     def _alpha(self, interval_ms: int) -> float:
         # exp() once per interval length, not once per sample
@@ -196,3 +218,4 @@ class Rider(DailyHabit):
             minutes=round((self.act_end - self.act_start) / MINUTE_MS, 1),
             mean_power_w=round(self.power_sum / n, 1) if n else None, samples=n,
             **self.ride_settings)
+

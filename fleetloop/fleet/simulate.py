@@ -151,6 +151,7 @@ class Simulation:
         self.phase = "starting"
         self._cuts: list[tuple[int, Board]] = []
         self._started = 0.0
+        self.stop_requested = False  # a scenario ends the run early (it has what it measured)
 
     # -- the run -----------------------------------------------------------------------------
     def run(self, scenario: Callable[[Simulation], None] | None = None,
@@ -198,7 +199,7 @@ class Simulation:
         t0 = time.monotonic()
         host, port = self._broker()
         rows = [Row(d, product) for d, product, _ in self.plan.devices]
-        result = provision_many(self.home, rows, host, port, firmware=False,
+        result = provision_many(self.home, rows, host, port, firmware=self.options.slots,
                                 cloud=self._cloud_url(), token=self._token(),
                                 progress=self._provision_progress)
         if result.failures:
@@ -241,11 +242,18 @@ class Simulation:
         self.truth = truth_module.Truth(opts.seed, self.fleet.start_ms, self.fleet.end_ms,
                                         opts.speed)
         for device_id, product, tier in self.plan.devices:
+            # only engines take the restriction (a custom factory need not know of it)
+            units = {"units": opts.engine_units} if product == "engine" else {}
             behaviour = build(device_id, product, opts.seed, self.fleet.start_ms,
-                              self.fleet.end_ms, self.truth)
+                              self.fleet.end_ms, self.truth, **units)
             self.truth.event(device_id, self.fleet.start_ms, "consent", tier=tier)
+            base = dict(BASE_SETTINGS[product])
+            if opts.heartbeat_s is not None:
+                base["heartbeat_s"] = opts.heartbeat_s
+            if opts.interval_ms is not None:
+                base["interval_ms"] = opts.interval_ms
             self.boards.append(Board(self.home / "devices" / device_id, behaviour, self.fleet,
-                                     self.reactor, self.counters, BASE_SETTINGS[product]))
+                                     self.reactor, self.counters, base))
         self._plan_power_cuts()
         self.scheduler = Scheduler(self.reactor, self.boards)
         deadline = self._started + opts.bound_s()
@@ -260,7 +268,8 @@ class Simulation:
         probe = self._latency_probe()
         self.phase = "simulating"
         try:
-            self.scheduler.run(lambda: self.fleet.done or time.monotonic() > deadline, tick)
+            self.scheduler.run(lambda: self.fleet.done or self.stop_requested
+                               or time.monotonic() > deadline, tick)
         finally:
             if probe is not None:
                 probe.stop()
@@ -328,7 +337,9 @@ class Simulation:
         """device -> (incarnation, records) as the cloud's registry reports them."""
         try:
             resp = httpx.get(self._cloud_url().rstrip("/") + "/api/v1/devices",
-                             headers={"Authorization": f"Bearer {self._token()}"}, timeout=30)
+                             headers={"Authorization": f"Bearer {self._token()}"},
+                             # Ctrl-C asks to stop now: a busy cloud gets a short while only.
+                             timeout=5 if self.summary.interrupted else 30)
             resp.raise_for_status()
         except httpx.HTTPError:
             return {}

@@ -18,9 +18,11 @@ from cloudkit import ADMIN, T0, GatewaySim, api_token, b64, bearer, record_key
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from updatekit import BUNDLE, full, write_release_pub
 
 WRITES = ("post", "put", "delete", "patch")
 NOT_AUDITED = {("POST", "/api/v1/ingest"), ("POST", "/api/v1/ingest/gap")}  # the data path
@@ -62,7 +64,24 @@ class World:
     def cohort(self) -> None:
         self.call("ops", "PUT", "/api/v1/cohorts/r2", json={"rule": {"product": "bike"}})
 
+    def bundle(self, rollout: str | None = None) -> None:
+        """A release key, the bike's 0.2.0 bundle, and a rollout of it to bike-1 (then
+        `rollout`: a control applied to it)."""
+        key = Ed25519PrivateKey.generate()
+        write_release_pub(self.app.state.settings.home, key)
+        self.call("ops", "POST", "/api/v1/bundles", content=full(key), headers=BUNDLE)
+        if rollout is not None:
+            self.call("ops", "POST", "/api/v1/rollouts",
+                      json={"bundle": "bike-0.2.0", "devices": ["bike-1"]})
+        if rollout:
+            self.call("ops", "POST", f"/api/v1/rollouts/r-1/{rollout}")
 
+
+RELEASE = Ed25519PrivateKey.generate()  # a release key for the bundle uploads
+# start_ms: these devices have sent no record, so the window's start is given
+POLICY = {"name": "coach", "product": "bike", "devices": ["bike-1", "bike-2"],
+          "change": {"coach_mode": 1}, "outcome": {"kpi": "rides_per_week"},
+          "start_ms": 1_780_000_000_000}
 # (method, path) -> (role, set-up, the write: (method, url, kwargs), target)
 Row = tuple[str, Callable[[World], None], tuple[str, str, dict[str, Any]], str]
 TABLE: dict[tuple[str, str], Row] = {
@@ -75,6 +94,21 @@ TABLE: dict[tuple[str, str], Row] = {
         ("PUT", "/api/v1/cohorts/c1", {"json": {"devices": ["bike-1"]}}), "cohort:c1"),
     ("DELETE", "/api/v1/cohorts/{name}"): (
         "ops", World.cohort, ("DELETE", "/api/v1/cohorts/r2", {}), "cohort:r2"),
+    ("POST", "/api/v1/bundles"): (
+        "ops", lambda w: write_release_pub(w.app.state.settings.home, RELEASE),
+        ("POST", "/api/v1/bundles", {"content": full(RELEASE), "headers": BUNDLE}),
+        "bundle:bike-0.2.0"),
+    ("POST", "/api/v1/rollouts"): (
+        "ops", lambda w: w.bundle(),
+        ("POST", "/api/v1/rollouts", {"json": {"bundle": "bike-0.2.0", "devices": ["bike-1"]}}),
+        "rollout:r-1"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/pause"): (
+        "ops", lambda w: w.bundle(""), ("POST", "/api/v1/rollouts/r-1/pause", {}), "rollout:r-1"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/resume"): (
+        "ops", lambda w: w.bundle("pause"), ("POST", "/api/v1/rollouts/r-1/resume", {}),
+        "rollout:r-1"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/abort"): (
+        "ops", lambda w: w.bundle(""), ("POST", "/api/v1/rollouts/r-1/abort", {}), "rollout:r-1"),
     ("POST", "/api/v1/customers"): (
         "ops", lambda w: None,
         ("POST", "/api/v1/customers", {"json": {"id": "globex", "name": "Globex"}}),
@@ -131,6 +165,16 @@ TABLE: dict[tuple[str, str], Row] = {
         ("PUT", "/api/v1/revocations/crl", {"content": crl_der(7),
                                             "headers": {"Content-Type": "application/pkix-crl"}}),
         "crl:7"),
+    ("PUT", "/api/v1/aggregation/{product}"): (
+        "ops", lambda w: None,
+        ("PUT", "/api/v1/aggregation/bike", {"json": {"mode": "60"}}), "product:bike"),
+    ("POST", "/api/v1/policies"): (
+        "ops", lambda w: w.device("bike-2"),
+        ("POST", "/api/v1/policies", {"json": POLICY}), "policy:1"),
+    ("POST", "/api/v1/policies/{policy_id}/stop"): (
+        "ops", lambda w: [w.device("bike-2"), w.call("admin", "POST", "/api/v1/policies",
+                                                     json=POLICY)] and None,
+        ("POST", "/api/v1/policies/1/stop", {}), "policy:1"),
     ("POST", "/api/v1/tokens"): (
         "admin", lambda w: None,
         ("POST", "/api/v1/tokens", {"json": {"name": "new-ops", "role": "ops"}}), "token:"),

@@ -149,7 +149,7 @@ def test_out_of_range_record_is_quarantined_and_blocks_nobody(
 def test_out_of_range_batch_fields_are_still_refused(app: FastAPI, gateway: GatewaySim) -> None:
     # a batch's own fields are batch-level: 400, nothing stored
     for fields, reason in (({"seq": 2**70}, "batch seq"), ({"seq": 2**53}, "batch seq"),
-                           ({"created": 2**63}, "created"), ({"v": 3}, "version")):
+                           ({"created": 2**63}, "created"), ({"v": 4}, "version")):
         refused(app, gateway, gateway.seal_raw(gateway.batch_obj(**fields)), 400, reason)
 
 

@@ -22,6 +22,7 @@ from schemathesis.specs.openapi import checks
 
 from cloud.http import MAX_JSON_BYTES
 from cloud.routers.revocations import CRL_TYPE
+from cloud.services.bundles import CONTENT_TYPE as BUNDLE_TYPE
 from protocol.batch import CONTENT_TYPE, GAP_CONTENT_TYPE
 
 EXAMPLES = 12  # per operation and mode: the whole run stays well under a minute
@@ -33,7 +34,7 @@ CHECKS = [
 ]
 
 
-@schemathesis.serializer(CONTENT_TYPE, GAP_CONTENT_TYPE, CRL_TYPE)
+@schemathesis.serializer(CONTENT_TYPE, GAP_CONTENT_TYPE, CRL_TYPE, BUNDLE_TYPE)
 def _raw_body(ctx: Any, value: Any) -> dict[str, Any]:
     """The ingest bodies (signed, compressed) and the CRL (DER) are raw bytes: sent as
     generated."""

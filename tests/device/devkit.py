@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 
 from fleetloop.procs import free_port
-from protocol import ack, record, tag
+from protocol import ack, frame, record, tag
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -180,14 +180,17 @@ class Gateway:
         device, kind = msg.topic.split("/")[1:3]
         with self.lock:
             if kind == "telemetry":
-                rec = record.decode(msg.payload)
-                self._verify(device, kind, msg.payload)
-                self.received += 1
-                inc = self.incarnation[device] = record.incarnation(rec)
-                stored = self.streams.setdefault((device, inc), {})
-                if rec["s"] in stored and stored[rec["s"]] != msg.payload:
-                    self.conflicts.append((device, rec["s"]))
-                stored.setdefault(rec["s"], msg.payload)
+                # A backlog comes in frames of records (protocol.frame), each stored alone.
+                parts = frame.split(msg.payload) if frame.is_frame(msg.payload) else [msg.payload]
+                for payload in parts:
+                    rec = record.decode(payload)
+                    self._verify(device, kind, payload)
+                    self.received += 1
+                    inc = self.incarnation[device] = record.incarnation(rec)
+                    stored = self.streams.setdefault((device, inc), {})
+                    if rec["s"] in stored and stored[rec["s"]] != payload:
+                        self.conflicts.append((device, rec["s"]))
+                    stored.setdefault(rec["s"], payload)
                 upto = self.contiguous(device)
                 acking = self.acking
             elif kind == "state":
@@ -271,11 +274,18 @@ class Device:
         if heartbeat_s is not None:
             args += ["--heartbeat-s", str(heartbeat_s)]
         if interpreter == "micropython":
-            # Board-like short paths: every module's __file__ is a qstr that stays on the
-            # heap, and a long absolute tmp path costs ~1.5 KB of a 64 KB heap. The cwd is
-            # the image, never the repo (its device/ sources would shadow lib/).
+            # As a board runs it: the first stage (boot.mpy) mounts the slot's ROMFS image,
+            # whose bytecode runs in place (fleetloop.romfs_launch maps the slots); lib/ only
+            # for an image without slots. Board-like short paths: every module's __file__ is a
+            # qstr that stays on the heap. The cwd is the image, never the repo (its device/
+            # sources would shadow the image's).
             env["MICROPYPATH"] = "lib"
-            argv = [MICROPYTHON, "-X", f"heapsize={heap}", "-m", "device.main", *args]
+            heap_opt = ["-X", f"heapsize={heap}"]
+            if (image / "fw" / "a.img").is_file():
+                argv = [sys.executable, "-m", "fleetloop.romfs_launch", "fw", *heap_opt, "-m",
+                        "boot", *args]
+            else:
+                argv = [MICROPYTHON, *heap_opt, "-m", "device.main", *args]
             cwd = str(image)
         else:
             env["PYTHONPATH"] = str(REPO)

@@ -228,7 +228,7 @@ def _agent_state(reason, error, big):
                 bytes=big, mac=codec.mac_key(b"\x42" * 32))
     conf = _Stub(version=2 ** 31 - 1, status="rejected", reason=reason)
     a = agent.Agent("x" * 64, _Stub(name="engine"), buf, conf, client, link, lambda e: None)
-    a.boot, a.heap_min, a.uptime_s, a.rank = ("requested", big, None), 4096, 315000000, 1
+    a.boot, a.heap_min, a.uptime_s, a.rank = ("requested", big, None, None, ""), 4096, 315000000, 1
     a.publish_state("heartbeat")
     return sent[0]
 

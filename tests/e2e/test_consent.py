@@ -38,8 +38,8 @@ class Tap:
         assert self._subscribed.wait(10), "the observer could not subscribe"
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append(json.loads(msg.payload))
+        with self._lock:  # a backlog comes in frames: records one a line (protocol.frame)
+            self.messages.extend(json.loads(line) for line in msg.payload.splitlines())
 
     def seen(self) -> list[dict[str, Any]]:
         """Each record once (re-sends dropped), in seq order."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from cloud.loop.holdout import FLEET_UNITS, TRAIN_UNITS
 from fleetloop.fleet.options import Options
 from fleetloop.fleet.simulate import Simulation
 from fleetloop.fleet.truth import Truth
@@ -120,8 +121,16 @@ def test_a_pushed_target_power_changes_the_riders_power_as_the_truth_says(
     truth: Truth = run["truth"]
     rides = truth.events(kind="ride")
     later = [e for e in rides if e["t"] >= settle and e.get("samples", 1)]
-    assert later and all(e["target_power_w"] == TARGET_W for e in later), \
-        "every ride after the push was ridden to the pushed target"
+    assert later, "rides after the push"
+    # When the push reaches a bike depends on the machine's load (wall seconds are simulated
+    # days): each bike that rode after it ends up riding to the pushed target, and once it
+    # does, it never goes back.
+    for bike in {e["d"] for e in later}:
+        mine = sorted((e for e in rides if e["d"] == bike and e.get("samples", 1)),
+                      key=lambda e: e["t"])
+        first = next((i for i, e in enumerate(mine) if e["target_power_w"] == TARGET_W), None)
+        assert first is not None, f"{bike} never rode to the pushed target"
+        assert all(e["target_power_w"] == TARGET_W for e in mine[first:]), bike
     assert all(e["target_power_w"] == 0 for e in rides if e["t"] < pushed)
     before: list[float] = []
     after: list[float] = []
@@ -130,8 +139,19 @@ def test_a_pushed_target_power_changes_the_riders_power_as_the_truth_says(
             before += _power(records, 0, pushed)
             after += _power(records, settle, 1 << 62)
     assert len(before) > 50 and len(after) > 50
+    # Free rides spread over the riders' own levels (FTP 120-320 W, each at their effort and
+    # that day's form); under the target the samples gather at it (a ride's warm-up and a
+    # fading rider's slack aside). Measured as the median distance from the target.
+    off_before, off_after = _off(before, TARGET_W), _off(after, TARGET_W)
     assert abs(statistics.median(after) - TARGET_W) < 0.1 * TARGET_W, "riders hold the target"
-    assert abs(statistics.median(before) - TARGET_W) > 0.2 * TARGET_W, "and did not before"
+    assert off_after < 0.1 * TARGET_W, f"samples {off_after} W from the target after the push"
+    assert off_before > 3 * off_after, (
+        f"samples {off_before} W from the target before the push, {off_after} W after")
+
+
+def _off(powers: list[float], target: float) -> float:
+    """The median distance of the samples from the target (W)."""
+    return statistics.median(abs(p - target) for p in powers)
 
 
 def test_the_truth_file_names_every_device_and_its_traits(run: dict[str, Any]) -> None:
@@ -139,6 +159,20 @@ def test_the_truth_file_names_every_device_and_its_traits(run: dict[str, Any]) -
     assert sorted(truth.devices) == sorted(d for d, _, _ in run["plan"])
     engines = [d for d, p, _ in run["plan"] if p == "engine"]
     assert all(truth.events(kind="trajectory", device=d) for d in engines)
+
+
+def test_simulated_engines_replay_only_units_the_shipped_model_never_saw(
+        run: dict[str, Any]) -> None:
+    truth: Truth = run["truth"]
+    trajectories = truth.events(kind="trajectory")
+    assert trajectories
+    assert {e["unit"] for e in trajectories} <= set(FLEET_UNITS)
+    assert not {e["unit"] for e in trajectories} & set(TRAIN_UNITS)
+    # and what the cloud stored says the same: no record of a training unit
+    for device, records in run["records"].items():
+        if device.startswith("engine-"):
+            units = {r["m"]["engine_unit"] for r in records if "engine_unit" in (r.get("m") or {})}
+            assert units <= set(FLEET_UNITS), device
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -179,6 +213,8 @@ def test_ctrl_c_stops_every_process_and_still_prints_the_counts(tmp_path: Path) 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            for pid in pids_mentioning(str(out)):  # its cloud and gateway run in sessions of their own
+                os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 130
     summary = json.loads(stdout)
     assert summary["interrupted"] is True and summary["devices"] == 6
@@ -187,6 +223,15 @@ def test_ctrl_c_stops_every_process_and_still_prints_the_counts(tmp_path: Path) 
 
 
 def _simulating(out: Path) -> bool:
-    """Devices are running once one has written a record."""
-    return any((out / "home" / "devices").glob("*/data/buffer/seg-*.log"))
+    """Devices are running once one has written a record: a segment on its flash, or, when the
+    gateway acked it so fast that the segment is already gone, an ack in the buffer's meta."""
+    buffers = list((out / "home" / "devices").glob("*/data/buffer"))
+    return any(any(b.glob("seg-*.log")) or _acked(b) for b in buffers)
+
+
+def _acked(buffer: Path) -> bool:
+    try:
+        return json.loads((buffer / "meta.json").read_text()).get("acked", 0) > 0
+    except (OSError, ValueError):
+        return False
 

@@ -25,7 +25,7 @@ def _commands() -> list[str]:
 
 
 def test_commands() -> None:
-    assert _commands() == ["crl", "enrol", "keygen", "provision"]
+    assert _commands() == ["build", "crl", "diff", "enrol", "flash", "keygen", "provision", "verify"]
 
 
 @pytest.mark.parametrize("command", _commands())

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from fwtool.errors import FwToolError, MissingKeysError, UsageError
 from fwtool.keys import KeyLayout, generate
-from fwtool.provision import ROMFS_IMAGE, package_dir, parse_broker, provision
+from fwtool.provision import package_dir, parse_broker, provision
+from fwtool.romfs import build_image
 from fwtool.trajectory import unit_of
 
 import protocol
+from protocol import bundle
 
 
 @pytest.fixture
@@ -26,6 +28,8 @@ def fake_device(tmp_path: Path) -> Path:
         "main.py": "print('main')\n",
         "profiles/__init__.py": "",
         "profiles/bike.py": "X = 1\n",
+        "profiles/mirror.py": "X = 2\n",
+        "profiles/engine.py": "X = 3\n",
         "port_cpython.py": "# cpython-only: uses threading\nimport threading\n",
         "tests/test_buffer.py": "def test(): pass\n",
         "profiles/tests/test_bike.py": "",
@@ -55,13 +59,28 @@ def _files(root: Path) -> list[str]:
 def test_image_layout(home: Path, fake_device: Path) -> None:
     out = provision(home, "bike-1", "bike", "localhost", 8883, device_src=fake_device)
     assert out == home / "devices" / "bike-1"
-    # Bytecode only: a .py beside its .mpy would be preferred by MicroPython.
+    # Bytecode only (a .py beside its .mpy would be preferred by MicroPython), and only the
+    # bike's own profile.
     assert _files(out / "lib" / "device") == [
         "__init__.mpy", "main.mpy", "profiles/__init__.mpy", "profiles/bike.mpy"]
     assert _files(out / "lib" / "protocol") == sorted(f"{m}.mpy" for m in protocol.DEVICE_MODULES)
-    # The firmware as a ROMFS image (what runs) and the boot module that mounts it, at the root.
-    assert (out / ROMFS_IMAGE).read_bytes().startswith(b"\xd2\xcd\x31")
-    assert b"profiles" in (out / ROMFS_IMAGE).read_bytes()
+    # The firmware as slot a of a bundle signed with the home's release key (what runs), the
+    # first stage that picks the slot at the root, and no ROMFS image of the old layout.
+    assert _files(out / "fw") == ["a.img", "a.man", "boot.json", "floor"]
+    assert json.loads((out / "fw" / "boot.json").read_text()) == {"active": "a", "a": "1.2.3"}
+    assert (out / "fw" / "floor").read_text() == "1.2.3"
+    image = (out / "fw" / "a.img").read_bytes()
+    assert image.startswith(b"\xd2\xcd\x31") and b"profiles" in image
+    lib = sorted((p.relative_to(out / "lib").as_posix(), p.read_bytes())
+                 for p in (out / "lib").rglob("*") if p.is_file())
+    assert build_image(out / "lib") == image  # lib/ is slot a's files, loose
+    signed = (out / "fw" / "a.man").read_bytes()
+    release_pub = KeyLayout.of_home(home).release_pub.read_bytes()
+    opened = bundle.open_verified(bundle.write(signed[:64], signed[64:].decode(),
+                                               {i + 1: d for i, (_, d) in enumerate(lib)}),
+                                  release_pub)
+    assert (opened.product, opened.version) == ("bike", "1.2.3")
+    assert not (out / "romfs.img").exists() and not (out / "assets").exists()
     assert (out / "boot.mpy").read_bytes().startswith(b"M")  # an .mpy, not a source
     assert _files(out / "certs") == sorted(
         ["ca.der", "ca.pem", "cert.der", "cert.pem", "key.der", "key.pem"])
@@ -85,22 +104,25 @@ def test_image_layout(home: Path, fake_device: Path) -> None:
 
 def test_reprovision_replaces_code_and_keeps_data(home: Path, fake_device: Path, tmp_path: Path) -> None:
     out = tmp_path / "img"
-    provision(home, "mirror-1", "mirror", "localhost", 8883, out, device_src=fake_device,
-              compiled=False)
+    provision(home, "mirror-1", "mirror", "localhost", 8883, out, device_src=fake_device)
     (out / "data" / "buffer.bin").write_bytes(b"records")
     (out / "data" / "sub").mkdir()
     (out / "data" / "sub" / "seq").write_text("41")
-    (out / "lib" / "device" / "stale.py").write_text("old\n")
+    (out / "lib" / "device" / "stale.mpy").write_text("old\n")
+    (out / "fw" / "b.img").write_bytes(b"an update's slot")
+    (out / "romfs.img").write_bytes(b"the layout before slots")
+    before = (out / "lib" / "device" / "main.mpy").read_bytes()
     (fake_device / "main.py").write_text("print('v2')\n")
 
-    provision(home, "mirror-1", "engine", "10.0.0.5", 1884, out, device_src=fake_device,
-              compiled=False)
+    provision(home, "mirror-1", "engine", "10.0.0.5", 1884, out, device_src=fake_device)
 
     assert (out / "data" / "buffer.bin").read_bytes() == b"records"
     assert (out / "data" / "sub" / "seq").read_text() == "41"
-    assert not (out / "lib" / "device" / "stale.py").exists()
-    assert (out / "lib" / "device" / "main.py").read_text() == "print('v2')\n"
-    assert (out / "lib" / "device" / "profiles" / "cmapss_fd001.bin").is_file()  # now an engine
+    assert not (out / "lib" / "device" / "stale.mpy").exists()
+    assert not (out / "fw" / "b.img").exists() and not (out / "romfs.img").exists()
+    assert (out / "lib" / "device" / "main.mpy").read_bytes() != before
+    assert _files(out / "lib" / "device" / "profiles") == ["__init__.mpy", "engine.mpy"]
+    assert (out / "assets" / "cmapss_fd001.bin").is_file()  # now an engine
     identity = json.loads((out / "identity.json").read_text())
     assert (identity["profile"], identity["broker_host"], identity["broker_port"]) == (
         "engine", "10.0.0.5", 1884)
@@ -114,14 +136,15 @@ def test_real_device_package(home: Path) -> None:
     shipped = [p.with_suffix(".mpy") for p in real.rglob("*.py")]
     assert set(copied) <= {str(p.relative_to(real)) for p in shipped}
     assert "boot.mpy" not in copied and (out / "boot.mpy").is_file()
-    assert "profiles/cmapss_fd001.bin" not in copied  # a bike carries no engine data
+    assert "profiles/cmapss_fd001.bin" not in copied and not (out / "assets").exists()
+    assert {"profiles/engine.mpy", "profiles/mirror.mpy"}.isdisjoint(copied)
     assert json.loads((out / "identity.json").read_text())["id"] == "bike-1"
 
 
 def test_an_engine_image_carries_only_its_own_engine(home: Path, tmp_path: Path) -> None:
     generate(home, ["gw-1"], ["engine-7"])
     out = provision(home, "engine-7", "engine", "localhost", 8883, tmp_path / "img")
-    data = (out / "lib" / "device" / "profiles" / "cmapss_fd001.bin").read_bytes()
+    data = (out / "assets" / "cmapss_fd001.bin").read_bytes()
     full = (package_dir("device") / "profiles" / "cmapss_fd001.bin").read_bytes()
     magic, columns, size, rows = struct.unpack_from("<4sHHI", data)
     start = 12 + 8 * columns
@@ -130,6 +153,8 @@ def test_an_engine_image_carries_only_its_own_engine(home: Path, tmp_path: Path)
     assert 128 <= rows <= 362 and len(data) == start + rows * size  # FD001 runs to failure
     assert len(data) < len(full) // 50
     assert data[start:] in full  # the real rows, cut out unchanged
+    # Code and data apart: the trajectory is in no slot, so an update never touches it.
+    assert data[start:start + 4 * size] not in (out / "fw" / "a.img").read_bytes()
 
 
 @pytest.mark.parametrize("profile", ["car", "", "Bike"])

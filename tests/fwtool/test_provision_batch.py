@@ -134,10 +134,12 @@ def test_a_firmware_batch_equals_single_provisioning_byte_for_byte(tmp_path: Pat
                            tmp_path / "single" / row.device_id)
         made = tree(tmp_path / "batch" / row.device_id)
         assert made == tree(single), row
-        assert {"romfs.img", "boot.mpy", "lib/device/main.mpy"} <= set(made)
+        assert {"fw/a.img", "fw/a.man", "fw/boot.json", "fw/floor", "boot.mpy",
+                "lib/device/main.mpy", f"lib/device/profiles/{row.profile}.mpy"} <= set(made)
     engine = tree(tmp_path / "batch" / "engine-3")
-    assert "lib/device/profiles/cmapss_fd001.bin" in engine
-    assert "lib/device/profiles/cmapss_fd001.bin" not in tree(tmp_path / "batch" / "bike-3")
+    assert "assets/cmapss_fd001.bin" in engine
+    assert "assets/cmapss_fd001.bin" not in tree(tmp_path / "batch" / "bike-3")
+    assert "lib/device/profiles/engine.mpy" not in tree(tmp_path / "batch" / "bike-3")
 
 
 def test_an_image_dir_holding_another_device_stops_the_batch_before_any_write(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -184,7 +185,13 @@ def connect_device(home: Path, device_id: str, port: int, subscribe: list[str] |
 
 class FakeCloud:
     """POST /api/v1/ingest verifies signature and chain like the real cloud; `mode` can make it
-    fail. GET /api/v1/gateway/configs serves `configs` (list of (revision, device, envelope))."""
+    fail. GET /api/v1/gateway/configs serves `configs` (list of (revision, device, envelope)).
+
+    The update endpoints stand in for the cloud's own, which are being built at the same time
+    as the gateway's side (docs/protocol.md "Updates (OTA)" is the agreement):
+    GET /api/v1/gateway/updates serves `update_offers` as {"offers": [...]},
+    GET /api/v1/gateway/bundles/{key} the bytes in `bundles` (counted in `bundle_downloads`),
+    GET /api/v1/gateway/manifests/{version}?product=P the file 0 in `manifests[(P, version)]`."""
 
     def __init__(self, public_key: Ed25519PublicKey, token: str = TOKEN) -> None:
         self.public_key = public_key
@@ -203,6 +210,11 @@ class FakeCloud:
         self.refusals: list[str] = []
         self.configs: list[tuple[int, str, str]] = []
         self.config_requests: list[int] = []
+        self.update_offers: list[Any] = []
+        self.bundles: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], bytes] = {}
+        self.bundle_downloads: Counter[str] = Counter()
+        self.update_polls = 0
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -220,11 +232,15 @@ class FakeCloud:
 
             def do_GET(self) -> None:  # noqa: N802
                 url = urlparse(self.path)
-                if url.path != "/api/v1/gateway/configs":
-                    self._send(404, {"detail": "not found"})
-                    return
                 if self.headers.get("Authorization") != f"Bearer {cloud.token}":
                     self._send(401, {"detail": "bad token"})
+                    return
+                if url.path.startswith("/api/v1/gateway/") and url.path != \
+                        "/api/v1/gateway/configs":
+                    self._updates(url.path, parse_qs(url.query))
+                    return
+                if url.path != "/api/v1/gateway/configs":
+                    self._send(404, {"detail": "not found"})
                     return
                 after = int(parse_qs(url.query).get("after", ["0"])[0])
                 with cloud.lock:
@@ -234,10 +250,35 @@ class FakeCloud:
                 self._send(200, {"revision": max(rev, after), "configs": [
                     {"device": d, "version": r, "envelope": e} for r, d, e in items]})
 
+            def _updates(self, path: str, query: dict[str, list[str]]) -> None:
+                name = path.rsplit("/", 1)[1]
+                with cloud.lock:
+                    if path == "/api/v1/gateway/updates":
+                        cloud.update_polls += 1
+                        self._send(200, {"offers": cloud.update_offers})
+                        return
+                    if path.startswith("/api/v1/gateway/bundles/") and name in cloud.bundles:
+                        cloud.bundle_downloads[name] += 1
+                        self._send_bytes(cloud.bundles[name])
+                        return
+                    product = query.get("product", [""])[0]
+                    if path.startswith("/api/v1/gateway/manifests/") and \
+                            (product, name) in cloud.manifests:
+                        self._send_bytes(cloud.manifests[(product, name)])
+                        return
+                self._send(404, {"detail": "not found"})
+
             def _send(self, code: int, obj: Any) -> None:
                 data = json.dumps(obj).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _send_bytes(self, data: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -333,15 +374,21 @@ class RunningGateway:
     def status(self) -> dict[str, Any]:
         import httpx
 
-        return dict(httpx.get(self.settings.status_url, timeout=5).json())
+        from gateway.tech_credential import header_for
+
+        return dict(httpx.get(self.settings.status_url, timeout=5,
+                              headers=header_for(self.settings.gateway_dir)).json())
 
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join(30)
 
 def gateway_settings(home: Path, cloud_url: str, **kw: Any) -> Settings:
-    values: dict[str, Any] = dict(home=home, gateway_id=GATEWAY, mqtt_port=free_port(),
-                                  status_port=free_port(), cloud_url=cloud_url,
+    mqtt_port = status_port = free_port()
+    while status_port == mqtt_port:  # two asks for a free port can get the same one
+        status_port = free_port()
+    values: dict[str, Any] = dict(home=home, gateway_id=GATEWAY, mqtt_port=mqtt_port,
+                                  status_port=status_port, cloud_url=cloud_url,
                                   batch_interval_s=0.2, retry_min_s=0.05, retry_max_s=0.3,
                                   config_poll_s=0.2)
     values.update(kw)
@@ -396,6 +443,35 @@ def gateway_argv(settings: Settings) -> list[str]:
     if settings.min_reconnect_ms is not None:
         argv += ["--min-reconnect-ms", str(settings.min_reconnect_ms)]
     return argv
+
+def child_status(settings: Settings) -> dict[str, Any] | None:
+    """The status of a gateway (child or not) with the technician's credential; None while it
+    does not answer."""
+    import httpx
+
+    from gateway.errors import DiagError
+    from gateway.tech_credential import header_for
+
+    try:
+        return dict(httpx.get(settings.status_url, timeout=2,
+                              headers=header_for(settings.gateway_dir)).json())
+    except (httpx.HTTPError, ValueError, DiagError):
+        return None
+
+
+def start_child_gateway(start: Callable[..., Child], settings: Settings, log_path: Path) -> Child:
+    """`fleetloop gateway run` as a child process (through the `children` fixture's `start`),
+    returned once its broker and its MQTT link are up."""
+    child = start(gateway_argv(settings), log_path)
+
+    def up() -> bool:
+        if not child.alive():
+            raise AssertionError(f"gateway exited:\n{child.log()}")
+        st = child_status(settings)
+        return bool(st and st["broker"]["up"] and st["ingest"]["link"] == "up")
+
+    wait_for(up, 30, "gateway up")
+    return child
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()

@@ -97,6 +97,37 @@ def test_device_reads_only_its_own_downlink(
         spy.loop_stop()
 
 
+def test_updates_a_device_asks_only_for_itself_and_hears_only_its_own(
+        home: Path, broker: Broker, devices: Callable[..., Device]) -> None:
+    """Update offers and chunks are per device: bike-1 cannot read bike-2's, nor fetch in its
+    name (the gateway serves whoever the fetch topic names)."""
+    port = broker.config.port
+    bike = devices(home, "bike-1", port, subscribe=[
+        "fleet/bike-1/update", "fleet/bike-1/chunk", "fleet/bike-2/update",
+        "fleet/bike-2/chunk", "fleet/+/chunk"])
+    spy, got = _gateway_subscriber(home, port, "fleet/+/fetch")
+    try:
+        for dev in ("bike-2", "bike-1"):
+            spy.publish(f"fleet/{dev}/chunk", f"chunk for {dev}".encode(), qos=1)
+            spy.publish(f"fleet/{dev}/update", f"offer for {dev}".encode(), qos=1)
+        wait_for(lambda: len(bike.received) >= 2, 5, "bike-1's own chunk and offer")
+        time.sleep(0.3)
+        assert sorted(p.decode() for _, p in bike.received) == ["chunk for bike-1",
+                                                                "offer for bike-1"]
+        bike.client.disconnect()  # the connections below take its client id
+        bike.client.loop_stop()
+        # QoS 1 so the broker has handled (denied) it when the call returns; the broker then
+        # drops that connection, so the own fetch goes on a new one.
+        devices(home, "bike-1", port, subscribe=[]).publish("fleet/bike-2/fetch", b"forged")
+        devices(home, "bike-1", port, subscribe=[]).publish("fleet/bike-1/fetch", b"mine")
+        wait_for(lambda: got, 5, "bike-1's own fetch")
+        time.sleep(0.3)
+        assert got == ["fleet/bike-1/fetch mine"]
+    finally:
+        spy.disconnect()
+        spy.loop_stop()
+
+
 def test_a_certificate_cannot_take_another_devices_client_id(
         home: Path, broker: Broker, devices: Callable[..., Device]) -> None:
     port = broker.config.port

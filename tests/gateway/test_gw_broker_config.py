@@ -34,11 +34,19 @@ def test_acl_confines_devices_to_their_own_topics() -> None:
     assert lines == [
         "user gw-1",
         "topic readwrite fleet/#",
+        "user _technician",  # gateway ping: writes pings, reads pongs, nothing else
+        "topic write fleet/+/ping",
+        "topic read fleet/+/pong",
         "pattern write fleet/%u/telemetry",
         "pattern write fleet/%u/state",
         "pattern write fleet/%u/status",
+        "pattern write fleet/%u/fetch",
+        "pattern write fleet/%u/pong",
         "pattern read fleet/%u/ack",
         "pattern read fleet/%u/config",
+        "pattern read fleet/%u/update",
+        "pattern read fleet/%u/chunk",
+        "pattern read fleet/%u/ping",
         "pattern read fleet/hint",  # every device reads the hint; only the gateway writes it
     ]
 
@@ -83,7 +91,7 @@ def test_observers_read_every_device_and_write_nothing() -> None:
     acl = render_acl("gw-1", ("tap-1",))
     block = acl.split("user tap-1\n", 1)[1].split("\n\n", 1)[0]
     assert block == "topic read fleet/#"
-    assert render_acl("gw-1").count("user ") == 1  # none unless asked for
+    assert render_acl("gw-1").count("user ") == 2  # the gateway and the technician: no observer unless asked for
 
 
 def test_an_observer_must_be_a_valid_cn_other_than_the_gateway() -> None:

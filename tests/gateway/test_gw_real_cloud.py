@@ -44,7 +44,8 @@ class RealCloud:
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(cloud_main.create_app(settings),
                                                     host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+                                                    log_level="warning",
+                                                    timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> RealCloud:

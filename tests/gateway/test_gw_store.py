@@ -205,5 +205,5 @@ def test_a_version_3_database_gets_the_vitals_table_and_keeps_its_registry(
     store.commit_ingest([], [], [], [_vitals("bike-1", 1, consent="essential")])
     assert store.latest_vitals()[0].values["consent"] == "essential"
     with store.transaction() as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     store.close()

@@ -17,7 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from protocol import ack, batch, config, hint, record, state, tag
+from protocol import ack, aggregate, batch, config, frame, hint, record, state, tag
+from protocol.bounds import MAX_FRAME_BYTES, MAX_FRAME_RECORDS
 
 HERE = Path(__file__).parent
 TEST_SEED = bytes(range(32))
@@ -331,7 +332,18 @@ def batches(key: Ed25519PrivateKey) -> dict:
             "digest": sealed.digest,
             "signature": sealed.signature,
         })
-    return {"public_key": base64.b64encode(public_raw(key)).decode(), "chain": out}
+    # The next link, version 3: the gateway's window over the first record (bike-1, seq 1).
+    rec = json.loads(recs[0])
+    summary = aggregate.Aggregate(
+        rec["d"], rec["i"], "bike", aggregate.window_start(rec["t"], 60), 60, 1, rec["s"],
+        rec["s"], aggregate.RAW_SENT, aggregate.fold_metrics({}, rec["m"])).to_obj()
+    third = batch.Batch("gw-1", 3, out[1]["digest"], 1732345740000, (), (),
+                        batch.VERSION_AGGREGATES, (summary,))
+    sealed = batch.seal(third, key)
+    link = {"canonical": batch.canonical(third).decode(), "digest": sealed.digest,
+            "signature": sealed.signature}
+    return {"public_key": base64.b64encode(public_raw(key)).decode(), "chain": out,
+            "aggregate_link": link}
 
 
 def _flip(data: bytes, byte: int) -> bytes:
@@ -390,6 +402,54 @@ def sha512_vectors() -> dict:
     }
 
 
+def frames() -> dict:
+    """Frames (protocol.frame) of the records above: each case lists the frame's wire bytes and
+    its records as the gateway splits them (each one then decoded on its own: `ok` says whether
+    protocol.record accepts it)."""
+    mac = record_mac()
+    recs = [record.encode("bike-1", TEST_INCARNATION, s, 1732345678000 + s,
+                          {"cadence": 80 + s, "power": 200.5}, mac) for s in range(1, 5)]
+    bad = b'{"v":2,"d":"bike-1","s":1,"t":0,"m":{}}'  # no incarnation, no tag
+    cases = [
+        ("one record", [recs[0]]),
+        ("four records", recs),
+        ("a bad record between good ones", [recs[0], bad, recs[1]]),
+        ("an empty record", [recs[2], b"", recs[3]]),
+    ]
+    valid = []
+    for why, parts in cases:
+        wire = b"".join(p + frame.SEP for p in parts)
+        if frame.split(wire) != parts:
+            raise SystemExit(f"frame vector {why!r} splits differently")
+        ok = []
+        for p in parts:
+            try:
+                record.decode(p)
+                ok.append(True)
+            except ValueError:
+                ok.append(False)
+        valid.append({"why": why, "wire": wire.decode(), "records": [p.decode() for p in parts],
+                      "ok": ok})
+    big = recs[0] + frame.SEP
+    invalid = [
+        ("a single record (no line feed at its end)", recs[0]),
+        ("too many records", frame.SEP.join([recs[0]] * (MAX_FRAME_RECORDS + 1)) + frame.SEP),
+        ("too large", big * (MAX_FRAME_BYTES // len(big) + 1)),
+    ]
+    for why, wire in invalid:  # each must really be refused, or it is no vector
+        try:
+            frame.split(wire)
+        except ValueError:
+            continue
+        raise SystemExit(f"invalid frame vector {why!r} is accepted")
+    return {
+        "max_records": MAX_FRAME_RECORDS,
+        "max_bytes": MAX_FRAME_BYTES,
+        "valid": valid,
+        "invalid": [{"why": w, "wire": x.decode()} for w, x in invalid],
+    }
+
+
 def main() -> None:
     key = test_key()
     files = {
@@ -402,6 +462,7 @@ def main() -> None:
         "ed25519.json": ed25519_vectors(),
         "sha512.json": sha512_vectors(),
         "hints.json": hints(),
+        "frames.json": frames(),
     }
     for name, data in files.items():
         (HERE / name).write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
