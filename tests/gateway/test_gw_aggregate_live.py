@@ -96,6 +96,10 @@ def test_windows_raw_and_local_products_through_a_kill_9(
     assert first.popen is not None and first.popen.wait(5) == -signal.SIGKILL
     wait_for(lambda: not os.path.exists(f"/proc/{broker}"), 10, "broker gone with its gateway")
 
+    # The old client would reconnect as bike-1 to the new broker and take the session over
+    # from the new one (the broker keeps one connection per client id): stop it first.
+    bike.client.disconnect()
+    bike.client.loop_stop()
     _start(children, argv, tmp_path / "gateway-2.log", s)
     bike = devices(home, "bike-1", s.mqtt_port)
     mirror = devices(home, "mirror-1", s.mqtt_port)
