@@ -323,10 +323,10 @@ def bench_churn_cmd(
     import time
 
     from fleetloop.bench import write_section
-    from fleetloop.bench_churn import bench, table
+    from fleetloop.bench_churn import SCORED_SEEDS, bench, table
 
     try:
-        result = bench(tuple(seed or (1, 2, 3)), bikes, mirrors, weeks, week,
+        result = bench(tuple(seed or SCORED_SEEDS), bikes, mirrors, weeks, week,
                        log=lambda line: None if json_out else typer.echo(line))
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

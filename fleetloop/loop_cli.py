@@ -17,8 +17,8 @@ from cloud.loop.errors import LoopError
 from cloud.loop.evaluation import FOLDS
 
 app = typer.Typer(
-    help="Predictive maintenance on the engines' telemetry: evaluate the remaining-life model on"
-    " NASA's C-MAPSS files, rebuild the shipped model.\n\n"
+    help="The loop's models: evaluate the engines' remaining-life model on NASA's C-MAPSS"
+    " files and rebuild it; rebuild the churn list's model from simulated fleets.\n\n"
     "Example: fleetloop loop evaluate-engines --train train_FD001.txt --json",
     no_args_is_help=True,
 )
@@ -144,3 +144,53 @@ def train_engines_cmd(
     typer.echo(f"held-out units: {_percent(held['alerted_ge50_share'])} alerted >= 50 cycles "
                f"early, {_percent(held['false_alarm_rate'])} false alarms, RUL RMSE "
                f"{held['rul_rmse']:.2f}")
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise _fail(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+    if not seeds:
+        raise _fail("--seeds: give at least one seed")
+    return seeds
+
+
+@app.command("train-churn")
+def train_churn_cmd(
+    out: Annotated[Path, typer.Option(help="Where the model file is written (.npz).")],
+    seeds: Annotated[str, typer.Option(
+        help="Simulated fleets to learn from (never the benchmark's seeds 1-3).")] = "4,5,6,7,8,9",
+    weeks: Annotated[str, typer.Option(
+        "--at-weeks", help="Weeks of the 12-week span at which a list is made.")] = "10",
+    bikes: Annotated[int, typer.Option(min=10, max=5000, help="Riders per fleet.")] = 500,
+    mirrors: Annotated[int, typer.Option(min=0, max=5000, help="Mirror users per fleet.")] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild the churn list's model from simulated fleets whose truth is known: boosted
+    trees on the churn signals, and the threshold chosen out of fold (a fleet at a time).
+    About a minute a fleet.
+
+    Example: fleetloop loop train-churn --out cloud/loop/models/churn-v1.npz
+    """
+    from cloud.loop.churn_model import save
+    from fleetloop.churn_train import train
+
+    at_weeks = _seeds(weeks)
+    if not all(2 <= w <= 10 for w in at_weeks):
+        raise _fail("--at-weeks: each week must be in 2..10 (the truth two weeks later)")
+    try:
+        model = train(_seeds(seeds), at_weeks, bikes, mirrors,
+                      log=lambda line: None if json_out else typer.echo(line))
+        size = save(out, model)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    if json_out:
+        typer.echo(json.dumps({**model.header, "threshold": model.threshold, "bytes": size}))
+        return
+    oof = model.header["out_of_fold"]
+    typer.echo(f"wrote {out} ({size} bytes): {model.header['rows']} rows, threshold "
+               f"{model.threshold}, out of fold precision {oof['precision']}, recall "
+               f"{oof['recall']}")

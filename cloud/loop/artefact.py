@@ -1,4 +1,4 @@
-"""The shipped model as one versioned file: the Forest's arrays and a JSON header in an .npz
+"""The shipped engine model as one versioned file: the Forest's arrays and a JSON header in an .npz
 (numbers only: np.load without pickle). The header records what the model is and how it was
 made: format and version, feature names, parameters, the units it trained on and the ones
 held out for the fleet, the training data's sha256, the library versions, and the figures of
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import ModelError
 from .features import NAMES
@@ -36,12 +37,17 @@ class Artefact:
 
 
 def save(path: Path, forest: Forest, params: ModelParams, header: dict[str, Any]) -> int:
-    """Write the artefact (compressed, deterministic bytes); returns its size."""
+    """Write the engine model's file (compressed, deterministic bytes); returns its size."""
     meta = {"format": FORMAT, "version": VERSION, "features": list(NAMES),
             "params": params.as_dict(), "base": forest.base, "depth": forest.depth, **header}
+    return write(path, meta, forest)
+
+
+def write(path: Path, meta: dict[str, Any], forest: Forest) -> int:
+    """A forest and its JSON header as one .npz (fixed member times: the same model gives the
+    same bytes); returns its size."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        # fixed member times: the same model gives the same bytes
         for name, array in (("header", np.frombuffer(
                 json.dumps(meta, indent=1, sort_keys=True).encode(), dtype=np.uint8)),
                 *forest.arrays().items()):
@@ -56,7 +62,20 @@ def save(path: Path, forest: Forest, params: ModelParams, header: dict[str, Any]
 
 
 def load(path: Path = SHIPPED) -> Artefact:
-    """The artefact at path; ModelError when it is not one this code can use."""
+    """The engine model at path; ModelError when it is not one this code can use."""
+    header, arrays = read(path, FORMAT, VERSION, NAMES)
+    try:
+        params = ModelParams(**header["params"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{path}: unreadable model header ({e})") from None
+    return Artefact(forest_of(header, arrays, float(params.rul_cap), len(NAMES), path),
+                    params, header)
+
+
+def read(path: Path, fmt: str, version: int, features: tuple[str, ...]
+         ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    """The header and tree arrays of a model file of this format, version and features;
+    ModelError when it is not one."""
     try:
         if path.stat().st_size > MAX_BYTES:
             raise ModelError(f"{path}: larger than {MAX_BYTES} bytes, not a model file")
@@ -67,29 +86,33 @@ def load(path: Path = SHIPPED) -> Artefact:
     except OSError as e:
         raise ModelError(f"cannot read model {path}: {e.strerror or e}") from None
     except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise ModelError(f"{path}: not a {FORMAT} model file ({e})") from None
+        raise ModelError(f"{path}: not a {fmt} model file ({e})") from None
     try:
         header = json.loads(arrays.pop("header").tobytes())
-        params = ModelParams(**header["params"])
-        depth, base = int(header["depth"]), float(header["base"])
+        int(header["depth"]), float(header["base"])
     except (ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{path}: unreadable model header ({e})") from None
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
+    if header.get("format") != fmt or header.get("version") != version:
         raise ModelError(f"{path}: format {header.get('format')} v{header.get('version')}, "
-                         f"this code reads {FORMAT} v{VERSION}")
-    if header.get("features") != list(NAMES):
+                         f"this code reads {fmt} v{version}")
+    if header.get("features") != list(features):
         raise ModelError(f"{path}: built on other features than this code computes")
+    return header, arrays
+
+
+def forest_of(header: dict[str, Any], arrays: dict[str, NDArray[Any]], cap: float,
+              n_features: int, path: Path) -> Forest:
     forest = Forest(feature=arrays["feature"].astype(np.int32),
                     threshold=arrays["threshold"].astype(np.float64),
                     left=arrays["left"].astype(np.int32), right=arrays["right"].astype(np.int32),
                     leaf=arrays["leaf"].astype(bool), value=arrays["value"].astype(np.float64),
-                    roots=arrays["roots"].astype(np.int32), base=base,
-                    cap=float(params.rul_cap), depth=depth)
-    _check(forest, path)
-    return Artefact(forest, params, header)
+                    roots=arrays["roots"].astype(np.int32), base=float(header["base"]),
+                    cap=cap, depth=int(header["depth"]))
+    _check(forest, n_features, path)
+    return forest
 
 
-def _check(forest: Forest, path: Path) -> None:
+def _check(forest: Forest, n_features: int, path: Path) -> None:
     """Indices in range and every walk ending on a leaf: a damaged file fails here, not as an
     IndexError in the middle of a prediction."""
     n = len(forest.value)
@@ -98,7 +121,7 @@ def _check(forest: Forest, path: Path) -> None:
     ok = sizes == {n} and n > 0 and len(forest.roots) > 0 and 0 <= forest.depth <= 64
     ok = ok and all(0 <= int(a.min()) and int(a.max()) < n
                     for a in (forest.left, forest.right, forest.roots))
-    ok = ok and 0 <= int(forest.feature.min()) and int(forest.feature.max()) < len(NAMES)
+    ok = ok and 0 <= int(forest.feature.min()) and int(forest.feature.max()) < n_features
     if ok:
         node = forest.roots.copy()
         for _ in range(forest.depth):

@@ -13,13 +13,15 @@ ratio (LLR) of "declining since some onset" over "steady", the onset and levels 
 - when (wander): the start time of day spreading out from an onset (personal: when someone
   trains at home says when they are in).
 
-The evidence is their sum (the wander's at half weight); a device is at risk when it is at
-least EVIDENCE_MIN and something fell that matters (the rate by a fifth or the effort by
-EFFORT_DROP_MIN). The activities' length is fitted the same way and shown in the reason but
-not counted: busy spells shorten everyone's rides now and then, and counting it listed more
-people in a spell than it found leavers (docs/loop.md has the figures). The first prototype,
-a test of the last weeks' count against the weeks before, did a little worse than the
-decline model: it throws away when in the window the rides stopped.
+The activities' length is fitted the same way (the slide model on minutes). Which of these
+tell a leaver from someone in a busy spell (a few weeks of shorter, fewer rides that pass) is
+learned: cloud.loop.churn_model weighs the signals' log-likelihood ratios, what fell by how
+much, the days since the last activity and how many there were, and lists a device whose
+risk reaches its threshold. The reason shows the signals, and their plain sum as the
+evidence. The hand-set rule before it (the sum of three signals at least 4.5, and the rate
+or the effort down) listed with precision 0.80 and recall 0.78; docs/benchmarks.md has both.
+The first prototype, a test of the last weeks' count against the weeks before, did a little
+worse than the decline model: it throws away when in the window the rides stopped.
 
 Also listed, with their own reason: devices with no activity for LAPSED_DAYS (already
 lapsed: customer success still wants to call them, but a churn model earns nothing for
@@ -33,7 +35,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from cloud.loop import churn_model
 from cloud.loop.activity import DAY_MS, GAP_MS
+from cloud.loop.churn_model import ChurnModel
 from cloud.loop.kpis import ACTIVITY_WORD, History, permits
 from protocol.consent import PERSONAL
 
@@ -49,11 +53,9 @@ MIN_AFTER = 2  # ... and at least this many after it
 MIN_MINUTES = 3  # shorter runs of records are not a ride (a bike bumped, a test)
 SIGMA_FLOOR = 0.04  # the least ride-to-ride spread of a measure, in log units (4 %)
 WANDER_FLOOR_MIN = 10.0  # the least spread of a start time around its usual one, minutes
-# The decision: the signals' log-likelihood ratios summed (the wander's at half weight: it is
-# the weakest and the noisiest), at least EVIDENCE_MIN.
-EVIDENCE_MIN = 4.5
+# The evidence shown: the signals' log-likelihood ratios summed (the wander's at half weight:
+# it is the weakest and the noisiest). The decision is churn_model's.
 WANDER_WEIGHT = 0.5
-EFFORT_DROP_MIN = 0.05
 # What the reason mentions: a signal whose fall is at least this
 MINUTES_SHOWN = 0.1
 EFFORT_SHOWN = 0.03
@@ -300,15 +302,22 @@ def _day(ms: int) -> str:
 @dataclass(frozen=True)
 class Evidence:
     """Everything the model weighed for one device: each signal's own fit (None when it was
-    not read: too few activities, or consent does not cover it) and their sum."""
+    not read: too few activities, or consent does not cover it), their sum, and what the
+    learned decision reads besides (cloud.loop.churn_model)."""
 
     decline: Decline
     effort: Slide | None  # power (bike, usage) or reps a minute (mirror, personal)
-    minutes: Slide | None  # the activities' length: shown, not counted (busy spells)
+    minutes: Slide | None  # the activities' length
     wander: Wander | None  # the start time's spread (personal)
+    idle_days: float = 0.0  # since the last activity
+    activities: int = 0  # in the history window
+    mirror: bool = False
+    personal: bool = False
 
     @property
     def total(self) -> float:
+        """The signals' log-likelihood ratios summed (the wander's at half weight): what the
+        reason shows as the evidence."""
         return (self.decline.llr + (self.effort.llr if self.effort else 0.0)
                 + WANDER_WEIGHT * (self.wander.llr if self.wander else 0.0))
 
@@ -317,11 +326,27 @@ class Evidence:
         return max((t.drop for t in self.effort.trends), default=0.0) if self.effort else 0.0
 
     @property
-    def at_risk(self) -> bool:
-        """Enough evidence, and a fall that matters: the rate down a fifth or the effort down
-        EFFORT_DROP_MIN (a start time that wanders alone is no decline)."""
-        return self.total >= EVIDENCE_MIN and (self.decline.factor <= FACTOR_MAX
-                                               or self.effort_drop >= EFFORT_DROP_MIN)
+    def minutes_drop(self) -> float:
+        return self.minutes.trends[0].drop if self.minutes and self.minutes.trends else 0.0
+
+    def features(self) -> tuple[float, ...]:
+        """What the churn model reads, in churn_model.FEATURES' order."""
+        w = self.wander
+        return (self.decline.llr, self.effort.llr if self.effort else 0.0,
+                w.llr if w else 0.0, self.minutes.llr if self.minutes else 0.0,
+                self.decline.factor, self.effort_drop, self.minutes_drop,
+                w.now_min / w.before_min if w and w.before_min > 0 else 1.0,
+                self.idle_days, float(self.activities), self.decline.before_per_week,
+                float(self.mirror), float(self.personal))
+
+    def risk(self, model: ChurnModel | None = None) -> float:
+        """The chance that this person is disengaging (the shipped model by default)."""
+        return (model or churn_model.shipped()).risk(self.features())
+
+    def at_risk(self, model: ChurnModel | None = None) -> bool:
+        """On the list: a risk at or above the model's threshold."""
+        m = model or churn_model.shipped()
+        return m.risk(self.features()) >= m.threshold
 
 
 def evidence(h: History, product: str, personal: bool,
@@ -337,13 +362,16 @@ def evidence(h: History, product: str, personal: bool,
     if effort_name in m.values:
         effort = slide(Measures(m.starts_ms, {effort_name: m.values[effort_name]}))
     minutes = slide(Measures(m.starts_ms, {"minutes": m.values["minutes"]}))
-    return Evidence(d, effort, minutes, wander(h) if personal else None)
+    last = max(a.start_ms for a in h.acts)
+    return Evidence(d, effort, minutes, wander(h) if personal else None,
+                    idle_days=(h.at_ms - last) / DAY_MS, activities=len(h.acts),
+                    mirror=product == "mirror", personal=personal)
 
 
-def reason(word: str, e: Evidence) -> tuple[str, int | None]:
+def reason(word: str, e: Evidence, risk: float | None = None) -> tuple[str, int | None]:
     """What the customer-success team reads, and since when: "rides shortened from 48 to 31
     minutes, power fell from 182 to 160 W; rides fell from 4.1 to 2.0 a week since about
-    2026-04-09 (evidence 9.3 ...)". Each part only where its signal shows; the date is the
+    2026-04-09 (risk 81%, evidence 9.3 ...)". Each part only where its signal shows; the date is the
     onset of the strongest signal that counted."""
     parts: list[str] = []
     counted: list[tuple[float, int]] = []  # (its evidence, its onset)
@@ -370,16 +398,19 @@ def reason(word: str, e: Evidence) -> tuple[str, int | None]:
     text = (", ".join(parts) + "; " if parts else "") + rate
     if since is not None:
         text += f" since about {_day(since)}"
-    text += (f" (evidence {e.total:.1f}: log-likelihood ratio of a decline over steady use, "
-             "summed over the signals)")
+    risk_text = f"risk {100 * risk:.0f}%, " if risk is not None else ""
+    text += (f" ({risk_text}evidence {e.total:.1f}: log-likelihood ratio of a decline over "
+             "steady use, summed over the signals)")
     return text, since
 
 
 def assess(device: str, customer: str | None, product: str | None, consent: str | None,
-           h: History | None, reps: dict[int, float] | None = None) -> Risk | None:
+           h: History | None, reps: dict[int, float] | None = None,
+           model: ChurnModel | None = None) -> Risk | None:
     """The device's churn risk with its reason, or None (not at risk, or not a product people
     use by habit). `reps`: a mirror's reps per session by its start (personal data: pass it
-    only for a device that shares it; it is ignored otherwise)."""
+    only for a device that shares it; it is ignored otherwise). `model`: the decision
+    (default: the shipped one)."""
     if product not in ("bike", "mirror"):
         return None
     word = ACTIVITY_WORD[product]
@@ -394,7 +425,11 @@ def assess(device: str, customer: str | None, product: str | None, consent: str 
         return Risk(device, customer, product, LAPSED,
                     f"no {word} for {idle_days:.0f} days (last on {_day(last)})", last)
     e = evidence(h, product, permits(consent, PERSONAL), reps)
-    if e is None or not e.at_risk:
+    if e is None:
         return None
-    text, since = reason(word, e)
+    m = model or churn_model.shipped()
+    risk = m.risk(e.features())
+    if risk < m.threshold:
+        return None
+    text, since = reason(word, e, risk)
     return Risk(device, customer, product, DECLINING, text, since)

@@ -23,7 +23,8 @@ from fleetloop import bench_churn
 from fleetloop.fleet.draws import WEEK_MS
 
 END = 1_780_000_000_000
-SEED = 3  # the weakest of seeds 1-6 at this size (precision 0.71, recall 0.83)
+SEED = 3  # the weakest of the scored seeds 1-3 at this size (precision 0.75, recall 0.88);
+# the churn model learned from seeds 4-9
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,9 @@ def test_the_churn_list_at_week_10_finds_who_disengages_by_week_12(
         s = bench_churn.score(store, sim, week=10)
     assert s.scored >= 100 and s.positives >= 15  # a fleet big enough to mean something
     base_rate = s.positives / s.scored
-    assert s.precision >= 0.6 and s.precision >= 2.5 * base_rate, s
-    assert s.recall >= 0.65, s
-    assert s.recall_older_onsets >= 0.7, s
+    assert s.precision >= 0.7 and s.precision >= 3 * base_rate, s
+    assert s.recall >= 0.8, s
+    assert s.recall_older_onsets >= 0.85, s
 
 
 def test_every_entry_says_why(fleet: tuple[AnyDatabase, bench_churn.Fleet]) -> None:
@@ -139,7 +140,7 @@ def test_shorter_rides_and_less_power_count_as_evidence_and_are_named() -> None:
     steady = churn.evidence(_history(days, [45 * rng.uniform(0.9, 1.1) for _ in days],
                                      [200 * rng.uniform(0.95, 1.05) for _ in days]),
                             "bike", personal=False)
-    assert steady is not None and not steady.at_risk
+    assert steady is not None and not steady.at_risk()
     assert steady.effort is not None and steady.effort.llr < 2
 
 
