@@ -30,6 +30,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -158,27 +159,33 @@ def as_dict(s: Score) -> dict[str, Any]:
     return asdict(s)
 
 
+@contextmanager
+def simulated(seed: int, products: Sequence[tuple[str, int]], weeks: int,
+              interval_ms: int = 60_000) -> Iterator[tuple[Store, Fleet]]:
+    """A throwaway SQLite store holding the fleet of this seed, played over `weeks`."""
+    from cloud.db import open_database
+
+    with tempfile.TemporaryDirectory(prefix="fleetloop-churn-") as tmp:
+        db = open_database(Path(tmp) / "cloud.db")
+        db.open()
+        try:
+            with db.connection() as store:
+                yield store, load(store, seed, products, weeks, END_MS, interval_ms)
+        finally:
+            db.close()
+
+
 def bench(seeds: Sequence[int], bikes: int, mirrors: int, weeks: int, week: int,
           log: Callable[[str], None] = lambda _line: None) -> dict[str, Any]:
     """One fleet per seed on a throwaway SQLite store; the scores and their means."""
-    from cloud.db import open_database
-
     if not 2 <= week <= weeks - 2:
         raise ValueError(f"the list's week must be in 2..{weeks - 2} (truth two weeks later)")
     runs = []
     for seed in seeds:
-        with tempfile.TemporaryDirectory(prefix="fleetloop-churn-") as tmp:
-            db = open_database(Path(tmp) / "cloud.db")
-            db.open()
-            try:
-                with db.connection() as store:
-                    began = time.monotonic()
-                    fleet = load(store, seed, [("bike", bikes), ("mirror", mirrors)], weeks,
-                                 END_MS)
-                    loaded = time.monotonic() - began
-                    s = score(store, fleet, week)
-            finally:
-                db.close()
+        began = time.monotonic()
+        with simulated(seed, [("bike", bikes), ("mirror", mirrors)], weeks) as (store, fleet):
+            loaded = time.monotonic() - began
+            s = score(store, fleet, week)
         log(f"seed {seed}: precision {s.precision}, recall {s.recall} ({s.positives} "
             f"positives, {s.listed} listed; {fleet.records} records stored in {loaded:.1f} s)")
         runs.append({"seed": seed, "records": fleet.records, **as_dict(s)})

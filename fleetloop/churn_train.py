@@ -10,9 +10,7 @@ threshold out of fold, a seed at a time.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +28,9 @@ SEEDS = (4, 5, 6, 7, 8, 9)
 # with it gave a threshold that scored worse at week 10 and no better at week 8.
 AT_WEEKS = (10,)
 SPAN_WEEKS = 12
+# The sampling of the fleets it learns from: the benchmark's one a minute, and the loop's
+# proof's one every five minutes (coarser rides: shorter runs of records, rounder minutes).
+INTERVALS_S = (60, 300)
 
 
 def rows_at(store: Store, fleet: bench_churn.Fleet, week: int
@@ -57,31 +58,26 @@ def rows_at(store: Store, fleet: bench_churn.Fleet, week: int
 
 
 def train(seeds: Sequence[int] = SEEDS, at_weeks: Sequence[int] = AT_WEEKS, bikes: int = 500,
-          mirrors: int = 100, log: Callable[[str], None] = lambda _line: None) -> ChurnModel:
-    from cloud.db import open_database
-
+          mirrors: int = 100, intervals_s: Sequence[int] = INTERVALS_S,
+          log: Callable[[str], None] = lambda _line: None) -> ChurnModel:
     xs: list[tuple[float, ...]] = []
     ys: list[bool] = []
     groups: list[int] = []
     for seed in seeds:
         if seed in bench_churn.SCORED_SEEDS:
             raise ValueError(f"seed {seed} is one the benchmark scores: train on others")
-        with tempfile.TemporaryDirectory(prefix="fleetloop-churn-train-") as tmp:
-            db = open_database(Path(tmp) / "cloud.db")
-            db.open()
-            try:
-                with db.connection() as store:
-                    fleet = bench_churn.load(store, seed, [("bike", bikes), ("mirror", mirrors)],
-                                             SPAN_WEEKS, bench_churn.END_MS)
-                    for week in at_weeks:
-                        x, y = rows_at(store, fleet, week)
-                        xs += x
-                        ys += y
-                        groups += [seed] * len(y)
-            finally:
-                db.close()
-        log(f"seed {seed}: {len(ys)} rows so far, {sum(ys)} of them disengaging")
+        for interval in intervals_s:
+            with bench_churn.simulated(seed, [("bike", bikes), ("mirror", mirrors)], SPAN_WEEKS,
+                                       interval * 1000) as (store, fleet):
+                for week in at_weeks:
+                    x, y = rows_at(store, fleet, week)
+                    xs += x
+                    ys += y
+                    groups += [seed] * len(y)  # one fold holds a seed's every row
+            log(f"seed {seed}, a sample every {interval} s: {len(ys)} rows so far, "
+                f"{sum(ys)} of them disengaging")
     header = {"trained_on": {"seeds": list(seeds), "weeks": list(at_weeks), "bikes": bikes,
-                             "mirrors": mirrors, "span_weeks": SPAN_WEEKS}}
+                             "mirrors": mirrors, "span_weeks": SPAN_WEEKS,
+                             "intervals_s": list(intervals_s)}}
     return churn_model.fit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float),
                            np.asarray(groups), header)

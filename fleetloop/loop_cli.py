@@ -146,13 +146,13 @@ def train_engines_cmd(
                f"{held['rul_rmse']:.2f}")
 
 
-def _seeds(text: str) -> tuple[int, ...]:
+def _integers(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise _fail(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+        raise _fail(f"{text!r} is not a comma-separated list of integers") from None
     if not seeds:
-        raise _fail("--seeds: give at least one seed")
+        raise _fail(f"{text!r}: give at least one number")
     return seeds
 
 
@@ -165,22 +165,27 @@ def train_churn_cmd(
         "--at-weeks", help="Weeks of the 12-week span at which a list is made.")] = "10",
     bikes: Annotated[int, typer.Option(min=10, max=5000, help="Riders per fleet.")] = 500,
     mirrors: Annotated[int, typer.Option(min=0, max=5000, help="Mirror users per fleet.")] = 100,
+    intervals: Annotated[str, typer.Option(
+        help="Seconds between samples while in use; each fleet is played at each.")] = "60,300",
     json_out: JsonOpt = False,
 ) -> None:
     """Rebuild the churn list's model from simulated fleets whose truth is known: boosted
     trees on the churn signals, and the threshold chosen out of fold (a fleet at a time).
-    About a minute a fleet.
+    About a minute a fleet at each interval.
 
     Example: fleetloop loop train-churn --out cloud/loop/models/churn-v1.npz
     """
     from cloud.loop.churn_model import save
     from fleetloop.churn_train import train
 
-    at_weeks = _seeds(weeks)
+    at_weeks = _integers(weeks)
     if not all(2 <= w <= 10 for w in at_weeks):
         raise _fail("--at-weeks: each week must be in 2..10 (the truth two weeks later)")
+    every = _integers(intervals)
+    if not all(1 <= i <= 3600 for i in every):
+        raise _fail("--intervals: each must be 1..3600 seconds")
     try:
-        model = train(_seeds(seeds), at_weeks, bikes, mirrors,
+        model = train(_integers(seeds), at_weeks, bikes, mirrors, every,
                       log=lambda line: None if json_out else typer.echo(line))
         size = save(out, model)
     except ValueError as exc:

@@ -106,7 +106,8 @@ def test_fit_learns_the_signal_and_chooses_its_threshold_out_of_fold() -> None:
 def test_train_churn_rebuilds_a_model_from_small_fleets(tmp_path: Path) -> None:
     out = tmp_path / "churn.npz"
     result = runner.invoke(app, ["loop", "train-churn", "--out", str(out), "--seeds", "4,5",
-                                 "--bikes", "60", "--mirrors", "20", "--json"])
+                                 "--bikes", "60", "--mirrors", "20", "--intervals", "60",
+                                 "--json"])
     assert result.exit_code == 0, result.stdout + result.stderr
     m = churn_model.load(out)
     assert m.header["trained_on"]["seeds"] == [4, 5] and m.header["rows"] > 60
@@ -117,6 +118,7 @@ def test_train_churn_rebuilds_a_model_from_small_fleets(tmp_path: Path) -> None:
     (["--seeds", "1,4"], "seed 1 is one the benchmark scores"),
     (["--seeds", "four"], "not a comma-separated list"),
     (["--at-weeks", "11"], "each week must be in 2..10"),
+    (["--intervals", "0"], "each must be 1..3600 seconds"),
 ])
 def test_train_churn_refuses_bad_input(args: list[str], words: str, tmp_path: Path) -> None:
     result = runner.invoke(app, ["loop", "train-churn", "--out", str(tmp_path / "m.npz"),
