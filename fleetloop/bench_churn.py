@@ -37,7 +37,7 @@ from typing import Any
 
 from cloud.loop import churn, health
 from cloud.store import CustomerRow, DeviceRow, RegistryRow, Store
-from fleetloop.fleet.behaviour import build, drive
+from fleetloop.fleet.behaviour import SettingsAt, build, drive
 from fleetloop.fleet.draws import DAY_MS, WEEK_MS
 from fleetloop.fleet.truth import Truth
 
@@ -59,8 +59,13 @@ class Fleet:
     records: int
 
 
+# A device's settings over the span, from (device, the span's start, its plain settings):
+# what a policy that reaches it part-way does.
+Changes = Callable[[str, int, dict[str, int]], SettingsAt]
+
+
 def load(store: Store, seed: int, products: Sequence[tuple[str, int]], weeks: int,
-         end_ms: int, interval_ms: int = 60_000) -> Fleet:
+         end_ms: int, interval_ms: int = 60_000, changes: Changes | None = None) -> Fleet:
     """Simulate the fleet over `weeks` ending at end_ms and store every record."""
     start = end_ms - weeks * WEEK_MS
     truth = Truth(seed, start, end_ms, 1.0)
@@ -71,7 +76,8 @@ def load(store: Store, seed: int, products: Sequence[tuple[str, int]], weeks: in
         for i in range(count):
             device = f"{product}-{i + 1}"
             behaviour = build(device, product, seed, start, end_ms, truth)
-            total += _store(store, device, product, drive(behaviour, start, end_ms, settings),
+            plan = changes(device, start, settings) if changes else settings
+            total += _store(store, device, product, drive(behaviour, start, end_ms, plan),
                             start)
             ids.append(device)
     return Fleet(truth, start, tuple(ids), total)
@@ -102,6 +108,22 @@ def _store(store: Store, device: str, product: str,
         store.save_device(replace(row, last_seq=seq, records=seq, last_seen_ms=last_t,
                                   last_metrics=last_m))
     return seq
+
+
+def disengagement_as_lived(truth: Truth) -> Truth:
+    """The truth with each person's `disengage_at_ms` set to when their habit really began to
+    fade (the truth's `disengage` event), or None when it never did: a coached responder whose
+    decline the coaching halted is no longer a churn positive."""
+    began: dict[str, int] = {}
+    for e in truth.events(kind="disengage"):
+        began.setdefault(e["d"], e["t"])
+    lived = Truth(truth.seed, truth.start_ms, truth.end_ms, truth.speed)
+    for device, dt in truth.devices.items():
+        traits = dict(dt.traits)
+        if "disengage_at_ms" in traits:
+            traits["disengage_at_ms"] = began.get(device)
+        lived.device(device, dt.product, traits)
+    return lived
 
 
 @dataclass(frozen=True)
@@ -161,7 +183,8 @@ def as_dict(s: Score) -> dict[str, Any]:
 
 @contextmanager
 def simulated(seed: int, products: Sequence[tuple[str, int]], weeks: int,
-              interval_ms: int = 60_000) -> Iterator[tuple[Store, Fleet]]:
+              interval_ms: int = 60_000, changes: Changes | None = None
+              ) -> Iterator[tuple[Store, Fleet]]:
     """A throwaway SQLite store holding the fleet of this seed, played over `weeks`."""
     from cloud.db import open_database
 
@@ -170,7 +193,7 @@ def simulated(seed: int, products: Sequence[tuple[str, int]], weeks: int,
         db.open()
         try:
             with db.connection() as store:
-                yield store, load(store, seed, products, weeks, END_MS, interval_ms)
+                yield store, load(store, seed, products, weeks, END_MS, interval_ms, changes)
         finally:
             db.close()
 

@@ -337,27 +337,11 @@ def decisions_audited(sim: Simulation, token: str) -> list[dict[str, Any]]:
             for e in resp.json() if str(e["action"]).startswith("policy.")]
 
 
-def disengagement_as_lived(truth: Truth) -> Truth:
-    """The truth with each person's `disengage_at_ms` set to when their habit really began to
-    fade (the truth's `disengage` event), or None when it never did: a coached responder whose
-    decline the coaching halted is no longer a churn positive."""
-    began: dict[str, int] = {}
-    for e in truth.events(kind="disengage"):
-        began.setdefault(e["d"], e["t"])
-    lived = Truth(truth.seed, truth.start_ms, truth.end_ms, truth.speed)
-    for device, dt in truth.devices.items():
-        traits = dict(dt.traits)
-        if "disengage_at_ms" in traits:
-            traits["disengage_at_ms"] = began.get(device)
-        lived.device(device, dt.product, traits)
-    return lived
-
-
 def score_churn(sim: Simulation, week: int) -> dict[str, Any]:
     """The churn-risk list as of `week`, scored by bench_churn's own scoring on the cloud's
     store, against the disengagement the truth recorded."""
     from cloud.db import open_database
-    from fleetloop.bench_churn import Fleet, as_dict, score
+    from fleetloop.bench_churn import Fleet, as_dict, disengagement_as_lived, score
 
     devices = tuple(d for d, _, _ in sim.plan.devices)
     fleet = Fleet(disengagement_as_lived(sim.truth), sim.fleet.start_ms, devices,

@@ -167,6 +167,11 @@ def train_churn_cmd(
     mirrors: Annotated[int, typer.Option(min=0, max=5000, help="Mirror users per fleet.")] = 100,
     intervals: Annotated[str, typer.Option(
         help="Seconds between samples while in use; each fleet is played at each.")] = "60,300",
+    with_policies: Annotated[bool, typer.Option(
+        "--with-policies/--without-policies",
+        help="Play each fleet once more with coaching and an over-hard target reaching some "
+        "riders part-way, as the loop's policies do (tried: it did not help; docs/loop.md).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Rebuild the churn list's model from simulated fleets whose truth is known: boosted
@@ -185,7 +190,7 @@ def train_churn_cmd(
     if not all(1 <= i <= 3600 for i in every):
         raise _fail("--intervals: each must be 1..3600 seconds")
     try:
-        model = train(_integers(seeds), at_weeks, bikes, mirrors, every,
+        model = train(_integers(seeds), at_weeks, bikes, mirrors, every, with_policies,
                       log=lambda line: None if json_out else typer.echo(line))
         size = save(out, model)
     except ValueError as exc:

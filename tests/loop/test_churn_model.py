@@ -126,3 +126,29 @@ def test_train_churn_refuses_bad_input(args: list[str], words: str, tmp_path: Pa
     assert result.exit_code == 2 and words in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_the_training_policies_reach_some_riders_part_way_and_no_mirror() -> None:
+    """--with-policies: coaching from a drawn week for some riders, an over-hard target for
+    two weeks for others; mirrors and the rest keep their settings."""
+    from fleetloop.churn_train import POLICY_WEEKS, policies
+    from fleetloop.fleet.draws import WEEK_MS
+
+    plain = {"coach_mode": 0, "target_power_w": 0, "interval_ms": 60_000}
+    changes = policies(4)
+    coached = overreached = 0
+    for i in range(1, 201):
+        plan = changes(f"bike-{i}", 0, plain)
+        if plan is plain:
+            continue
+        assert callable(plan)
+        assert plan(int(POLICY_WEEKS[0] * WEEK_MS) - 1) == plain  # nothing before the drawn week
+        late = [plan(int(w * WEEK_MS)) for w in (7.0, 7.5, 9.5, 12.0)]
+        if late[0]["coach_mode"] == 1:
+            coached += 1
+            assert all(s["coach_mode"] == 1 for s in late)  # kept on
+        else:
+            overreached += 1
+            assert late[-1] == plain  # reverted after two weeks
+    assert 60 < coached < 120 and 10 < overreached < 50
+    assert changes("mirror-1", 0, plain) is plain
