@@ -7,7 +7,10 @@ buffered, the ingest path pays one header look-up):
 - a request body is bounded: MAX_JSON_BYTES for every endpoint except the raw ingest bodies,
   and the bundle upload, which their own dependencies bound (protocol.batch and
   protocol.bundle limits). Too large: 413 with a reason,
-  before the app reads a byte of it when Content-Length says so, while reading otherwise.
+  before the app reads a byte of it when Content-Length says so, while reading otherwise;
+- a NUL character in the path or the query is refused with 422 and its reason before any
+  route sees it (PostgreSQL's text cannot hold one, and no name or filter of ours has one:
+  the same answer on either backend).
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ class Methods:
             if methods:
                 await _answer(send, 204, [(b"allow", ", ".join(methods).encode())])
                 return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            headers, body = _error("the path or query holds a NUL character (%00)")
+            await _answer(send, 422, headers, body)
+            return
         bounded = not scope["path"].startswith(RAW_BODY_PREFIXES)
         if bounded:
             for name, value in scope.get("headers", ()):

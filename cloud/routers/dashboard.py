@@ -24,6 +24,7 @@ from cloud.deps import (
     dashboard_access,
 )
 from cloud.errors import Forbidden
+from cloud.openapi import errors
 from cloud.services import audit as audit_service
 from cloud.services import cohorts as cohort_service
 from cloud.services import customers as customer_service
@@ -92,7 +93,7 @@ def dashboard(viewer: ViewerDep, store: DbDep, now_ms: NowDep, settings: Setting
                                   settings.dev, viewer))
 
 
-@router.get("/devices/{device_id}", response_class=HTMLResponse)
+@router.get("/devices/{device_id}", response_class=HTMLResponse, responses=errors(400))
 def device_page(
     viewer: ViewerDep,
     device: DeviceOr404,
@@ -139,7 +140,7 @@ def customers_page(viewer: FleetViewer, store: DbDep) -> HTMLResponse:
     return _html(fleet_pages.customers_page(store.list_customers(), products, viewer))
 
 
-@router.get("/customers/{customer_id}", response_class=HTMLResponse)
+@router.get("/customers/{customer_id}", response_class=HTMLResponse, responses=errors(400))
 def customer_page(
     customer_id: str, viewer: FleetViewer, store: DbDep, now_ms: NowDep,
     metric: Metric = None, from_ms: RangeMs = None, to_ms: RangeMs = None,
@@ -164,7 +165,7 @@ def cohorts_page(viewer: FleetViewer, store: DbDep) -> HTMLResponse:
     return _html(fleet_pages.cohorts_page(rows, sizes, viewer))
 
 
-@router.get("/cohorts/{name}", response_class=HTMLResponse)
+@router.get("/cohorts/{name}", response_class=HTMLResponse, responses=errors(400))
 def cohort_page(
     name: Name, viewer: FleetViewer, store: DbDep, now_ms: NowDep,
     metric: Metric = None, from_ms: RangeMs = None, to_ms: RangeMs = None,
