@@ -253,7 +253,13 @@ class DailyHabit:
 
     def sample(self, t_ms: int, settings: Mapping[str, int]) -> Metrics | None:
         if self.active:
-            return self._active_sample(t_ms, settings)
+            if t_ms <= self.act_end + settings["interval_ms"]:  # on time, or a little late
+                return self._active_sample(t_ms, settings)
+            # The device was not sampling when the activity ended (it was restarting for a
+            # config or off): the rest of it went unmeasured, and a sample now, hours later,
+            # would be a ride at a time the rider is not riding.
+            self.active = False
+            self._finish(self.act_end)
         self._observe(t_ms, settings)
         while self.plan.slot_ms <= t_ms:
             self._decide_day(settings)

@@ -116,6 +116,35 @@ def test_idle_time_is_slept_through_and_sampling_is_cheap() -> None:
     assert calls <= ride_samples + 12 * 7 + len(rides) + 2
 
 
+@pytest.mark.parametrize("product", ["bike", "mirror"])
+def test_an_activity_the_device_was_off_for_ends_unmeasured(product: str) -> None:
+    """A device that stops sampling in the middle of a ride or session (it restarts for a
+    config: at the simulator's speed, seconds of wall time are hours of data time) and comes
+    back hours later gets no sample of that activity then: the person stopped long ago. (Found
+    in the loop's proof: a ride's next sample came at 01:28 at night, a ride of its own.)"""
+    truth = Truth(SEED, START, span(4), 1.0)
+    device = build(f"{product}-00003", product, SEED, START, span(4), truth)
+    t = START
+    while device.sample(t, MINUTELY) is None:
+        t += device.rest_ms(t, MINUTELY)
+    first = t
+    back = first + 6 * 3_600_000  # off from the first sample on, back six hours later
+    assert device.sample(back, MINUTELY) is None
+    (ended,) = truth.events("ride" if product == "bike" else "session")
+    assert ended["t"] <= first < ended["end_ms"] < back and ended["samples"] == 1
+    # a sample a little late (less than one interval after the end) still belongs to it
+    truth = Truth(SEED, START, span(4), 1.0)
+    device = build(f"{product}-00003", product, SEED, START, span(4), truth)
+    t = START
+    while device.sample(t, MINUTELY) is None:
+        t += device.rest_ms(t, MINUTELY)
+    (planned_end,) = [device.act_end]  # type: ignore[attr-defined]
+    while t + 2 * MINUTELY["interval_ms"] <= planned_end:  # on time, up to the last one
+        t += MINUTELY["interval_ms"]
+        assert device.sample(t, MINUTELY) is not None
+    assert device.sample(planned_end + 30_000, MINUTELY) is not None  # the last one, late
+
+
 # -- bike riders ---------------------------------------------------------------------------------
 
 def test_weekly_rides_track_the_riders_trait() -> None:
