@@ -346,7 +346,7 @@ class Evidence:
     def at_risk(self, model: ChurnModel | None = None) -> bool:
         """On the list: a risk at or above the model's threshold."""
         m = model or churn_model.shipped()
-        return m.risk(self.features()) >= m.threshold
+        return self.risk(m) >= m.threshold
 
 
 def evidence(h: History, product: str, personal: bool,
@@ -428,7 +428,7 @@ def assess(device: str, customer: str | None, product: str | None, consent: str 
     if e is None:
         return None
     m = model or churn_model.shipped()
-    risk = m.risk(e.features())
+    risk = e.risk(m)
     if risk < m.threshold:
         return None
     text, since = reason(word, e, risk)
