@@ -30,7 +30,6 @@ from cloud.settings import POSTGRES_SCHEMES
 from cloud.store import (
     AuditRow,
     BatchRow,
-    Bucket,
     CohortRow,
     ConfigRow,
     ConsentAuditRow,
@@ -44,10 +43,9 @@ from cloud.store import (
     RegistryRow,
     SessionRow,
     Store,
-    TelemetryRow,
-    TelemetryValues,
     TokenRow,
 )
+from cloud.telemetry_db import TelemetrySql
 
 # The range of a 64-bit INTEGER/BIGINT column: a quarantined item's seq outside it is kept in
 # the item's JSON only.
@@ -291,7 +289,6 @@ _DEVICE_COLS = (
     " consent_cap_version"
 )
 _DEVICE_PLACES = ", ".join("?" * 16)
-_TELEMETRY_COLS = "device, incarnation, seq, t, m, gateway, batch_seq, consent"
 _AUDIT_COLS = "id, device, at_ms, origin, requested_by, from_tier, to_tier, fields, rows_changed"
 _HEARTBEAT_COLS = "id, device, incarnation, t, received_ms, body"
 _CONFIG_COLS = "revision, device, version, issued_ms, settings, envelope"
@@ -332,7 +329,7 @@ def _profile(row: tuple[Any, ...]) -> ProfileRow:
                       active=bool(row[7]))
 
 
-class SqliteStore(RolloutSql, AggregateSql, PolicySql):
+class SqliteStore(RolloutSql, AggregateSql, PolicySql, TelemetrySql):
     """store.Store over one sqlite3 connection (or, through cloud.pg, one PostgreSQL one);
     the updates' statements come from cloud.rollout_db."""
 
@@ -470,60 +467,6 @@ class SqliteStore(RolloutSql, AggregateSql, PolicySql):
             row.consent_cap, row.consent_cap_version,
         )
 
-    def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int:
-        if not rows:
-            return 0
-        cur = self._conn.executemany(
-            f"INSERT INTO telemetry ({_TELEMETRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (device, incarnation, seq) DO NOTHING",
-            [(r.device, r.incarnation, r.seq, r.t, _dumps(r.m), r.gateway, r.batch_seq,
-              None if r.consent is None else _dumps(r.consent))
-             for r in rows],
-        )
-        return cur.rowcount
-
-    def telemetry(
-        self, device_id: str, incarnation: int, after_seq: int, limit: int
-    ) -> list[TelemetryRow]:
-        return self._telemetry_rows(
-            f"SELECT {_TELEMETRY_COLS} FROM telemetry"
-            " WHERE device = ? AND incarnation = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (device_id, incarnation, after_seq, limit),
-        )
-
-    def telemetry_between(
-        self, device_id: str, incarnation: int, low: int, high: int
-    ) -> list[TelemetryRow]:
-        return self._telemetry_rows(
-            f"SELECT {_TELEMETRY_COLS} FROM telemetry"
-            " WHERE device = ? AND incarnation = ? AND seq BETWEEN ? AND ?",
-            (device_id, incarnation, low, high),
-        )
-
-    def _telemetry_rows(self, sql: str, params: Sequence[Any]) -> list[TelemetryRow]:
-        return [
-            TelemetryRow(device=r[0], incarnation=r[1], seq=r[2], t=r[3], m=json.loads(r[4]),
-                         gateway=r[5], batch_seq=r[6],
-                         consent=None if r[7] is None else json.loads(r[7]))
-            for r in self._conn.execute(sql, params)
-        ]
-
-    def metric_rows(self, device_id: str) -> list[TelemetryRow]:
-        return self._telemetry_rows(
-            f"SELECT {_TELEMETRY_COLS} FROM telemetry WHERE device = ? AND consent IS NULL",
-            (device_id,),
-        )
-
-    def set_metrics(
-        self, device_id: str, updates: Sequence[tuple[int, int, dict[str, Any]]]
-    ) -> None:
-        if not updates:
-            return
-        self._conn.executemany(
-            "UPDATE telemetry SET m = ? WHERE device = ? AND incarnation = ? AND seq = ?",
-            [(_dumps(m), device_id, incarnation, seq) for incarnation, seq, m in updates],
-        )
-
     # consent and vitals -----------------------------------------------------------------
 
     def insert_consent_audit(self, row: ConsentAuditRow) -> None:
@@ -607,8 +550,9 @@ class SqliteStore(RolloutSql, AggregateSql, PolicySql):
 
     def counts(self) -> dict[str, int]:
         out = {}
-        for table in ("gateways", "batches", "devices", "telemetry", "configs", "quarantine"):
+        for table in ("gateways", "batches", "devices", "configs", "quarantine"):
             out[table] = int(self._one(f"SELECT COUNT(*) FROM {table}")[0])
+        out["telemetry"] = self.telemetry_count()
         return out
 
     # quarantine -------------------------------------------------------------------------
@@ -701,32 +645,6 @@ class SqliteStore(RolloutSql, AggregateSql, PolicySql):
         return {r[0]: int(r[1]) for r in rows}
 
     # series (cloud.services.series) -----------------------------------------------------
-
-    def metric_buckets(
-        self, device_id: str, metric: str, from_ms: int, to_ms: int, bucket_ms: int
-    ) -> list[Bucket]:
-        """Buckets computed in SQL over the (device, t) index: only the range's rows are read.
-
-        The one statement in the store with dialect-specific JSON: SQLite's
-        `json_extract(m, '$."name"')`, numbers and booleans only (`json_type`). A PostgreSQL
-        store overrides just this method with `(m::jsonb ->> %s)::float8` on rows whose
-        `jsonb_typeof` is number or boolean (booleans as 0/1); the rest of the statement
-        (integer division for the bucket, GROUP BY, MIN/MAX/AVG) is the same.
-        """
-        rows = self._conn.execute(
-            "SELECT (t - ?) / ?, COUNT(*), MIN(v), MAX(v), AVG(v) FROM ("
-            " SELECT t, json_extract(m, '$.\"' || ? || '\"') AS v,"
-            " json_type(m, '$.\"' || ? || '\"') AS kind"
-            " FROM telemetry WHERE device = ? AND t >= ? AND t < ?"
-            ") AS picked WHERE kind IN ('integer', 'real', 'true', 'false')"
-            " GROUP BY 1 ORDER BY 1",
-            (from_ms, bucket_ms, metric, metric, device_id, from_ms, to_ms),
-        )
-        return [
-            Bucket(start_ms=from_ms + int(r[0]) * bucket_ms, count=int(r[1]), min=float(r[2]),
-                   max=float(r[3]), mean=float(r[4]))
-            for r in rows
-        ]
 
     def heartbeats_between(
         self, device_id: str, from_ms: int, to_ms: int, limit: int
@@ -969,17 +887,3 @@ class SqliteStore(RolloutSql, AggregateSql, PolicySql):
             if row is not None:
                 out[row.device] = row
         return out
-
-    # the ingest path ----------------------------------------------------------------------
-
-    def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
-        if not rows:
-            return 0
-        cur = self._conn.executemany(
-            f"INSERT INTO telemetry ({_TELEMETRY_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (device, incarnation, seq) DO NOTHING",
-            [(device, incarnation, seq, t, _dumps(m), gateway, batch_seq,
-              None if consent is None else _dumps(consent))
-             for device, incarnation, seq, t, m, gateway, batch_seq, consent in rows],
-        )
-        return cur.rowcount

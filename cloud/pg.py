@@ -39,9 +39,8 @@ import psycopg
 from psycopg.adapt import Dumper, Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cloud.db import DatabaseError, SqliteStore, _dumps
+from cloud.db import DatabaseError, SqliteStore
 from cloud.schema import SCHEMA_VERSION, upgrade_statements
-from cloud.store import Bucket, TelemetryValues
 
 # Advisory lock keys (advisory locks are per database): one for writers, one for migrations.
 WRITER_LOCK = 0x666C_7772  # "flwr"
@@ -144,28 +143,6 @@ class PgStore(SqliteStore):
 
     BEGIN = ("BEGIN", f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
 
-    def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
-        """SqliteStore's insert as one statement over arrays (unnest), where executemany would
-        have the server plan and run one INSERT per record: the same rows, the same rule for
-        an identity already stored (left alone), the same count."""
-        if not rows:
-            return 0
-        columns: list[list[Any]] = [[] for _ in range(8)]
-        for device, incarnation, seq, t, m, gateway, batch_seq, consent in rows:
-            for column, value in zip(columns, (
-                device, incarnation, seq, t, _dumps(m), gateway, batch_seq,
-                None if consent is None else _dumps(consent),
-            ), strict=True):
-                column.append(value)
-        cur = self._conn.execute(
-            "INSERT INTO telemetry (device, incarnation, seq, t, m, gateway, batch_seq, consent)"
-            " SELECT * FROM unnest(?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[],"
-            " ?::text[], ?::bigint[], ?::text[])"
-            " ON CONFLICT (device, incarnation, seq) DO NOTHING",
-            columns,
-        )
-        return cur.rowcount
-
     def reannounce_config(self, device_id: str) -> int | None:
         revision = super().reannounce_config(device_id)
         if revision is not None:
@@ -175,26 +152,6 @@ class PgStore(SqliteStore):
                 "SELECT setval(pg_get_serial_sequence('configs', 'revision'), ?)", (revision,)
             )
         return revision
-
-    def metric_buckets(
-        self, device_id: str, metric: str, from_ms: int, to_ms: int, bucket_ms: int
-    ) -> list[Bucket]:
-        """SqliteStore.metric_buckets with PostgreSQL's JSON: numbers as they are, booleans
-        as 0/1, anything else left out."""
-        rows = self._conn.execute(
-            "SELECT (t - ?) / ?, COUNT(*), MIN(v), MAX(v), AVG(v) FROM ("
-            " SELECT t, CASE jsonb_typeof(m::jsonb -> ?)"
-            " WHEN 'number' THEN (m::jsonb ->> ?)::float8"
-            " WHEN 'boolean' THEN CASE WHEN (m::jsonb -> ?)::boolean THEN 1.0 ELSE 0.0 END"
-            " END AS v FROM telemetry WHERE device = ? AND t >= ? AND t < ?"
-            ") AS picked WHERE v IS NOT NULL GROUP BY 1 ORDER BY 1",
-            (from_ms, bucket_ms, metric, metric, metric, device_id, from_ms, to_ms),
-        )
-        return [
-            Bucket(start_ms=from_ms + int(r[0]) * bucket_ms, count=int(r[1]), min=float(r[2]),
-                   max=float(r[3]), mean=float(r[4]))
-            for r in rows
-        ]
 
 
 class PgDatabase:

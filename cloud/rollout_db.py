@@ -209,6 +209,6 @@ class RolloutSql:
 
     def has_records_after(self, device_id: str, t: int) -> bool:
         row = self._conn.execute(
-            "SELECT 1 FROM telemetry WHERE device = ? AND t > ? LIMIT 1", (device_id, t)
+            "SELECT 1 FROM telemetry_chunks WHERE device = ? AND t_hi > ? LIMIT 1", (device_id, t)
         ).fetchone()
         return row is not None

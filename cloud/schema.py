@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS gateways (
@@ -434,9 +434,39 @@ _V11 = [
     )""",
 ]
 
+# Version 12: telemetry in chunks (cloud.telemetry_db): one row per run of a device's records of
+# one incarnation and one batch, the records as a JSON array, instead of one row per record
+# (three B-tree inserts and a JSON text per record were most of the cost of ingest). The
+# rows stored before become chunks of one record each; (device, incarnation, seq_lo) is the
+# key, (device, t_hi) the time index.
+_V12 = [
+    """CREATE TABLE IF NOT EXISTS telemetry_chunks (
+        device      TEXT NOT NULL REFERENCES devices (id),
+        incarnation INTEGER NOT NULL,
+        seq_lo      INTEGER NOT NULL,
+        seq_hi      INTEGER NOT NULL,
+        t_lo        INTEGER NOT NULL,
+        t_hi        INTEGER NOT NULL,
+        n           INTEGER NOT NULL,
+        gateway     TEXT NOT NULL,
+        batch_seq   INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        PRIMARY KEY (device, incarnation, seq_lo)
+    )""",
+    "INSERT INTO telemetry_chunks"
+    " (device, incarnation, seq_lo, seq_hi, t_lo, t_hi, n, gateway, batch_seq, body)"
+    " SELECT device, incarnation, seq, seq, t, t, 1, gateway, batch_seq,"
+    " '[[' || CAST(seq AS TEXT) || ',' || CAST(t AS TEXT) || ',' || m"
+    " || CASE WHEN consent IS NULL THEN '' ELSE ',' || consent END || ']]'"
+    " FROM telemetry",
+    "DROP TABLE telemetry",
+    "CREATE INDEX IF NOT EXISTS telemetry_chunks_time ON telemetry_chunks (device, t_hi)",
+]
+
 # version -> statements that bring version - 1 up to it
 MIGRATIONS: dict[int, list[str]] = {2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8,
-                                    9: _V9, 10: _V10, 11: _V11}
+                                    9: _V9, 10: _V10, 11: _V11,
+                                    12: _V12}
 
 
 def v1_statements() -> list[str]:

@@ -404,8 +404,8 @@ class Store(RolloutStore, AggregateStore, PolicyStore, Protocol):
     ) -> list[Bucket]:
         """The device's numeric values of `metric` (booleans as 0/1) in records with
         from_ms <= t < to_ms, grouped into buckets of bucket_ms from from_ms: count, min,
-        max and mean per non-empty bucket, oldest first. The only method with
-        dialect-specific JSON SQL."""
+        max and mean per non-empty bucket, oldest first. Only the chunks that reach into the
+        range are read (cloud.telemetry_db)."""
         ...
 
     def heartbeats_between(

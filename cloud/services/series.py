@@ -2,9 +2,10 @@
 time range [from_ms, to_ms) on record time (the device's clock, `t`), downsampled on the
 server to at most `points` buckets of equal width, each with count, min, max and mean.
 
-Metrics are bucketed in SQL (Store.metric_buckets reads only the range's rows through the
-(device, t) index); vitals are few per device (cloud.services.vitals keeps the newest 1000),
-so they are read for the range and bucketed here with the same arithmetic. A cohort's series
+Metrics are bucketed by the store (Store.metric_buckets reads only the chunks of records that
+reach into the range, through their time index); vitals are few per device
+(cloud.services.vitals keeps the newest 1000), so they are read for the range and bucketed
+here with the same arithmetic. A cohort's series
 is the merge of its devices' series (`cohort_series`: the registry's cohorts resolve to a list
 of device ids and call it).
 
@@ -80,7 +81,7 @@ def check_metric(name: str) -> str:
 
 
 def metric_series(store: Store, device: DeviceRow, metric: str, window: Window) -> Series:
-    """The device's metric in the window, bucketed in SQL."""
+    """The device's metric in the window, bucketed by the store."""
     buckets = store.metric_buckets(
         device.id, check_metric(metric), window.from_ms, window.to_ms, window.bucket_ms
     )
@@ -88,7 +89,7 @@ def metric_series(store: Store, device: DeviceRow, metric: str, window: Window) 
 
 
 def bucketise(points: Iterable[tuple[int, float]], window: Window) -> list[Bucket]:
-    """(t, value) pairs into the window's buckets, as Store.metric_buckets does in SQL."""
+    """(t, value) pairs into the window's buckets, with Store.metric_buckets's arithmetic."""
     groups: dict[int, list[float]] = {}
     width = window.bucket_ms
     for t, value in points:

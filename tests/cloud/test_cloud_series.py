@@ -72,9 +72,10 @@ def test_the_range_query_uses_the_time_index(tmp_path: Path) -> None:
     db = _store_with(tmp_path, VALUES)
     conn = sqlite3.connect(db.path)
     plan = " ".join(str(r) for r in conn.execute(
-        "EXPLAIN QUERY PLAN SELECT t FROM telemetry WHERE device = 'bike-1' AND t >= 1 AND t < 2"))
+        "EXPLAIN QUERY PLAN SELECT body FROM telemetry_chunks"
+        " WHERE device = 'bike-1' AND t_hi >= 1 AND t_lo < 2"))
     conn.close()
-    assert "telemetry_time" in plan
+    assert "telemetry_chunks_time" in plan
 
 
 def test_window_bounds_and_bucket_width() -> None:

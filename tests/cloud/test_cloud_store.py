@@ -278,10 +278,10 @@ def test_version_2_database_is_migrated_to_record_identities(target: str | Path)
     assert schema_version(target) == SCHEMA_VERSION
     if isinstance(target, Path):
         conn = sqlite3.connect(target)
-        key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(telemetry)"),
+        key = [r[1] for r in sorted(conn.execute("PRAGMA table_info(telemetry_chunks)"),
                                     key=lambda r: r[5]) if r[5]]
         conn.close()
-        assert key == ["device", "incarnation", "seq"]
+        assert key == ["device", "incarnation", "seq_lo"]
     with database.connection() as store:
         assert store.counts() == {"gateways": 1, "batches": 0, "devices": 3, "telemetry": 3,
                                   "configs": 0, "quarantine": 1}
@@ -320,7 +320,7 @@ def test_version_3_database_is_migrated_to_consent(target: str | Path) -> None:
     database = open_database(target)
     database.open()
     assert schema_version(target) == SCHEMA_VERSION
-    assert "consent" in columns(target, "telemetry") and columns(target, "heartbeats")
+    assert columns(target, "telemetry_chunks") and columns(target, "heartbeats")
     assert columns(target, "consent_audit")
     with database.connection() as store:
         # nothing stored before consent is touched: it was stored as sent, and stays so

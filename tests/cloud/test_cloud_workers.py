@@ -119,14 +119,14 @@ def test_four_workers_on_postgres_lose_and_duplicate_nothing(pg_url: str, tmp_pa
                 assert all(rows[i][1] == rows[i - 1][2] for i in range(1, len(rows)))
                 assert all(r[3] == DEVICES * PER_DEVICE for r in rows)
             counts = dict(conn.execute(
-                "SELECT device, COUNT(*) FROM telemetry GROUP BY device").fetchall())
+                "SELECT device, SUM(n) FROM telemetry_chunks GROUP BY device").fetchall())
             expected = BATCHES * PER_DEVICE
             assert counts == {f"gw-{g}-d{d}": expected
                               for g in range(GATEWAYS) for d in range(DEVICES)}
             devices = dict(conn.execute("SELECT id, records FROM devices").fetchall())
             assert set(devices.values()) == {expected}
             seqs = conn.execute(
-                "SELECT COUNT(*) FROM telemetry t WHERE t.seq > %s", (expected,)).fetchone()
+                "SELECT COUNT(*) FROM telemetry_chunks WHERE seq_hi > %s", (expected,)).fetchone()
             assert seqs == (0,)
     finally:
         code = cloud.stop(timeout=30)
