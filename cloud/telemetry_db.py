@@ -23,9 +23,10 @@ What keeps the reads cheap and correct:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from cloud.store import Bucket, TelemetryRow, TelemetryValues
 
@@ -74,9 +75,9 @@ class TelemetrySql:
     _conn: Connection
 
     def _encode(self, entries: list[Entry]) -> str:
-        from cloud.db import _dumps  # the store's one JSON encoder (sorted keys, compact)
-
-        return _dumps(entries)
+        # orjson: several times the standard encoder's speed on a chunk; the values read back
+        # are the same (every value stored is parsed JSON within protocol.bounds).
+        return orjson.dumps(entries, option=orjson.OPT_SORT_KEYS).decode()
 
     # writing ------------------------------------------------------------------------------
 
@@ -161,7 +162,7 @@ class TelemetrySql:
     ) -> list[tuple[int, list[Entry]]]:
         """(seq_lo, entries) of the chunks that may hold seqs in [low, high]."""
         return [
-            (r[0], json.loads(r[1]))
+            (r[0], orjson.loads(r[1]))
             for r in self._conn.execute(
                 "SELECT seq_lo, body FROM telemetry_chunks"
                 " WHERE device = ? AND incarnation = ? AND seq_lo BETWEEN ? AND ?"
@@ -188,7 +189,7 @@ class TelemetrySql:
         ):
             if len(out) >= limit and r[2] > out[limit - 1].seq:
                 break
-            out += [_row(r[0], r[1], r[7], r[8], e) for e in json.loads(r[9])
+            out += [_row(r[0], r[1], r[7], r[8], e) for e in orjson.loads(r[9])
                     if e[0] > after_seq]
             out.sort(key=_row_seq)
         return out[:limit]
@@ -203,7 +204,7 @@ class TelemetrySql:
                 " AND seq_lo BETWEEN ? AND ? AND seq_hi >= ?",
                 (device_id, incarnation, low - SPAN + 1, high, low),
             )
-            for e in json.loads(r[9]) if low <= e[0] <= high
+            for e in orjson.loads(r[9]) if low <= e[0] <= high
         ]
         out.sort(key=_row_seq)
         return out
@@ -216,7 +217,7 @@ class TelemetrySql:
                 " ORDER BY incarnation, seq_lo",
                 (device_id,),
             )
-            for e in json.loads(r[9]) if len(e) == 3
+            for e in orjson.loads(r[9]) if len(e) == 3
         ]
 
     def telemetry_count(self) -> int:
@@ -233,7 +234,7 @@ class TelemetrySql:
             "SELECT body FROM telemetry_chunks WHERE device = ? AND t_hi >= ? AND t_lo < ?",
             (device_id, from_ms, to_ms),
         ):
-            for e in json.loads(body):
+            for e in orjson.loads(body):
                 t = e[1]
                 if from_ms <= t < to_ms and len(e) == 3:
                     value = _numeric(e[2].get(metric))
