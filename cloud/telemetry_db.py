@@ -9,8 +9,9 @@ record cost three B-tree inserts and a JSON text each, and was the largest part 
 
 What keeps the reads cheap and correct:
 - a chunk spans at most SPAN seqs (seq_hi - seq_lo < SPAN), so the records with seqs in
-  [low, high] lie in chunks with seq_lo in [low - SPAN + 1, high]: one range of the primary key
-  (device, incarnation, seq_lo), never a scan of the device's history;
+  [low, high] lie in chunks with seq_hi in [low, high + SPAN - 1]: one range of the index
+  (device, incarnation, seq_hi), never a scan of the device's history, and for new records
+  (past the end of it) an empty one;
 - a chunk holds at most CHUNK_RECORDS records, so reading one record (the engine KPIs bisect
   the history one record at a time) decodes at most that many;
 - the time index (device, t_hi) finds the chunks that reach into a time range (t_hi >= from)
@@ -37,6 +38,9 @@ SPAN = 4096  # seqs one chunk may span
 CHUNK_RECORDS = 512  # records one chunk may hold
 
 _COLS = "device, incarnation, seq_lo, seq_hi, t_lo, t_hi, n, gateway, batch_seq, body"
+# The chunks that may hold seqs in [low, high], as (low, high + SPAN - 1, high): their seq_hi
+# is at least low, and below high + SPAN because they start at or before high.
+_HOLDING = "seq_hi BETWEEN ? AND ? AND seq_lo <= ?"
 
 # A stored record as the chunk's JSON holds it, decoded: [seq, t, m] or [seq, t, m, c].
 Entry = list[Any]
@@ -165,9 +169,8 @@ class TelemetrySql:
             (r[0], orjson.loads(r[1]))
             for r in self._conn.execute(
                 "SELECT seq_lo, body FROM telemetry_chunks"
-                " WHERE device = ? AND incarnation = ? AND seq_lo BETWEEN ? AND ?"
-                " AND seq_hi >= ?",
-                (device, incarnation, low - SPAN + 1, high, low),
+                f" WHERE device = ? AND incarnation = ? AND {_HOLDING}",
+                (device, incarnation, low, high + SPAN - 1, high),
             )
         ]
 
@@ -201,8 +204,8 @@ class TelemetrySql:
             _row(r[0], r[1], r[7], r[8], e)
             for r in self._rows(
                 f"SELECT {_COLS} FROM telemetry_chunks WHERE device = ? AND incarnation = ?"
-                " AND seq_lo BETWEEN ? AND ? AND seq_hi >= ?",
-                (device_id, incarnation, low - SPAN + 1, high, low),
+                f" AND {_HOLDING}",
+                (device_id, incarnation, low, high + SPAN - 1, high),
             )
             for e in orjson.loads(r[9]) if low <= e[0] <= high
         ]

@@ -152,3 +152,19 @@ def test_chunks_read_as_one_row_per_record_would(
             if points:
                 assert (buckets[0].min, buckets[0].max) == (min(points), max(points))
     database.close()
+
+
+def test_the_identity_lookup_reads_one_range_of_the_end_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    from cloud.telemetry_db import _HOLDING
+
+    database = Database(tmp_path / "cloud.db")
+    database.open()
+    conn = sqlite3.connect(database.path)
+    plan = " ".join(str(r) for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT seq_lo, body FROM telemetry_chunks"
+        f" WHERE device = ? AND incarnation = ? AND {_HOLDING}", ("bike-1", 1, 5, 10, 6)))
+    conn.close()
+    database.close()
+    assert "telemetry_chunks_end" in plan and "seq_hi>? AND seq_hi<?" in plan.replace("=", "")
