@@ -497,6 +497,13 @@ class Store(RolloutStore, AggregateStore, PolicyStore, Protocol):
 
     # the ingest path ----------------------------------------------------------------------
 
+    def insert_records(
+        self, device_id: str, gateway: str, batch_seq: int, records: Sequence[dict[str, Any]]
+    ) -> int:
+        """insert_telemetry of one device's records of one batch as parsed (protocol.record
+        objects: `s`, `t`, and `i`, `m` or a consent record's `c` when present)."""
+        ...
+
     def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
         """insert_telemetry of plain tuples (device, incarnation, seq, t, m, gateway,
         batch_seq, consent), one per record of a batch, without a row object each."""

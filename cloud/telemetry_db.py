@@ -25,6 +25,7 @@ What keeps the reads cheap and correct:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -86,35 +87,56 @@ class TelemetrySql:
     # writing ------------------------------------------------------------------------------
 
     def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int:
-        return self.insert_telemetry_values([
-            (r.device, r.incarnation, r.seq, r.t, r.m, r.gateway, r.batch_seq, r.consent)
-            for r in rows
-        ])
+        groups: dict[tuple[str, int, str, int], list[Entry]] = {}
+        for r in rows:
+            entry = [r.seq, r.t, r.m] if r.consent is None else [r.seq, r.t, r.m, r.consent]
+            groups.setdefault((r.device, r.incarnation, r.gateway, r.batch_seq), []).append(entry)
+        return sum(self._insert_entries(device, incarnation, gateway, batch_seq, entries)
+                   for (device, incarnation, gateway, batch_seq), entries in groups.items())
 
     def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
-        if not rows:
+        return self.insert_telemetry([
+            TelemetryRow(device=v[0], incarnation=v[1], seq=v[2], t=v[3], m=v[4], gateway=v[5],
+                          batch_seq=v[6], consent=v[7]) for v in rows])
+
+    def insert_records(
+        self, device_id: str, gateway: str, batch_seq: int, records: Sequence[dict[str, Any]]
+    ) -> int:
+        if not records:
             return 0
-        groups: dict[tuple[str, int, str, int], list[Entry]] = {}
-        for device, incarnation, seq, t, m, gateway, batch_seq, consent in rows:
-            key = (device, incarnation, gateway, batch_seq)
-            entry = [seq, t, m] if consent is None else [seq, t, m, consent]
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [entry]
-            else:
-                group.append(entry)
+        incarnations = {r.get("i", 0) for r in records}
+        groups: dict[int, Sequence[dict[str, Any]]] = {}
+        if len(incarnations) == 1:
+            groups[incarnations.pop()] = records
+        else:
+            by_incarnation: dict[int, list[dict[str, Any]]] = {}
+            for r in records:
+                by_incarnation.setdefault(r.get("i", 0), []).append(r)
+            groups.update(by_incarnation)
         inserted = 0
-        for (device, incarnation, gateway, batch_seq), entries in groups.items():
-            entries.sort(key=_seq)
-            fresh = self._fresh(device, incarnation, entries)
-            for run in _runs(fresh):
-                self._insert_chunk(device, incarnation, gateway, batch_seq, run)
-            inserted += len(fresh)
+        for incarnation, recs in groups.items():
+            entries = [[r["s"], r["t"], r.get("m", _NONE)] if "c" not in r
+                       else [r["s"], r["t"], {}, r["c"]] for r in recs]
+            inserted += self._insert_entries(device_id, incarnation, gateway, batch_seq, entries)
         return inserted
+
+    def _insert_entries(self, device: str, incarnation: int, gateway: str, batch_seq: int,
+                        entries: list[Entry]) -> int:
+        """Store the entries whose identity is new (the first of a seq given twice), in chunks;
+        how many were stored."""
+        entries.sort(key=_seq)  # stable: of one seq given twice, the first stays first
+        fresh = self._fresh(device, incarnation, entries)
+        for run in _runs(fresh):
+            self._insert_chunk(device, incarnation, gateway, batch_seq, run)
+        return len(fresh)
 
     def _fresh(self, device: str, incarnation: int, entries: list[Entry]) -> list[Entry]:
         """The sorted entries whose identity is not stored yet, each seq once (the first)."""
+        if not entries:
+            return entries
         stored = self._stored_seqs(device, incarnation, entries[0][0], entries[-1][0])
+        if not stored and len({e[0] for e in entries}) == len(entries):
+            return entries  # the usual case: new records, each seq once
         out: list[Entry] = []
         last = None
         for e in entries:
@@ -255,8 +277,8 @@ class TelemetrySql:
         ]
 
 
-def _seq(e: Entry) -> int:
-    return e[0]  # type: ignore[no-any-return]
+_seq = itemgetter(0)
+_NONE: dict[str, Any] = {}  # a record without metrics; never changed (entries are rebuilt)
 
 
 def _row_seq(r: TelemetryRow) -> int:

@@ -99,6 +99,28 @@ def test_buckets_over_chunks_match_the_records(db: AnyDatabase) -> None:
         assert on == [Bucket(1001, 4, 0.0, 1.0, 0.5)]
 
 
+def test_a_devices_records_as_parsed_are_stored_as_rows_would_be(db: AnyDatabase) -> None:
+    records: list[dict[str, Any]] = [
+        {"v": 2, "d": "bike-1", "i": 7, "s": 3, "t": 13, "m": {"power": 3}, "h": "x"},
+        {"v": 2, "d": "bike-1", "i": 7, "s": 1, "t": 11, "m": {"power": 1}, "h": "x"},
+        {"v": 2, "d": "bike-1", "i": 7, "s": 2, "t": 12, "c": {"tier": "usage"}, "h": "x"},
+        {"v": 2, "d": "bike-1", "i": 9, "s": 1, "t": 21, "m": {"power": 9}, "h": "x"},
+        {"v": 2, "d": "bike-1", "i": 7, "s": 1, "t": 99, "m": {"power": 0}, "h": "x"},  # again
+        {"v": 1, "d": "bike-1", "s": 5, "t": 15, "m": {}},  # version 1: incarnation 0
+    ]
+    with db.connection() as store, store.transaction():
+        assert store.insert_records("bike-1", "gw-1", 4, records) == 5
+        assert store.insert_records("bike-1", "gw-1", 5, records[:2]) == 0
+        assert store.insert_records("bike-1", "gw-1", 5, []) == 0
+    with db.connection() as store:
+        rows = store.telemetry("bike-1", 7, 0, 10)
+        assert [(r.seq, r.t, r.m, r.consent, r.batch_seq) for r in rows] == [
+            (1, 11, {"power": 1}, None, 4), (2, 12, {}, {"tier": "usage"}, 4),
+            (3, 13, {"power": 3}, None, 4)]
+        assert [(r.seq, r.m) for r in store.telemetry("bike-1", 9, 0, 10)] == [(1, {"power": 9})]
+        assert [(r.seq, r.m) for r in store.telemetry("bike-1", 0, 0, 10)] == [(5, {})]
+
+
 # The model-based property: runs of records in any shape, SQLite (PostgreSQL runs the same
 # SQL; the fixed tests above run on both).
 
