@@ -62,7 +62,7 @@ from protocol import aggregate as aggregate_codec
 from protocol import record as record_codec
 from protocol import state as state_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
-from protocol.topics import valid_device_id
+from protocol.topics import MAX_ID_LEN, valid_device_id
 
 VERSION = 2
 VERSION_AGGREGATES = 3  # version 2 + the gateway's aggregate records
@@ -286,6 +286,22 @@ def _check(obj: object) -> None:
 # Duplicate keys: both keep the last value, at the first key's place. Names and ids already
 # seen valid are remembered (bounded), so each is checked once per process, not per record.
 _TAG_AT_END = re.compile(rb',"h":"[0-9a-f]{32}"\}\Z')  # at len - 40
+# The device's own form of a metric record, as protocol.record.encode writes it, narrowed so
+# that whatever it matches the full check accepts once it is JSON (orjson refuses a float
+# past the float range, which the stdlib reads as an infinity the check refuses): the keys in
+# order, once each, no escapes or spaces; the device id by protocol.topics' rule; incarnation
+# up to 9 digits, seq, time and integer metrics up to 15 (so within 2**31-1 and 2**53-1; a
+# float's integer part likewise); at most 32 metrics of valid names; the tag last. Anything
+# else (a 16-digit seq, an escape, another key order, a duplicate key) takes the checks below.
+_METRIC = (rb'"[a-z0-9_]{1,%d}":(?:-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?'
+           rb'|true|false)') % record_codec.MAX_NAME_LEN
+_DEVICE_FORM = re.compile(
+    rb'\{"v":2,"d":"[A-Za-z0-9][A-Za-z0-9_-]{0,%d}","i":[1-9][0-9]{0,8},"s":[1-9][0-9]{0,14},'
+    rb'"t":(?:0|[1-9][0-9]{0,14}),"m":\{(?:%s(?:,%s){0,%d})?\},"h":"[0-9a-f]{32}"\}'
+    % (MAX_ID_LEN - 1, _METRIC, _METRIC, record_codec.MAX_METRICS - 1)
+)
+assert 10**15 - 1 <= min(MAX_SEQ, MAX_TIME_MS, MAX_COUNTER)
+assert 10**9 - 1 <= record_codec.MAX_INCARNATION
 _loads = orjson.loads
 _LoadError = orjson.JSONDecodeError
 _BIG_FLOAT = 2.0**63  # orjson's float for an integer literal past 64 bits is at least this
@@ -308,7 +324,7 @@ def fast_records(items: Iterable[object]) -> list[tuple[dict[str, Any], bytes] |
     append = out.append
     loads, load_error = _loads, _LoadError
     known_ids, known_names = _known_ids, _known_names
-    tag_at_end = _TAG_AT_END.match
+    tag_at_end, device_form = _TAG_AT_END.match, _DEVICE_FORM.fullmatch
     max_bytes = record_codec.MAX_RECORD_BYTES
     max_incarnation, max_metrics = record_codec.MAX_INCARNATION, record_codec.MAX_METRICS
     big, low_big, low_counter = _BIG_FLOAT, -_BIG_FLOAT, -MAX_COUNTER
@@ -321,10 +337,19 @@ def fast_records(items: Iterable[object]) -> list[tuple[dict[str, Any], bytes] |
         except UnicodeEncodeError:  # a lone surrogate
             append(None)
             continue
+        n = len(wire)
+        if n > max_bytes:
+            append(None)
+            continue
+        if device_form(wire) is not None:  # valid as it stands, once orjson reads it
+            try:
+                append((loads(wire), wire))
+            except load_error:  # a float past the float range: the full check refuses it
+                append(None)
+            continue
         # protocol.tag.split's rule on the exact bytes: `,"h":"<32 lowercase hex>"}` at the end
         # (its length rule too: a text this short is no JSON object of seven members)
-        n = len(wire)
-        if n > max_bytes or tag_at_end(wire, n - 40) is None:
+        if tag_at_end(wire, n - 40) is None:
             append(None)
             continue
         try:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from cloud.services.tags import Mac
 from protocol import record, tag
 from protocol.batch import (
+    _DEVICE_FORM,
     BatchError,
     _check,
     _fast_batch,
@@ -127,6 +128,22 @@ def test_fast_path_agrees_with_the_full_check(text: str, data: st.DataObject) ->
         assert _full(mutated) is None
     # the batch's loop gives each item the answer the one-item call gives
     assert fast_records([text, mutated, 7, None]) == [_fast_record(text), fast, None, None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(records)
+def test_what_the_device_form_matches_the_full_check_accepts(text: str) -> None:
+    """The compiled pattern of the device's form decides alone (orjson only reads): all it
+    matches is valid, and the records a device writes match it but for long numbers."""
+    wire = text.encode()
+    if _DEVICE_FORM.fullmatch(wire):
+        assert _fast_record(text) == _full(text) is not None
+    obj = json.loads(text)
+    numbers = [obj["s"], obj["t"], *(v for v in obj["m"].values() if type(v) is int)]
+    if all(abs(n) < 10**15 for n in numbers) and all(
+        type(v) is not float or "e" in repr(v) or abs(v) < 1e15 for v in obj["m"].values()
+    ) and "\\" not in text and obj["i"] < 10**9:
+        assert _DEVICE_FORM.fullmatch(wire)
 
 
 @pytest.mark.parametrize("number", ODD_NUMBERS)
