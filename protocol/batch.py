@@ -341,9 +341,10 @@ def fast_records(items: Iterable[object]) -> list[tuple[dict[str, Any], bytes] |
         if n > max_bytes:
             append(None)
             continue
+        # orjson reads the text itself (its UTF-8, which is `wire`): a little faster
         if device_form(wire) is not None:  # valid as it stands, once orjson reads it
             try:
-                append((loads(wire), wire))
+                append((loads(item), wire))
             except load_error:  # a float past the float range: the full check refuses it
                 append(None)
             continue
@@ -353,7 +354,7 @@ def fast_records(items: Iterable[object]) -> list[tuple[dict[str, Any], bytes] |
             append(None)
             continue
         try:
-            obj = loads(wire)
+            obj = loads(item)
         except load_error:
             append(None)
             continue
