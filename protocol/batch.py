@@ -293,11 +293,13 @@ _TAG_AT_END = re.compile(rb',"h":"[0-9a-f]{32}"\}\Z')  # at len - 40
 # up to 9 digits, seq, time and integer metrics up to 15 (so within 2**31-1 and 2**53-1; a
 # float's integer part likewise); at most 32 metrics of valid names; the tag last. Anything
 # else (a 16-digit seq, an escape, another key order, a duplicate key) takes the checks below.
-_METRIC = (rb'"[a-z0-9_]{1,%d}":(?:-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?'
+_METRIC = (rb'"[a-z0-9_]{1,%d}+":(?>-?(?:0|[1-9][0-9]{0,14}+)(?:\.[0-9]++)?+(?:[eE][+-]?[0-9]++)?+'
            rb'|true|false)') % record_codec.MAX_NAME_LEN
-_DEVICE_FORM = re.compile(
-    rb'\{"v":2,"d":"[A-Za-z0-9][A-Za-z0-9_-]{0,%d}","i":[1-9][0-9]{0,8},"s":[1-9][0-9]{0,14},'
-    rb'"t":(?:0|[1-9][0-9]{0,14}),"m":\{(?:%s(?:,%s){0,%d})?\},"h":"[0-9a-f]{32}"\}'
+_DEVICE_FORM = re.compile(  # possessive (+) and atomic (?>): what follows each never matches
+    # what it consumes, so nothing would be found by backtracking; they only make it faster
+    rb'\{"v":2,"d":"[A-Za-z0-9][A-Za-z0-9_-]{0,%d}+","i":[1-9][0-9]{0,8}+,'
+    rb'"s":[1-9][0-9]{0,14}+,"t":(?:0|[1-9][0-9]{0,14}+),'
+    rb'"m":\{(?:%s(?:,%s){0,%d}+)?+\},"h":"[0-9a-f]{32}"\}'
     % (MAX_ID_LEN - 1, _METRIC, _METRIC, record_codec.MAX_METRICS - 1)
 )
 assert 10**15 - 1 <= min(MAX_SEQ, MAX_TIME_MS, MAX_COUNTER)
