@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import sub
 from typing import Any
 
 from cloud.services.quarantine import Item
@@ -82,6 +83,10 @@ def _difference(stored: _Content, new: _Content, screened: bool) -> str | None:
 
 def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
     """(low, high) ranges covering the sorted seqs, split where they lie far apart."""
+    if not seqs:
+        return []
+    if seqs[-1] - seqs[0] <= _RUN_GAP or max(map(sub, seqs[1:], seqs[:-1])) <= _RUN_GAP:
+        return [(seqs[0], seqs[-1])]  # the common case, one run: found without a loop
     runs: list[tuple[int, int]] = []
     for seq in seqs:
         if runs and seq - runs[-1][1] <= _RUN_GAP:
@@ -108,18 +113,23 @@ def judge(
     before it in the batch. `screened`: the device is under consent (cloud.services.consent),
     so a stored record may hold fewer metrics than it was sent with."""
     out = Judged()
+    incarnations = [item.obj.get("i", 0) for item in records]
     by_incarnation: dict[int, list[Item]] = {}
-    for item in records:
-        by_incarnation.setdefault(item.obj.get("i", 0), []).append(item)
+    if len(set(incarnations)) == 1:  # the common case: one incarnation, no grouping needed
+        by_incarnation[incarnations[0]] = records if isinstance(records, list) else [*records]
+    else:
+        for incarnation, item in zip(incarnations, records, strict=True):
+            by_incarnation.setdefault(incarnation, []).append(item)
     for incarnation, items in by_incarnation.items():
-        stored = {
-            seq: _Content.of_row(row)
-            for seq, row in _stored(store, device_id, incarnation, {i.obj["s"] for i in items})
-            .items()
-        }
+        seqs = [item.obj["s"] for item in items]
+        unique = set(seqs)
+        stored_rows = _stored(store, device_id, incarnation, unique)
+        if not stored_rows and len(unique) == len(seqs):
+            out.new.extend(items)  # new records, each seq once: nothing to compare
+            continue
+        stored = {seq: _Content.of_row(row) for seq, row in stored_rows.items()}
         first: dict[int, Item] = {}  # seq -> the first new record of the batch with it
-        for item in items:
-            seq = item.obj["s"]
+        for item, seq in zip(items, seqs, strict=True):
             known = stored.get(seq)
             if known is None:
                 earlier = first.get(seq)

@@ -29,8 +29,10 @@ Nothing is written unless the batch is accepted.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from operator import lt
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -150,40 +152,46 @@ def _store_contents(
                 hold(item, registry.refused_reason(status))
             continue
         verifier = tags.Verifier(device_id, None if device is None else store.record_key(device_id))
-        own: list[Item] = []
-        candidates = (*recs, *states)
-        for item, problem in zip(candidates, verifier.problems(i[:3] for i in candidates),
-                                 strict=True):
-            if problem is None:
-                own.append(item)
-            else:
-                hold(item, problem)
-        if not own:
+        candidates = [*recs, *states]
+        problems = verifier.problems(candidates)
+        if any(problems):
+            own_records: list[Item] = []
+            own_states: list[Item] = []
+            for item, problem in zip(candidates, problems, strict=True):
+                if problem is not None:
+                    hold(item, problem)
+                elif item.kind == RECORD:
+                    own_records.append(item)
+                else:
+                    own_states.append(item)
+        else:  # the common case: all of them are the device's own
+            own_records, own_states = recs, states
+        if not own_records and not own_states:
             continue  # nothing of the device's own: it is not assigned on this batch's word
         if device is None:
             device = DeviceRow(id=device_id, product=None, created_ms=now_ms, gateway=gateway_id)
             store.insert_device(device)
-        judged = identity.judge(store, device_id, [i for i in own if i.kind == RECORD],
+        judged = identity.judge(store, device_id, own_records,
                                 screened=consent_service.screened(device))
         for item, reason in judged.conflicts:
             hold(item, reason)
-        order = _incarnations(store, device_id, judged.new, now_ms)
-        reported = [i.obj for i in own if i.kind != RECORD]
+        new_objs = [i.obj for i in judged.new]
+        order = _incarnations(store, device_id, new_objs, now_ms)
+        reported = [i.obj for i in own_states]
         # The product may first be named by a state of this batch: consent needs it.
         device = _with_states(device, reported)
         # Consent first (in stream order), then the metric records, screened by the tier
         # it leaves in effect (cloud.services.consent).
-        consents = [i.obj for i in judged.new if is_consent(i.obj)]
-        metric_records = [i.obj for i in judged.new if not is_consent(i.obj)]
+        consents = list(filter(is_consent, new_objs))
+        metric_records = [r for r in new_objs if not is_consent(r)] if consents else new_objs
         device = consent_service.apply_records(store, device, consents, now_ms=now_ms,
                                                order=order)
         screened = consent_service.screen_records(device, metric_records)
         new = consents + screened.records
-        inserted = store.insert_telemetry_values([
-            (device_id, r.get("i", 0), r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
-             r.get("c"))
-            for r in new
-        ])
+        inserted = store.insert_telemetry_values(
+            _values(device_id, gateway_id, batch_seq, consents)
+            + _values(device_id, gateway_id, batch_seq, screened.records, metrics=True)
+        )
         consent_service.audit_late(store, device, screened, now_ms)
         stored += inserted
         device = _with_records(device, new, inserted, order)
@@ -208,19 +216,36 @@ def _status(store: Store, device_id: str) -> str | None:
 
 
 def _incarnations(
-    store: Store, device_id: str, new: list[Item], now_ms: int
+    store: Store, device_id: str, new: list[dict[str, Any]], now_ms: int
 ) -> dict[int, int]:
     """incarnation -> its place in the order the device's incarnations first arrived,
-    registering those of `new` that are not known yet (in batch order)."""
+    registering those of the `new` records that are not known yet (in batch order)."""
     known = store.incarnations(device_id)
     seen = set(known)
-    for item in new:
-        incarnation = item.obj.get("i", 0)  # protocol.record.incarnation
+    # protocol.record.incarnation of each; dict.fromkeys keeps the batch order, once each
+    for incarnation in dict.fromkeys([r.get("i", 0) for r in new]):
         if incarnation not in seen:
             store.add_incarnation(device_id, incarnation, now_ms)
             known.append(incarnation)
             seen.add(incarnation)
     return {incarnation: n for n, incarnation in enumerate(known)}
+
+
+def _values(
+    device_id: str, gateway_id: str, batch_seq: int, recs: list[dict[str, Any]],
+    metrics: bool = False,
+) -> list[tuple[Any, ...]]:
+    """The telemetry rows of `recs` for Store.insert_telemetry_values. `metrics`: they are
+    all metric records (no consent `c`; every checked one has `m`), read without defaults
+    unless one is a version 1 record (no incarnation `i`: 0)."""
+    if metrics:
+        try:
+            return [(device_id, r["i"], r["s"], r["t"], r["m"], gateway_id, batch_seq, None)
+                    for r in recs]
+        except KeyError:
+            pass
+    return [(device_id, r.get("i", 0), r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
+             r.get("c")) for r in recs]
 
 
 def _create_devices(store: Store, device_ids: set[str], now_ms: int) -> None:
@@ -242,19 +267,37 @@ def _with_records(
     metrics = dict(device.last_metrics)
     incarnation, last_seq = device.incarnation, device.last_seq
     top = (order.get(incarnation, -1), last_seq)
-    # (place, position in the batch, record): sorted by place, stably, never comparing dicts
-    for place, _, rec in sorted(((order.get(r.get("i", 0), -1), r["s"]), n, r)
-                                for n, r in enumerate(recs)):
-        if place > top:
+    incarnations = {r.get("i", 0) for r in recs}
+    seqs = [r["s"] for r in recs]
+    if len(incarnations) == 1 and all(map(lt, seqs, seqs[1:])):
+        # The common case: one incarnation, seqs rising, so the records are in the order the
+        # sort below would give, and those newer than the device's last are the ones after
+        # the last seq that is not (all of them, or none, for another incarnation).
+        (only,) = incarnations
+        place = order.get(only, -1)
+        if place == top[0]:
+            newer = recs[bisect_right(seqs, last_seq):]
+        else:
+            newer = recs if place > top[0] else []
+        for rec in newer:
             metrics.update(rec.get("m", {}))
-            top, incarnation, last_seq = place, rec.get("i", 0), rec["s"]
+        if newer:
+            incarnation, last_seq = only, newer[-1]["s"]
+    else:
+        # (place, position in the batch, record): sorted by place, stably, never comparing
+        # dicts
+        for place_seq, _, rec in sorted(((order.get(r.get("i", 0), -1), r["s"]), n, r)
+                                        for n, r in enumerate(recs)):
+            if place_seq > top:
+                metrics.update(rec.get("m", {}))
+                top, incarnation, last_seq = place_seq, rec.get("i", 0), rec["s"]
     return replace(
         device,
         records=device.records + inserted,
         incarnation=incarnation,
         last_seq=last_seq,
         last_metrics=metrics,
-        last_seen_ms=_newest(device.last_seen_ms, [max(r["t"] for r in recs)]),
+        last_seen_ms=_newest(device.last_seen_ms, [max([r["t"] for r in recs])]),
     )
 
 

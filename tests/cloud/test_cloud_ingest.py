@@ -3,12 +3,19 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from dataclasses import replace
+from typing import Any
 
 from cloudkit import ADMIN, GatewaySim, counts, rec, register, state
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from cloud.services.identity import _RUN_GAP, _runs
+from cloud.services.ingest import _with_records
+from cloud.store import DeviceRow
 from protocol.batch import GENESIS, MAX_COMPRESSED_BYTES, SealedBatch
 
 EMPTY = {"gateways": 1, "batches": 0, "devices": 0, "telemetry": 0, "configs": 0, "quarantine": 0}
@@ -211,3 +218,57 @@ def test_deeply_nested_items_never_fail_the_cloud(app: FastAPI, gateway: Gateway
         else:  # deeper than the JSON parser goes: the batch itself is unreadable
             assert "nested too deeply" in r.json()["detail"]
     assert gateway.seq >= 1 and counts(app)["telemetry"] == 1
+
+
+# -- the per-record shortcuts of the ingest path give what their plain loops give ------------
+
+def _with_records_by_sort(
+    device: DeviceRow, recs: list[dict[str, Any]], inserted: int, order: dict[int, int]
+) -> DeviceRow:
+    """The merge of the newest metrics as a plain sort, the reference for _with_records."""
+    metrics = dict(device.last_metrics)
+    incarnation, last_seq = device.incarnation, device.last_seq
+    top = (order.get(incarnation, -1), last_seq)
+    for place, _, r in sorted(((order.get(r.get("i", 0), -1), r["s"]), n, r)
+                              for n, r in enumerate(recs)):
+        if place > top:
+            metrics.update(r.get("m", {}))
+            top, incarnation, last_seq = place, r.get("i", 0), r["s"]
+    return replace(device, records=device.records + inserted, incarnation=incarnation,
+                   last_seq=last_seq, last_metrics=metrics,
+                   last_seen_ms=max([device.last_seen_ms or 0, *(r["t"] for r in recs)]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([0, 5, 9]), st.integers(1, 40), st.integers(1, 10**6),
+                       st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(0, 9)),
+                       st.booleans()), max_size=12),
+    st.sampled_from([0, 5, 9, 11]), st.integers(0, 45), st.booleans(),
+)
+def test_the_newest_metrics_are_those_of_the_sort(
+    rows: list[tuple[int, int, int, dict[str, int], bool]], incarnation: int, last_seq: int,
+    rising: bool,
+) -> None:
+    if rising:  # the common case the shortcut takes: one incarnation, seqs rising
+        rows = sorted({s: (rows[0][0], s, t, m, c) for _, s, t, m, c in rows}.values(),
+                      key=lambda row: row[1]) if rows else rows
+    recs = [{"i": i, "s": s, "t": t, **({"c": {"tier": "usage"}} if c else {"m": m})}
+            for i, s, t, m, c in rows]
+    device = DeviceRow(id="bike-1", product=None, created_ms=0, incarnation=incarnation,
+                       last_seq=last_seq, last_metrics={"a": -1}, last_seen_ms=1)
+    order = {9: 0, 0: 1, 5: 2}
+    got = _with_records(device, recs, len(recs), order)
+    assert got == (_with_records_by_sort(device, recs, len(recs), order) if recs else device)
+
+
+@given(st.lists(st.integers(1, 10**5), unique=True, max_size=30))
+def test_seq_runs_are_those_of_the_loop(seqs: list[int]) -> None:
+    seqs.sort()
+    runs: list[tuple[int, int]] = []
+    for seq in seqs:
+        if runs and seq - runs[-1][1] <= _RUN_GAP:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    assert _runs(seqs) == runs

@@ -1,19 +1,30 @@
-"""The fast path of protocol.batch.parse_record (one scanner call, one tight check) accepts
-only what the full check accepts, and returns the same record; it gives up on anything else,
-which then gets the full check's exact answer. The cloud's HMAC (cloud.services.tags.Mac)
-gives protocol.tag's tags and verdicts."""
+"""The fast path of protocol.batch.parse_record (orjson, one tight loop per batch) accepts
+only what the full check (the stdlib's JSON) accepts, and returns the same record; it gives
+up on anything else, which then gets the full check's exact answer. Where orjson and the
+stdlib read JSON differently (NaN, Infinity, 1e400, integers past 64 bits, lone surrogates,
+a byte order mark) the mutations go, and so for the batch body orjson reads. The cloud's
+HMAC (cloud.services.tags.Mac) gives protocol.tag's tags and verdicts."""
 
 from __future__ import annotations
 
 import json
 import secrets
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud.services.tags import Mac
 from protocol import record, tag
-from protocol.batch import _fast_record, parse_record
+from protocol.batch import (
+    _DEVICE_FORM,
+    BatchError,
+    _check,
+    _fast_batch,
+    _fast_record,
+    fast_records,
+    parse_record,
+)
 from protocol.bounds import MAX_COUNTER
 
 KEY = bytes(range(32))
@@ -44,8 +55,23 @@ def _full(text: str) -> tuple[dict[str, object], bytes] | None:
         return None
 
 
+# Numbers where orjson and the stdlib part ways, or nearly: past 64 bits (orjson: a float),
+# past the float range, -0, NaN, and their neighbours that both read alike.
+ODD_NUMBERS = [
+    "18446744073709551616", "18446744073709551615", "9223372036854775808",
+    "-9223372036854775809", "-9223372036854775808", "9007199254740992", "-9007199254740992",
+    "1e400", "-1e400", "1E309", "1e-400", "-0", "-0.0", "0.0", "1.0", "1e2", "9.3e18",
+    "9223372036854775807.0", "1.8446744073709552e19", "123456789012345678901234567890",
+    "NaN", "Infinity", "-Infinity", "2.2250738585072011e-308", "0.1000000000000000055511151",
+]
+# Text where they part ways: escapes, surrogates (lone, reversed, paired), a BOM, whitespace.
+ODD_TEXT = ["\\ud800", "\\udc00", "\\udc00\\ud800", "\\ud83d\\ude00", "\\u0061", "\\u0000",
+            "\\u00e9", "\u00e9", "\\/", "\ufeff", "\x7f", "\t", "\n", "\r", "\x0c", " "]
+
+
 def _mutations(text: str, data: st.DataObject) -> str:
-    kind = data.draw(st.sampled_from(["flip", "insert", "delete", "replace", "splice"]))
+    kind = data.draw(st.sampled_from(["flip", "insert", "delete", "replace", "splice",
+                                      "number", "text", "duplicate", "bom"]))
     at = data.draw(st.integers(0, len(text)))
     if kind == "flip" and at < len(text):
         return text[:at] + chr(ord(text[at]) ^ data.draw(st.integers(1, 127))) + text[at + 1:]
@@ -53,6 +79,30 @@ def _mutations(text: str, data: st.DataObject) -> str:
         piece = data.draw(st.sampled_from([" ", "\\ud800", "1", "-", ".5", "e9", '"', "}", "{",
                                            ',"x":1', "\u00e9", "NaN", "Infinity", "0" * 20]))
         return text[:at] + piece + text[at:]
+    if kind == "number":  # a field or metric value, or a metric added, read as an odd number
+        number = data.draw(st.sampled_from(ODD_NUMBERS))
+        where = data.draw(st.sampled_from(['"i":', '"s":', '"t":', '"v":', '"m":{', ":"]))
+        if where == '"m":{':
+            return text.replace(where, where + '"zz":' + number + ",", 1)
+        head, sep, tail = text.partition(where)
+        if not sep:
+            return text
+        end = next((n for n, c in enumerate(tail) if c in ',}'), len(tail))
+        return head + sep + number + tail[end:]
+    if kind == "text":  # into the device id or a metric name, or the tag
+        piece = data.draw(st.sampled_from(ODD_TEXT))
+        where = data.draw(st.sampled_from(['"d":"', '"m":{"', '"h":"']))
+        return text.replace(where, where + piece, 1)
+    if kind == "duplicate":  # a member again: before the tag, first, or the tag early
+        member = data.draw(st.sampled_from(['"s":1', '"v":1', '"m":{}', '"d":"x"', '"t":1e400',
+                                            '"h":"' + "0" * 32 + '"', '"i":-0', '"m":{"a":NaN}']))
+        place = data.draw(st.sampled_from(["first", "before tag"]))
+        if place == "first":
+            return "{" + member + "," + text[1:]
+        cut = text.rfind(',"h":')
+        return text[:cut] + "," + member + text[cut:] if cut > 0 else text
+    if kind == "bom":
+        return "\ufeff" + text
     if kind == "delete":
         return text[:at] + text[at + 1:]
     if kind == "replace":
@@ -76,6 +126,101 @@ def test_fast_path_agrees_with_the_full_check(text: str, data: st.DataObject) ->
         assert parse_record(mutated) == _full(mutated)
     except ValueError:
         assert _full(mutated) is None
+    # the batch's loop gives each item the answer the one-item call gives
+    assert fast_records([text, mutated, 7, None]) == [_fast_record(text), fast, None, None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(records)
+def test_what_the_device_form_matches_the_full_check_accepts(text: str) -> None:
+    """The compiled pattern of the device's form decides alone (orjson only reads): all it
+    matches is valid, and the records a device writes match it but for long numbers."""
+    wire = text.encode()
+    if _DEVICE_FORM.fullmatch(wire):
+        assert _fast_record(text) == _full(text) is not None
+    obj = json.loads(text)
+    numbers = [obj["s"], obj["t"], *(v for v in obj["m"].values() if type(v) is int)]
+    if all(abs(n) < 10**15 for n in numbers) and all(
+        type(v) is not float or "e" in repr(v) or abs(v) < 1e15 for v in obj["m"].values()
+    ) and "\\" not in text and obj["i"] < 10**9:
+        assert _DEVICE_FORM.fullmatch(wire)
+
+
+@pytest.mark.parametrize("number", ODD_NUMBERS)
+@pytest.mark.parametrize("field", ["metric", "s", "t", "i"])
+def test_odd_numbers_get_the_full_checks_answer(number: str, field: str) -> None:
+    signed = record.signed_bytes("bike-1", 7, 5, 5, {"power": 1}, ).decode()
+    if field == "metric":
+        signed = signed.replace('"power":1', '"power":' + number)
+    else:
+        signed = signed.replace(f'"{field}":{5 if field != "i" else 7}', f'"{field}":{number}')
+    text = tag.append(MAC, signed.encode()).decode()
+    fast = _fast_record(text)
+    full = _full(text)
+    if fast is not None:
+        assert fast == full and json.dumps(fast[0]) == json.dumps(full[0])
+    try:
+        got = parse_record(text)
+    except ValueError as exc:
+        assert full is None
+        with pytest.raises(ValueError) as refused:
+            record.decode(text.encode())
+        assert str(exc) == str(refused.value)  # the full check's exact reason
+    else:
+        assert got == full and json.dumps(got[0]) == json.dumps(full[0])
+    # a float metric of 2**63 or more (orjson's reading of an integer past 64 bits) is valid
+    # in its own right: it must still be accepted, by the full check
+    if field == "metric" and number in ("9.3e18", "1.8446744073709552e19"):
+        assert fast is not None
+
+
+# -- the batch body: orjson's reading is used only where every answer stays the stdlib's --
+
+def _opened(obj: object) -> str:
+    """What the batch check makes of a batch body's JSON value: its refusal or the value."""
+    try:
+        _check(obj)
+    except BatchError as exc:
+        return "refused: " + str(exc)
+    return json.dumps(obj)
+
+
+BATCH = ('{"created":1,"gateway":"gw-1","prev":"' + "0" * 64 + '","records":[%s],'
+         '"seq":3,"states":[%s],"v":2}')
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_batch_body_reads_as_the_stdlib_reads_it(data: st.DataObject) -> None:
+    item = st.one_of(
+        records.map(json.dumps),
+        st.sampled_from(ODD_TEXT).map(lambda t: '"' + t + '"'),
+        st.sampled_from(ODD_NUMBERS),
+        st.just('{"v":2,"s":18446744073709551616}'),
+        st.just("null"),
+    )
+    recs = data.draw(st.lists(item, max_size=4))
+    states = data.draw(st.lists(item, max_size=2))
+    text = BATCH % (",".join(recs), ",".join(states))
+    field = data.draw(st.sampled_from(["v", "seq", "created", "gateway", "prev", "none"]))
+    if field != "none":
+        value = data.draw(st.sampled_from(ODD_NUMBERS + ["2", "3", "1", '"2"', "[]"]))
+        head, sep, tail = text.partition(f'"{field}":')
+        end = next(n for n, c in enumerate(tail) if c in ",}")
+        text = head + sep + value + tail[end:]
+    if data.draw(st.booleans()):
+        text = text.replace('{"created":1,', '{"created":1,"seq":2,', 1)  # a duplicate key
+    body = text.encode()
+    if data.draw(st.booleans()):
+        body = data.draw(st.sampled_from([b"\xef\xbb\xbf", b" ", b"\n"])) + body
+    try:
+        stdlib: object = json.loads(body)
+    except ValueError:
+        assert _fast_batch(body) is None  # it is not JSON: the stdlib's words say so
+        return
+    fast = _fast_batch(body)
+    if fast is not None:
+        assert _opened(fast) == _opened(stdlib)
 
 
 @settings(max_examples=200, deadline=None)
