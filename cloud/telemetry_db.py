@@ -87,17 +87,18 @@ class TelemetrySql:
     # writing ------------------------------------------------------------------------------
 
     def insert_telemetry(self, rows: Sequence[TelemetryRow]) -> int:
-        groups: dict[tuple[str, int, str, int], list[Entry]] = {}
-        for r in rows:
-            entry = [r.seq, r.t, r.m] if r.consent is None else [r.seq, r.t, r.m, r.consent]
-            groups.setdefault((r.device, r.incarnation, r.gateway, r.batch_seq), []).append(entry)
-        return sum(self._insert_entries(device, incarnation, gateway, batch_seq, entries)
-                   for (device, incarnation, gateway, batch_seq), entries in groups.items())
+        return self.insert_telemetry_values([
+            (r.device, r.incarnation, r.seq, r.t, r.m, r.gateway, r.batch_seq, r.consent)
+            for r in rows
+        ])
 
     def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
-        return self.insert_telemetry([
-            TelemetryRow(device=v[0], incarnation=v[1], seq=v[2], t=v[3], m=v[4], gateway=v[5],
-                          batch_seq=v[6], consent=v[7]) for v in rows])
+        groups: dict[tuple[str, int, str, int], list[Entry]] = {}
+        for device, incarnation, seq, t, m, gateway, batch_seq, consent in rows:
+            entry = [seq, t, m] if consent is None else [seq, t, m, consent]
+            groups.setdefault((device, incarnation, gateway, batch_seq), []).append(entry)
+        return sum(self._insert_entries(device, incarnation, gateway, batch_seq, entries)
+                   for (device, incarnation, gateway, batch_seq), entries in groups.items())
 
     def insert_records(
         self, device_id: str, gateway: str, batch_seq: int, records: Sequence[dict[str, Any]]

@@ -188,10 +188,7 @@ def _store_contents(
                                                order=order)
         screened = consent_service.screen_records(device, metric_records)
         new = consents + screened.records
-        inserted = store.insert_telemetry_values(
-            _values(device_id, gateway_id, batch_seq, consents)
-            + _values(device_id, gateway_id, batch_seq, screened.records, metrics=True)
-        )
+        inserted = store.insert_records(device_id, gateway_id, batch_seq, new)
         consent_service.audit_late(store, device, screened, now_ms)
         stored += inserted
         device = _with_records(device, new, inserted, order)
@@ -229,23 +226,6 @@ def _incarnations(
             known.append(incarnation)
             seen.add(incarnation)
     return {incarnation: n for n, incarnation in enumerate(known)}
-
-
-def _values(
-    device_id: str, gateway_id: str, batch_seq: int, recs: list[dict[str, Any]],
-    metrics: bool = False,
-) -> list[tuple[Any, ...]]:
-    """The telemetry rows of `recs` for Store.insert_telemetry_values. `metrics`: they are
-    all metric records (no consent `c`; every checked one has `m`), read without defaults
-    unless one is a version 1 record (no incarnation `i`: 0)."""
-    if metrics:
-        try:
-            return [(device_id, r["i"], r["s"], r["t"], r["m"], gateway_id, batch_seq, None)
-                    for r in recs]
-        except KeyError:
-            pass
-    return [(device_id, r.get("i", 0), r["s"], r["t"], r.get("m", {}), gateway_id, batch_seq,
-             r.get("c")) for r in recs]
 
 
 def _create_devices(store: Store, device_ids: set[str], now_ms: int) -> None:
