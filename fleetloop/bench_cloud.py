@@ -264,7 +264,7 @@ def ingest_run(fleet: Fleet, target: str | Path, workers: int, workdir: Path) ->
 
 
 def bench_cloud(
-    gateways: int = 8, batches: int = 5, per_batch: int = 2000, workers: int = 4,
+    gateways: int = 8, batches: int = 20, per_batch: int = 2000, workers: int = 4,
     postgres: bool = True,
 ) -> CloudBench:
     fleet = make_fleet(gateways, batches, per_batch)

@@ -230,7 +230,7 @@ def bench_gateway_cmd(
 @bench_app.command("cloud")
 def bench_cloud_cmd(
     gateways: Annotated[int, typer.Option(min=1, max=64, help="Gateways posting at once.")] = 8,
-    batches: Annotated[int, typer.Option(min=1, max=1000, help="Batches per gateway.")] = 5,
+    batches: Annotated[int, typer.Option(min=1, max=1000, help="Batches per gateway.")] = 20,
     records: Annotated[int, typer.Option(min=4, max=20000, help="Records per batch.")] = 2000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Workers of the PostgreSQL run.")] = 4,
     postgres: Annotated[bool, typer.Option(help="Also run on a throwaway PostgreSQL cluster.")] = True,
