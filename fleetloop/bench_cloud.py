@@ -60,6 +60,9 @@ class IngestRun:
     db_bytes_per_million: int
     exactly_once: bool
     of_parse: float = 0.0  # records_per_s / the parse loop's records/s
+    # CPU time of the cloud's processes during the uploads, per record (Linux; 0 elsewhere):
+    # what a run costs whatever else shares the cores, and 1e6 / it is one core's ceiling
+    cpu_us_per_record: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,7 @@ def ingest_run(fleet: Fleet, target: str | Path, workers: int, workdir: Path) ->
                     "id": device, "product": "bike", "record_key": base64.b64encode(dkey).decode()})
                 r.raise_for_status()
         before = _db_size(target)
+        cpu_before = _cpu_s(cloud.pid)
 
         def upload(gw_id: str) -> int:
             stored = 0
@@ -251,6 +255,7 @@ def ingest_run(fleet: Fleet, target: str | Path, workers: int, workdir: Path) ->
         with ThreadPoolExecutor(max_workers=len(fleet.chains)) as pool:
             stored = sum(pool.map(upload, fleet.chains))
         seconds = time.perf_counter() - start
+        cpu = _cpu_s(cloud.pid) - cpu_before
     finally:
         cloud.stop(timeout=30)
     grown = _db_size(target) - before
@@ -260,7 +265,32 @@ def ingest_run(fleet: Fleet, target: str | Path, workers: int, workdir: Path) ->
         records_per_s=round(fleet.records / seconds), db_bytes=grown,
         db_bytes_per_million=round(grown * 1_000_000 / fleet.records),
         exactly_once=stored == fleet.records,
+        cpu_us_per_record=round(cpu * 1e6 / fleet.records, 2),
     )
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds of the process and its children (the workers of
+    `--workers N`) from /proc; 0 where there is no /proc."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, int] = {}
+    try:
+        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return 0.0
+    for entry in entries:
+        try:
+            # fields after the command (which may hold spaces) in its parentheses
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = int(fields[11]) + int(fields[12])
+    family = {pid}
+    for child, parent in parents.items():  # the workers are the server's own children
+        if parent == pid:
+            family.add(child)
+    return sum(cpu.get(p, 0) for p in family) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_cloud(

@@ -254,6 +254,7 @@ def bench_cloud_cmd(
         for run in result.runs:
             typer.echo(f"{run.backend}, {run.workers} worker(s) on {result.cores} cores: "
                        f"{run.records_per_s} records/s ({run.of_parse:.2f} of parse only), "
+                       f"{run.cpu_us_per_record} µs of cloud CPU per record, "
                        f"{run.db_bytes_per_million} DB bytes per million records, "
                        f"exactly once: {'yes' if run.exactly_once else 'NO'}")
         for plot in result.plots:

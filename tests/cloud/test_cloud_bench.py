@@ -23,6 +23,8 @@ def test_bench_cloud_counts_every_record_once() -> None:
         "sqlite", 1, 160, True)
     assert run["records_per_s"] > 0 and out["parse_records_per_s"] > 0 and out["cores"] >= 1
     assert run["of_parse"] == round(run["records_per_s"] / out["parse_records_per_s"], 3)
+    # the cloud's CPU during the uploads was measured (it verified and stored 160 records)
+    assert run["cpu_us_per_record"] > 0
     # the 30-day plot: one record a minute, every one counted in the buckets, in the
     # dashboard's default resolution and the finest the API allows
     assert [(p["backend"], p["records"], p["points"]) for p in out["plots"]] == [
