@@ -79,6 +79,13 @@ class PolicySql:
             " ORDER BY device", (policy_id,))
         return [PolicyDeviceRow(int(r[0]), r[1], r[2], r[3]) for r in rows]
 
+    def policy_record_clock(self, policy_id: int) -> int | None:
+        # one indexed read of the policy's devices, however large the fleet
+        row = self._conn.execute(
+            "SELECT MAX(v.last_seen_ms) FROM policy_devices d JOIN devices v ON v.id = d.device"
+            " WHERE d.policy = ? AND d.arm IN ('treatment', 'control')", (policy_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def running_policy_of(self, device_ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         ids = sorted(set(device_ids))

@@ -82,6 +82,11 @@ class PolicyStore(Protocol):
         """The policy's devices (every arm), by device id."""
         ...
 
+    def policy_record_clock(self, policy_id: int) -> int | None:
+        """The newest record time (devices.last_seen_ms) among the policy's treatment and
+        control devices; None when none of them has sent anything."""
+        ...
+
     def running_policy_of(self, device_ids: Sequence[str]) -> dict[str, int]:
         """device -> the running policy it takes part in (treatment or control), for those
         of `device_ids` that are in one."""

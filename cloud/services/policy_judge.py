@@ -46,17 +46,6 @@ class Outcomes:
     missing: list[str]  # participants without a value (or no longer consenting to it)
 
 
-def newest_times(store: Store) -> dict[str, int]:
-    """device -> its newest record time (devices that sent nothing left out): one read of
-    the device table per run, however many policies are waiting."""
-    return {d.id: d.last_seen_ms for d in store.list_devices() if d.last_seen_ms is not None}
-
-
-def record_clock(newest: dict[str, int], device_ids: list[str]) -> int | None:
-    """The newest record time among these devices (None: none has sent anything)."""
-    return max((newest[i] for i in device_ids if i in newest), default=None)
-
-
 def outcomes(store: Store, policy: PolicyRow, treatment: list[str], control: list[str]
              ) -> Outcomes:
     kpi = policy.spec["outcome"]["kpi"]
@@ -95,18 +84,16 @@ def evidence(policy: PolicyRow, o: Outcomes, clock: int | None) -> dict[str, Any
             "decision": decision, "extensions_left": left, "missing": o.missing[:50]}
 
 
-def judge(store: Store, signer: ConfigSigner, policy: PolicyRow, now_ms: int,
-          newest: dict[str, int] | None = None) -> str | None:
-    """Judge one running policy if its record clock passed its window end; the decision
-    stored, or None (not due, or judged meanwhile by another process). `newest`: the
-    devices' newest record times, when the caller read them already."""
+def judge(store: Store, signer: ConfigSigner, policy: PolicyRow, now_ms: int) -> str | None:
+    """Judge one running policy if its record clock (the newest record time among its
+    treatment and control devices) passed its window end; the decision stored, or None (not
+    due, or judged meanwhile by another process)."""
+    clock = store.policy_record_clock(policy.id)
+    if clock is None or clock < policy.window_end_ms:
+        return None
     devices = store.policy_devices(policy.id)
     treatment = [d.device for d in devices if d.arm == ps.TREATMENT]
     control = [d.device for d in devices if d.arm == ps.CONTROL]
-    clock = record_clock(newest_times(store) if newest is None else newest,
-                         treatment + control)
-    if clock is None or clock < policy.window_end_ms:
-        return None
     proof = evidence(policy, outcomes(store, policy, treatment, control), clock)
     decision = str(proof["decision"])
     with store.transaction():
@@ -151,11 +138,9 @@ def run(store: Store, signer: ConfigSigner, now_ms: int) -> dict[int, str]:
     does not stop the others (it is logged by the ticker and tried again next turn)."""
     out: dict[int, str] = {}
     failed: Exception | None = None
-    running = store.running_policies()
-    newest = newest_times(store) if running else {}
-    for policy in running:
+    for policy in store.running_policies():
         try:
-            decision = judge(store, signer, policy, now_ms, newest)
+            decision = judge(store, signer, policy, now_ms)
         except Exception as exc:  # judged again at the next turn
             failed = exc
             continue

@@ -404,3 +404,26 @@ def test_reannounce_gives_the_latest_config_the_next_revision(db: AnyDatabase) -
             ("a2", 4), ("b2", 5)]
         latest = store.latest_config("a")
         assert latest is not None and (latest.version, latest.revision) == (2, 4)
+
+
+def test_a_policys_record_clock_is_its_arms_newest_record(db: AnyDatabase) -> None:
+    from cloud.policy_store import PolicyDeviceRow, PolicyRow
+
+    with db.connection() as store, store.transaction():
+        for device, seen in (("b1", 500), ("b2", 900), ("b3", None), ("b4", 9999)):
+            store.insert_device(DeviceRow(id=device, product="bike", created_ms=0,
+                                          last_seen_ms=seen))
+        policy = store.insert_policy(PolicyRow(0, "p", "bike", {}, 1, "running", "", 0, "ops",
+                                               0, 1000, 0, 0))
+        other = store.insert_policy(PolicyRow(0, "q", "bike", {}, 1, "running", "", 0, "ops",
+                                              0, 1000, 0, 0))
+        store.insert_policy_devices([
+            PolicyDeviceRow(policy, "b1", "treatment", ""),
+            PolicyDeviceRow(policy, "b2", "control", ""),
+            PolicyDeviceRow(policy, "b4", "excluded", "needs consent"),  # never counts
+            PolicyDeviceRow(other, "b3", "treatment", ""),
+        ])
+    with db.connection() as store:
+        assert store.policy_record_clock(policy) == 900
+        assert store.policy_record_clock(other) is None  # nothing heard from its devices
+        assert store.policy_record_clock(12345) is None
