@@ -438,8 +438,9 @@ _V11 = [
 # one incarnation and one batch, the records as a JSON array, instead of one row per record
 # (three B-tree inserts and a JSON text per record were most of the cost of ingest). The
 # rows stored before become chunks of one record each; (device, incarnation, seq_lo) is the
-# key, (device, t_hi) the time index, and (device, incarnation, seq_hi) finds the chunks that
-# may hold a seq range (for new records, at the end of the history: an empty range).
+# key, (device, t_hi, t_lo) the time index (covering: a range is found without reading rows),
+# and (device, incarnation, seq_hi) finds the chunks that may hold a seq range (for new
+# records, at the end of the history: an empty range).
 _V12 = [
     """CREATE TABLE IF NOT EXISTS telemetry_chunks (
         device      TEXT NOT NULL REFERENCES devices (id),
@@ -461,7 +462,7 @@ _V12 = [
     " || CASE WHEN consent IS NULL THEN '' ELSE ',' || consent END || ']]'"
     " FROM telemetry",
     "DROP TABLE telemetry",
-    "CREATE INDEX IF NOT EXISTS telemetry_chunks_time ON telemetry_chunks (device, t_hi)",
+    "CREATE INDEX IF NOT EXISTS telemetry_chunks_time ON telemetry_chunks (device, t_hi, t_lo)",
     "CREATE INDEX IF NOT EXISTS telemetry_chunks_end"
     " ON telemetry_chunks (device, incarnation, seq_hi)",
 ]

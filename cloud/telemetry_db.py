@@ -14,8 +14,8 @@ What keeps the reads cheap and correct:
   (past the end of it) an empty one;
 - a chunk holds at most CHUNK_RECORDS records, so reading one record (the engine KPIs bisect
   the history one record at a time) decodes at most that many;
-- the time index (device, t_hi) finds the chunks that reach into a time range (t_hi >= from)
-  and t_lo < to leaves out those that start after it;
+- the time index (device, t_hi, t_lo) finds the chunks that reach into a time range
+  (t_hi >= from) and leaves out those that start after it (t_lo < to) without reading rows;
 - a record's identity is stored once: every insert first looks up the identities of its seq
   range (one probe, nothing to decode when the range is new) and leaves out those stored,
   as the per-record primary key did. Writers are serialised (store.Store.transaction), so no

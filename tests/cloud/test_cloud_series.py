@@ -241,3 +241,13 @@ def test_value_ticks_cover_any_range(low: float, span: float) -> None:
     slack = step * 1e-6  # float noise at the edges
     assert ticks[0] <= low + slack and ticks[-1] >= low + span - slack
     assert all(abs((b - a) - step) <= slack for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+def test_the_time_index_alone_says_which_chunks_reach_into_a_range(tmp_path: Path) -> None:
+    db = _store_with(tmp_path, VALUES)
+    conn = sqlite3.connect(db.path)
+    plan = " ".join(str(r) for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT rowid FROM telemetry_chunks"
+        " WHERE device = 'bike-1' AND t_hi >= 1 AND t_lo < 2"))
+    conn.close()
+    assert "COVERING INDEX telemetry_chunks_time" in plan
