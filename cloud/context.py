@@ -4,32 +4,42 @@ as FastAPI dependencies. FastAPI solves each once per request, so the caller's a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import contextmanager_in_threadpool
 
+from cloud.db import Database
 from cloud.services.config import ConfigSigner
 from cloud.settings import Settings
 from cloud.store import Store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> Iterator[Store]:
-    with request.app.state.db.connection() as store:
-        yield store
+async def get_store(request: Request) -> AsyncIterator[Store]:
+    """SQLite lends a connection without waiting (an idle one, or a new one), so it is lent on
+    the event loop: two thread hops fewer per request. PostgreSQL's pool may wait for a free
+    connection, which must not hold up the loop: it is lent in a worker thread."""
+    database = request.app.state.db
+    if isinstance(database, Database):
+        with database.connection() as store:
+            yield store
+    else:
+        async with contextmanager_in_threadpool(database.connection()) as store:
+            yield store
 
 
-def get_signer(request: Request) -> ConfigSigner:
+async def get_signer(request: Request) -> ConfigSigner:
     signer: ConfigSigner = request.app.state.signer
     return signer
 
 
-def get_now_ms(request: Request) -> int:
+async def get_now_ms(request: Request) -> int:
     seconds: float = request.app.state.clock()
     return round(seconds * 1000)
 

@@ -38,7 +38,7 @@ def current_gateway(
 GatewayDep = Annotated[GatewayRow, Depends(current_gateway)]
 
 
-def batch_gateway(
+async def batch_gateway(
     gateway: GatewayDep,
     claimed: Annotated[str | None, Header(alias=HEADER_GATEWAY)] = None,
 ) -> GatewayRow:
