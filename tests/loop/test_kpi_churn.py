@@ -169,3 +169,39 @@ def test_the_slide_model_is_sound_on_any_series(values: list[float], scale: floa
     assert scaled is not None and scaled.llr == pytest.approx(fit.llr, abs=1e-6)
     rising = churn.slide(churn.Measures(starts, {"power": ("W", sorted(values))}))
     assert rising is not None and rising.llr == pytest.approx(0.0, abs=1e-9)
+
+
+def _rides_at(starts_ms: list[int]) -> History:
+    acts = [Activity(start_ms=t, end_ms=t + 40 * 60_000, minutes=40, mean=200.0, max=200.0,
+                     records=40) for t in sorted(starts_ms)]
+    return History(0, 84 * DAY_MS, acts, acts[0].start_ms)
+
+
+def test_a_second_ride_after_midnight_is_not_a_wandering_start_time() -> None:
+    """An evening rider who, once coached, often rides a second time six hours later (past
+    midnight, UTC): their habitual start has not moved. Read by UTC day, the second ride was
+    the next day's "first" and the start time seemed to spread ten-fold."""
+    rng = np.random.default_rng(3)
+    hour = 3_600_000
+    starts = []
+    for d in range(1, 84):
+        first = d * DAY_MS + 20 * hour + int(rng.normal(0, 15) * 60_000)
+        starts.append(first)
+        if d >= 42 and d % 2 == 0:  # a second ride from week 6, every other day
+            starts.append(first + 6 * hour)
+    w = churn.wander(_rides_at(starts))
+    assert w is not None
+    assert w.llr < churn.WANDER_SHOWN
+    assert w.now_min < 2 * w.before_min
+
+
+def test_a_start_time_near_midnight_is_read_around_the_clock() -> None:
+    """Someone who trains at 23:50 give or take a quarter of an hour starts on either side of
+    midnight: their spread is minutes, not the hours between 00:05 and 23:50."""
+    rng = np.random.default_rng(4)
+    starts = [d * DAY_MS + int((23 * 60 + 50 + rng.normal(0, 15)) * 60_000)
+              for d in range(1, 84)]
+    w = churn.wander(_rides_at(starts))
+    assert w is not None
+    assert w.before_min < 30 and w.now_min < 30
+    assert w.llr < churn.WANDER_SHOWN
