@@ -98,7 +98,6 @@ class Board:
         self.counters = counters
         self.base = dict(base or {})
         self.clock = DeviceClock(fleet.now())
-        self.turn_now = 0  # the data time of the step in progress (a restart goes on from it)
         self.context = client_context(str(image / "certs"))
         self.config_pub = (image / "keys" / "config.pub").read_bytes()
         self.agent: agent_module.Agent | None = None
@@ -129,11 +128,11 @@ class Board:
         self._verify_staged(conf)
         if power_on:  # back from off: whatever happened meanwhile went unmeasured
             self.clock.now_ms = self.fleet.now()
-        else:
-            # A restart (for a config, a consent change) takes a board about a second: the
-            # device goes on from the data time of the step that stopped it, not from after the
-            # restart's wall time (hours of data time, which would cut a ride in two).
-            self.clock.now_ms = max(self.clock.now_ms, self.turn_now)
+        # else: a restart (for a config, a consent change) takes a board about a second: the
+        # device goes on from the data time of the step that stopped it (its own clock, which
+        # may run behind the fleet's on a loaded machine and catches up tick by tick), not from
+        # the fleet's time nor after the restart's wall time (hours of data time either way:
+        # rides in them would go unmeasured).
         agreed = consent.start(str(self.image), self.ident, conf.version, self._emit)
         profile = BehaviourProfile(self.behaviour, self.clock, conf)
         self.agent = app.build(
@@ -290,7 +289,6 @@ class Board:
         agent = self.agent
         assert agent is not None
         fleet_now = self.fleet.now()
-        self.turn_now = fleet_now
         clock = self.clock
         sess = agent.link
         sess.service(0)
