@@ -120,3 +120,17 @@ def test_a_board_behind_the_fleet_restarts_for_a_config_from_its_own_data_time(
     assert board.agent is not None, "restarted"
     gaps = [b - a for a, b in zip(behaviour.times, behaviour.times[1:])]
     assert max(gaps) <= 2 * 60_000, f"a gap of {max(gaps) / 3_600_000:.1f} h in the samples"
+
+
+def test_a_fleet_that_takes_long_to_boot_still_measures_from_the_span_s_start(
+        tmp_path: Path) -> None:
+    """Every product is on from the start of the span: a board whose first start comes
+    wall seconds (hours of data time) after the fleet's clock began measures from the span's
+    start, catching up tick by tick; only a start after being off (a power cut, a reset)
+    leaves the time it was off unmeasured."""
+    behaviour = Riding()
+    board = _board(tmp_path, behaviour)
+    board.fleet._wall0 -= 6 * 3600 / board.fleet.speed  # booting the fleet took six hours
+    _step_for(board, 0.5)
+    assert behaviour.times
+    assert behaviour.times[0] - board.fleet.start_ms <= 2 * 60_000
