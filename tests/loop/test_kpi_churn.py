@@ -52,6 +52,25 @@ def test_the_churn_list_at_week_10_finds_who_disengages_by_week_12(
     assert s.recall_older_onsets >= 0.85, s
 
 
+def test_a_group_s_figures_are_the_list_s_own_over_its_people(
+        fleet: tuple[AnyDatabase, bench_churn.Fleet]) -> None:
+    """Each group's counts are those of its people alone, and the groups that cover the
+    fleet add up to the whole list (the loop's proof reports its policy arms this way)."""
+    db, sim = fleet
+    halves = {d: ("odd" if int(d.rsplit("-", 1)[1]) % 2 else "even") for d in sim.devices}
+    with db.connection() as store:
+        whole = bench_churn.score(store, sim, week=10, groups=halves)
+        bikes = bench_churn.score(store, sim, week=10,
+                                  groups={d: "bikes" for d in sim.devices if d.startswith("bike")})
+    for key in ("scored", "positives", "listed", "true_positives"):
+        assert sum(int(g[key]) for g in whole.groups.values()) == getattr(whole, key), key
+    assert set(whole.groups) == {"odd", "even"}
+    b = bikes.groups["bikes"]
+    assert 0 < b["scored"] < whole.scored and b["positives"] < whole.positives
+    assert b["precision"] == round(b["true_positives"] / b["listed"], 3)
+    assert b["recall"] == round(b["true_positives"] / b["positives"], 3)
+
+
 def test_every_entry_says_why(fleet: tuple[AnyDatabase, bench_churn.Fleet]) -> None:
     db, sim = fleet
     with db.connection() as store:
