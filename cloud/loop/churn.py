@@ -39,6 +39,7 @@ import numpy as np
 from cloud.loop import churn_model
 from cloud.loop.activity import DAY_MS, GAP_MS
 from cloud.loop.churn_model import ChurnModel
+from cloud.loop.forced import within
 from cloud.loop.kpis import ACTIVITY_WORD, History, permits
 from protocol.consent import PERSONAL
 
@@ -376,9 +377,12 @@ class Evidence:
 
 
 def evidence(h: History, product: str, personal: bool,
-             reps: dict[int, float] | None = None) -> Evidence | None:
+             reps: dict[int, float] | None = None,
+             forced: Sequence[tuple[int, int]] = ()) -> Evidence | None:
     """Weigh a bike's or mirror's history. `personal`: the device shares personal data (the
-    start times are read only then; `reps` is given only then). None without activity."""
+    start times are read only then; `reps` is given only then). `forced`: periods when a
+    pushed setting set the effort (cloud.loop.forced): the effort signal leaves out the
+    activities begun in them. None without activity."""
     d = decline(h, streaks=True)
     if d is None:
         return None
@@ -386,7 +390,10 @@ def evidence(h: History, product: str, personal: bool,
     effort_name = "power" if product == "bike" else "reps a minute"
     effort = None
     if effort_name in m.values:
-        effort = slide(Measures(m.starts_ms, {effort_name: m.values[effort_name]}))
+        unit, values = m.values[effort_name]
+        own = [i for i, t in enumerate(m.starts_ms) if not within(t, forced)]
+        effort = slide(Measures([m.starts_ms[i] for i in own],
+                                {effort_name: (unit, [values[i] for i in own])}))
     minutes = slide(Measures(m.starts_ms, {"minutes": m.values["minutes"]}))
     last = max(a.start_ms for a in h.acts)
     return Evidence(d, effort, minutes, wander(h) if personal else None,
@@ -432,11 +439,12 @@ def reason(word: str, e: Evidence, risk: float | None = None) -> tuple[str, int 
 
 def assess(device: str, customer: str | None, product: str | None, consent: str | None,
            h: History | None, reps: dict[int, float] | None = None,
-           model: ChurnModel | None = None) -> Risk | None:
+           model: ChurnModel | None = None,
+           forced: Sequence[tuple[int, int]] = ()) -> Risk | None:
     """The device's churn risk with its reason, or None (not at risk, or not a product people
     use by habit). `reps`: a mirror's reps per session by its start (personal data: pass it
     only for a device that shares it; it is ignored otherwise). `model`: the decision
-    (default: the shipped one)."""
+    (default: the shipped one). `forced`: as evidence's."""
     if product not in ("bike", "mirror"):
         return None
     word = ACTIVITY_WORD[product]
@@ -450,7 +458,7 @@ def assess(device: str, customer: str | None, product: str | None, consent: str 
     if idle_days >= LAPSED_DAYS:
         return Risk(device, customer, product, LAPSED,
                     f"no {word} for {idle_days:.0f} days (last on {_day(last)})", last)
-    e = evidence(h, product, permits(consent, PERSONAL), reps)
+    e = evidence(h, product, permits(consent, PERSONAL), reps, forced)
     if e is None:
         return None
     m = model or churn_model.shipped()

@@ -224,3 +224,44 @@ def test_a_start_time_near_midnight_is_read_around_the_clock() -> None:
     assert w is not None
     assert w.before_min < 30 and w.now_min < 30
     assert w.llr < churn.WANDER_SHOWN
+
+
+def test_power_a_pushed_target_set_is_not_read_as_the_rider_s_effort() -> None:
+    """A rider under a target power for two weeks (weeks 4 to 6, as in the loop's proof)
+    rides at their limit, half as hard again as by choice, then at their own effort once it
+    is reverted: read as their effort, that is a fall of a sixth.
+    With the period the target was in force (cloud.loop.forced) the effort signal leaves
+    those rides out and sees a steady rider."""
+    rng = np.random.default_rng(6)
+    days = list(range(1, 84, 2))
+    under = (28 * DAY_MS, 44 * DAY_MS)
+    power = [(300.0 if under[0] <= d * DAY_MS < under[1] else 200.0) * rng.uniform(0.97, 1.03)
+             for d in days]
+    h = _history(days, [45 * rng.uniform(0.9, 1.1) for _ in days], power)
+    as_effort = churn.evidence(h, "bike", personal=False)
+    assert as_effort is not None and as_effort.effort is not None
+    assert as_effort.effort.llr > 2 and as_effort.effort_drop > 0.1
+    apart = churn.evidence(h, "bike", personal=False, forced=[under])
+    assert apart is not None and apart.effort is not None
+    assert apart.effort.llr < 1 and apart.effort_drop < 0.05
+
+
+def test_the_periods_a_policy_set_the_effort_follow_its_arms_and_its_end() -> None:
+    from cloud.loop import forced
+    from cloud.policy_store import PolicyDeviceRow, PolicyRow
+
+    def policy(pid: int, change: dict[str, int], state: str) -> PolicyRow:
+        return PolicyRow(pid, f"p{pid}", "bike", {"change": change}, 1, state, "", 0, "ops",
+                         10 * DAY_MS, 24 * DAY_MS, 0, 0)
+
+    arms = [PolicyDeviceRow(0, "t", "treatment"), PolicyDeviceRow(0, "c", "control"),
+            PolicyDeviceRow(0, "x", "excluded")]
+    reverted = forced.periods([(policy(1, {"target_power_w": 900}, "reverted"), arms)])
+    assert reverted == {"t": [(10 * DAY_MS, 24 * DAY_MS + forced.MARGIN_MS)]}
+    kept = forced.periods([(policy(2, {"programme": 3}, "kept"), arms)])
+    assert kept == {"t": [(10 * DAY_MS, forced.FOREVER)], "c": [(24 * DAY_MS, forced.FOREVER)]}
+    running = forced.periods([(policy(3, {"target_power_w": 150}, "running"), arms)])
+    assert running == {"t": [(10 * DAY_MS, forced.FOREVER)]}
+    assert forced.periods([(policy(4, {"coach_mode": 1}, "kept"), arms)]) == {}
+    assert forced.within(12 * DAY_MS, reverted["t"]) and not forced.within(30 * DAY_MS,
+                                                                           reverted["t"])
