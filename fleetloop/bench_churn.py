@@ -113,7 +113,9 @@ def _store(store: Store, device: str, product: str,
 def disengagement_as_lived(truth: Truth) -> Truth:
     """The truth with each person's `disengage_at_ms` set to when their habit really began to
     fade (the truth's `disengage` event), or None when it never did: a coached responder whose
-    decline the coaching halted is no longer a churn positive."""
+    decline the coaching prevented (coached before it began) is no longer a churn positive.
+    One whose decline had begun when the coaching halted it still is: the truth recorded a
+    disengagement, though their riding stays at the lowered rate it had reached."""
     began: dict[str, int] = {}
     for e in truth.events(kind="disengage"):
         began.setdefault(e["d"], e["t"])
