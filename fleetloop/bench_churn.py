@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,9 @@ def _store(store: Store, device: str, product: str,
 def disengagement_as_lived(truth: Truth) -> Truth:
     """The truth with each person's `disengage_at_ms` set to when their habit really began to
     fade (the truth's `disengage` event), or None when it never did: a coached responder whose
-    decline the coaching halted is no longer a churn positive."""
+    decline the coaching prevented (coached before it began) is no longer a churn positive.
+    One whose decline had begun when the coaching halted it still is: the truth recorded a
+    disengagement, though their riding stays at the lowered rate it had reached."""
     began: dict[str, int] = {}
     for e in truth.events(kind="disengage"):
         began.setdefault(e["d"], e["t"])
@@ -142,9 +144,22 @@ class Score:
     seconds: float  # making the report
     future_onsets: int = 0  # positives whose decline begins after W: only precursors tell
     recall_future_onsets: float = 0.0
+    # The same figures for groups of people (score's `groups`: e.g. the loop's proof's policy
+    # arms): group -> scored, positives, listed, true_positives, precision, recall
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def score(store: Store, fleet: Fleet, week: int) -> Score:
+def figures(scored: int, positives: int, listed: int, true_positives: int) -> dict[str, float]:
+    """A list's counts and its precision and recall (0.0 where there is nothing to divide)."""
+    return {"scored": scored, "positives": positives, "listed": listed,
+            "true_positives": true_positives,
+            "precision": round(true_positives / listed, 3) if listed else 0.0,
+            "recall": round(true_positives / positives, 3) if positives else 0.0}
+
+
+def score(store: Store, fleet: Fleet, week: int, groups: dict[str, str] | None = None) -> Score:
+    """The list at `week` against the truth; `groups` (device -> group name) adds each
+    group's own figures (a device in no group is in none)."""
     at = fleet.start_ms + week * WEEK_MS
     began = time.monotonic()
     rep = health.report(store, at)
@@ -152,6 +167,7 @@ def score(store: Store, fleet: Fleet, week: int) -> Score:
     people = [d for d in rep.devices if d.product in ("bike", "mirror")]
     listed_ids = {r.device for r in rep.risks() if r.kind == churn.DECLINING}
     scored = pos = listed = tp = lapsed = recent = tp_old = future = tp_future = 0
+    by: dict[str, list[int]] = {}  # group -> [scored, positives, listed, true positives]
     for d in people:
         h = d.kpis.history
         if h is None or not any(a.start_ms >= at - LAPSED_DAYS * DAY_MS for a in h.acts):
@@ -170,11 +186,17 @@ def score(store: Store, fleet: Fleet, week: int) -> Score:
         is_future = positive and onset is not None and onset > at
         future += is_future
         tp_future += is_future and flagged
+        group = (groups or {}).get(d.device)
+        if group is not None:
+            counts = by.setdefault(group, [0, 0, 0, 0])
+            for i, flag in enumerate((True, positive, flagged, positive and flagged)):
+                counts[i] += bool(flag)
     older = pos - recent
     return Score(week, len(people), scored, pos, listed, tp,
                  round(tp / listed, 3) if listed else 0.0, round(tp / pos, 3) if pos else 0.0,
                  lapsed, recent, round(tp_old / older, 3) if older else 0.0,
-                 round(seconds, 2), future, round(tp_future / future, 3) if future else 0.0)
+                 round(seconds, 2), future, round(tp_future / future, 3) if future else 0.0,
+                 {g: figures(*counts) for g, counts in sorted(by.items())})
 
 
 def as_dict(s: Score) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,9 +337,31 @@ def decisions_audited(sim: Simulation, token: str) -> list[dict[str, Any]]:
             for e in resp.json() if str(e["action"]).startswith("policy.")]
 
 
-def score_churn(sim: Simulation, week: int) -> dict[str, Any]:
+# The churn list's figures are given for these groups as well: who a policy's change reached
+# (coaching reaches the helpful policy's control too once it is kept) and who none did.
+UNTOUCHED, COACHED, OVERREACHED = "no change", "coached", "target power"
+
+
+def churn_groups(policies: dict[str, dict[str, Any]], devices: Sequence[str]
+                 ) -> dict[str, str]:
+    """Each bike and mirror's group by the policies as they ended: the helpful policy's
+    participants (both arms, when it was kept), the harmful one's treatment, everyone else."""
+    groups = {d: UNTOUCHED for d in devices if not d.startswith("engine")}
+    helpful, harmful = policies.get(HELPFUL), policies.get(HARMFUL)
+    if helpful is not None:
+        arms = [*helpful.get("treatment", []),
+                *(helpful.get("control", []) if helpful.get("state") == "kept" else [])]
+        groups.update({d: COACHED for d in arms if d in groups})
+    if harmful is not None:
+        groups.update({d: OVERREACHED for d in harmful.get("treatment", []) if d in groups})
+    return groups
+
+
+def score_churn(sim: Simulation, week: int,
+                policies: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The churn-risk list as of `week`, scored by bench_churn's own scoring on the cloud's
-    store, against the disengagement the truth recorded."""
+    store, against the disengagement the truth recorded; with each churn_groups group's own
+    figures."""
     from cloud.db import open_database
     from fleetloop.bench_churn import Fleet, as_dict, disengagement_as_lived, score
 
@@ -350,7 +372,7 @@ def score_churn(sim: Simulation, week: int) -> dict[str, Any]:
     db.open()
     try:
         with db.connection() as store:
-            return as_dict(score(store, fleet, week))
+            return as_dict(score(store, fleet, week, churn_groups(policies or {}, devices)))
     finally:
         db.close()
 
@@ -378,7 +400,7 @@ def bench_loop(plan: LoopPlan, out: Path | None = None, log: Log = lambda _line:
                 scores["helpful"] = score_helpful(s.truth, final[HELPFUL], base, s)
             if HARMFUL in final:
                 scores["harmful"] = score_harmful(s.truth, final[HARMFUL], base, s)
-            scores["churn"] = score_churn(s, plan.churn_week)
+            scores["churn"] = score_churn(s, plan.churn_week, final)
             scores["audit"] = decisions_audited(s, scenario.token)
 
         began = time.monotonic()
@@ -446,7 +468,10 @@ def table(result: dict[str, Any]) -> str:
         rows.append(f"Churn-risk list at week {ch['week']}, scored against the truth at week "
                     f"{ch['week'] + 2}: precision {ch['precision']}, recall {ch['recall']} "
                     f"({ch['positives']} positives, {ch['listed']} listed, {ch['scored']} of "
-                    f"{ch['people']} people scored).")
+                    f"{ch['people']} people scored)"
+                    + "".join(f"; {g}: {f['precision']}, {f['recall']} ({f['positives']} "
+                              f"positives, {f['listed']} listed)"
+                              for g, f in ch.get("groups", {}).items()) + ".")
     rows.append(f"Records lost: {result['lost']}, duplicates: {result['duplicates']} "
                 f"({result['stored']:,} stored).")
     rows.append("")

@@ -30,6 +30,7 @@ them), and devices whose consent no longer lets the cloud see their usage.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,6 +39,7 @@ import numpy as np
 from cloud.loop import churn_model
 from cloud.loop.activity import DAY_MS, GAP_MS
 from cloud.loop.churn_model import ChurnModel
+from cloud.loop.forced import within
 from cloud.loop.kpis import ACTIVITY_WORD, History, permits
 from protocol.consent import PERSONAL
 
@@ -53,6 +55,11 @@ MIN_AFTER = 2  # ... and at least this many after it
 MIN_MINUTES = 3  # shorter runs of records are not a ride (a bike bumped, a test)
 SIGMA_FLOOR = 0.04  # the least ride-to-ride spread of a measure, in log units (4 %)
 WANDER_FLOOR_MIN = 10.0  # the least spread of a start time around its usual one, minutes
+# An activity this long after the one before begins the person's next day (the simulated
+# habits' second activity of a day starts at most about nine hours after the first; the next
+# day's, a day later give or take a few hours)
+NEW_DAY_MS = 12 * 3_600_000
+DAY_MINUTES = 24 * 60
 # The evidence shown: the signals' log-likelihood ratios summed (the wander's at half weight:
 # it is the weakest and the noisiest). The decision is churn_model's.
 WANDER_WEIGHT = 0.5
@@ -254,20 +261,41 @@ class Wander:
     now_min: float
 
 
+def day_firsts(h: History) -> list[int]:
+    """The start of each day's first activity, a day being the person's own: an activity that
+    begins less than NEW_DAY_MS after the one before belongs to the same day (a second ride
+    six hours after an evening one, past midnight, is that evening's second, not the next
+    day's first)."""
+    firsts: list[int] = []
+    last: int | None = None
+    for a in h.acts:
+        if last is None or a.start_ms - last >= NEW_DAY_MS:
+            firsts.append(a.start_ms)
+        last = a.start_ms
+    return firsts
+
+
+def clock_offsets(starts_ms: Sequence[int]) -> np.ndarray:
+    """Each start's minutes from the usual time of day (their median), read around the
+    clock: 00:05 is 15 minutes after 23:50, not 23 hours 45 before it."""
+    minutes = np.asarray([(t % DAY_MS) / 60_000 for t in starts_ms], dtype=float)
+    angle = minutes * (2 * np.pi / DAY_MINUTES)
+    mean = float(np.arctan2(np.sin(angle).sum(), np.cos(angle).sum())) * DAY_MINUTES / (2 * np.pi)
+    off = (minutes - mean + DAY_MINUTES / 2) % DAY_MINUTES - DAY_MINUTES / 2
+    return np.asarray(off - np.median(off))
+
+
 def wander(h: History) -> Wander | None:
     """Has the start time of day spread out since some onset? The first activity of each day
-    (a second one is hours later by habit, not by drift), its minutes from the median start;
-    a normal spread against one that widens from an onset (at least MIN_BEFORE days before
-    it and MIN_AFTER after). This reads when someone trains, a personal habit: callers use
-    it only for devices that share personal data."""
-    firsts: dict[int, int] = {}
-    for a in h.acts:
-        firsts.setdefault(a.start_ms // DAY_MS, a.start_ms)
+    (day_firsts: a second one is hours later by habit, not by drift), its minutes from the
+    usual start (clock_offsets); a normal spread against one that widens from an onset (at
+    least MIN_BEFORE days before it and MIN_AFTER after). This reads when someone trains, a
+    personal habit: callers use it only for devices that share personal data."""
+    firsts = day_firsts(h)
     n = len(firsts)
     if n < MIN_BEFORE + MIN_AFTER + 2:
         return None
-    minutes = np.asarray([(t % DAY_MS) / 60_000 for t in firsts.values()])
-    r2 = (minutes - np.median(minutes)) ** 2
+    r2 = clock_offsets(firsts) ** 2
     floor = WANDER_FLOOR_MIN ** 2
     whole = max(float(r2.mean()), floor)
     csum = np.cumsum(r2)
@@ -279,8 +307,7 @@ def wander(h: History) -> Wander | None:
     k = int(llr.argmax())
     if llr[k] <= 0:
         return Wander(0.0, None, float(np.sqrt(whole)), float(np.sqrt(whole)))
-    starts = list(firsts.values())
-    return Wander(float(llr[k]), starts[int(ks[k]) - 1], float(np.sqrt(v1[k])),
+    return Wander(float(llr[k]), firsts[int(ks[k]) - 1], float(np.sqrt(v1[k])),
                   float(np.sqrt(v2[k])))
 
 
@@ -350,9 +377,12 @@ class Evidence:
 
 
 def evidence(h: History, product: str, personal: bool,
-             reps: dict[int, float] | None = None) -> Evidence | None:
+             reps: dict[int, float] | None = None,
+             forced: Sequence[tuple[int, int]] = ()) -> Evidence | None:
     """Weigh a bike's or mirror's history. `personal`: the device shares personal data (the
-    start times are read only then; `reps` is given only then). None without activity."""
+    start times are read only then; `reps` is given only then). `forced`: periods when a
+    pushed setting set the effort (cloud.loop.forced): the effort signal leaves out the
+    activities begun in them. None without activity."""
     d = decline(h, streaks=True)
     if d is None:
         return None
@@ -360,7 +390,10 @@ def evidence(h: History, product: str, personal: bool,
     effort_name = "power" if product == "bike" else "reps a minute"
     effort = None
     if effort_name in m.values:
-        effort = slide(Measures(m.starts_ms, {effort_name: m.values[effort_name]}))
+        unit, values = m.values[effort_name]
+        own = [i for i, t in enumerate(m.starts_ms) if not within(t, forced)]
+        effort = slide(Measures([m.starts_ms[i] for i in own],
+                                {effort_name: (unit, [values[i] for i in own])}))
     minutes = slide(Measures(m.starts_ms, {"minutes": m.values["minutes"]}))
     last = max(a.start_ms for a in h.acts)
     return Evidence(d, effort, minutes, wander(h) if personal else None,
@@ -406,11 +439,12 @@ def reason(word: str, e: Evidence, risk: float | None = None) -> tuple[str, int 
 
 def assess(device: str, customer: str | None, product: str | None, consent: str | None,
            h: History | None, reps: dict[int, float] | None = None,
-           model: ChurnModel | None = None) -> Risk | None:
+           model: ChurnModel | None = None,
+           forced: Sequence[tuple[int, int]] = ()) -> Risk | None:
     """The device's churn risk with its reason, or None (not at risk, or not a product people
     use by habit). `reps`: a mirror's reps per session by its start (personal data: pass it
     only for a device that shares it; it is ignored otherwise). `model`: the decision
-    (default: the shipped one)."""
+    (default: the shipped one). `forced`: as evidence's."""
     if product not in ("bike", "mirror"):
         return None
     word = ACTIVITY_WORD[product]
@@ -424,7 +458,7 @@ def assess(device: str, customer: str | None, product: str | None, consent: str 
     if idle_days >= LAPSED_DAYS:
         return Risk(device, customer, product, LAPSED,
                     f"no {word} for {idle_days:.0f} days (last on {_day(last)})", last)
-    e = evidence(h, product, permits(consent, PERSONAL), reps)
+    e = evidence(h, product, permits(consent, PERSONAL), reps, forced)
     if e is None:
         return None
     m = model or churn_model.shipped()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from cloud.loop import activity, churn, kpis
+from cloud.loop import activity, churn, forced, kpis
 from cloud.loop.activity import DAY_MS, WEEK_MS
 from cloud.loop.churn import Risk
 from cloud.loop.kpis import DeviceKpis, History
@@ -163,15 +163,19 @@ def consent_component(consent: str | None) -> Component:
     return Component("consent", CONSENT_SCORE.get(consent), f"tier {consent}")
 
 
-def device_health(store: Store, device: DeviceRow, customer: str | None, at_ms: int
-                  ) -> DeviceHealth:
+def device_health(store: Store, device: DeviceRow, customer: str | None, at_ms: int,
+                  periods: forced.Periods | None = None) -> DeviceHealth:
+    """The device's health as of at_ms. `periods`: cloud.loop.forced's (read from the store
+    when not given)."""
     k = kpis.device_kpis(store, device, at_ms)
     word = kpis.ACTIVITY_WORD.get(device.product or "", "records")
     comps = [recency(k.history, word), frequency(k.history, word), outcome(k),
              device_vitals(device), consent_component(k.consent)]
     score = weighted(comps)
+    if periods is None:
+        periods = forced.read(store)
     risk = churn.assess(device.id, customer, device.product, k.consent, k.history,
-                        reps=session_reps(store, device, k))
+                        reps=session_reps(store, device, k), forced=periods.get(device.id, ()))
     if risk is not None:
         risk = replace(risk, score=score)
     return DeviceHealth(device.id, device.product, customer, score, comps, k, risk)
@@ -231,12 +235,13 @@ def report(store: Store, at_ms: int, devices: Sequence[DeviceRow] | None = None)
     regs = {r.device: r for r in store.registries()}
     cancelled = {c.id for c in store.list_customers() if c.cancelled_ms is not None}
     out = FleetReport(at_ms)
+    periods = forced.read(store)
     for device in (store.list_devices() if devices is None else devices):
         reg = regs.get(device.id)
         if reg is not None and reg.status != "active":
             continue
         customer = reg.customer if reg is not None else None
-        h = device_health(store, device, customer, at_ms)
+        h = device_health(store, device, customer, at_ms, periods)
         if customer in cancelled and h.risk is not None:
             h = replace(h, risk=None)
         out.devices.append(h)

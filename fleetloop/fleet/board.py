@@ -97,8 +97,10 @@ class Board:
         self.reactor = reactor
         self.counters = counters
         self.base = dict(base or {})
-        self.clock = DeviceClock(fleet.now())
-        self.turn_now = 0  # the data time of the step in progress (a restart goes on from it)
+        # On from the span's start (a fleet takes wall seconds, hours of data time, to boot:
+        # the boards catch up tick by tick); fleet.now() for a clock not started yet.
+        self.clock = DeviceClock(fleet.start_ms or fleet.now())
+        self.powered = False  # started at least once (a later power-on is back from off)
         self.context = client_context(str(image / "certs"))
         self.config_pub = (image / "keys" / "config.pub").read_bytes()
         self.agent: agent_module.Agent | None = None
@@ -127,13 +129,15 @@ class Board:
         conf = settings.Settings(str(data), self.device_id, self.base)
         conf.load()
         self._verify_staged(conf)
-        if power_on:  # back from off: whatever happened meanwhile went unmeasured
+        if power_on and self.powered:  # back from off: what happened meanwhile went unmeasured
             self.clock.now_ms = self.fleet.now()
-        else:
-            # A restart (for a config, a consent change) takes a board about a second: the
-            # device goes on from the data time of the step that stopped it, not from after the
-            # restart's wall time (hours of data time, which would cut a ride in two).
-            self.clock.now_ms = max(self.clock.now_ms, self.turn_now)
+        # Otherwise the device goes on from its own clock: the first start measures from the
+        # span's start, and a restart (for a config, a consent change), which takes a board
+        # about a second, from the tick that stopped it (a board may run behind the fleet's
+        # clock on a loaded machine and catches up tick by tick), not from the fleet's time
+        # nor after the restart's wall time (hours of data time either way: rides in them
+        # would go unmeasured).
+        self.powered = True
         agreed = consent.start(str(self.image), self.ident, conf.version, self._emit)
         profile = BehaviourProfile(self.behaviour, self.clock, conf)
         self.agent = app.build(
@@ -290,7 +294,6 @@ class Board:
         agent = self.agent
         assert agent is not None
         fleet_now = self.fleet.now()
-        self.turn_now = fleet_now
         clock = self.clock
         sess = agent.link
         sess.service(0)

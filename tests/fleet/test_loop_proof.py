@@ -93,6 +93,11 @@ def the_churn_risk_list_is_scored_against_the_truth(proof: dict[str, Any]) -> No
     assert c["week"] == PLAN.churn_week and c["people"] == PLAN.bikes + PLAN.mirrors
     assert c["scored"] > 0.8 * c["people"] and c["positives"] > 0
     assert 0.0 <= c["precision"] <= 1.0 and 0.0 <= c["recall"] <= 1.0
+    # every person in one group: reached by coaching, by the over-hard target, or by neither
+    groups = c["groups"]
+    assert set(groups) <= {"coached", "target power", "no change"} and "coached" in groups
+    for key in ("scored", "positives", "listed", "true_positives"):
+        assert sum(g[key] for g in groups.values()) == c[key], key
 
 
 @pytest.mark.parametrize(("args", "reason"), [

@@ -52,6 +52,25 @@ def test_the_churn_list_at_week_10_finds_who_disengages_by_week_12(
     assert s.recall_older_onsets >= 0.85, s
 
 
+def test_a_group_s_figures_are_the_list_s_own_over_its_people(
+        fleet: tuple[AnyDatabase, bench_churn.Fleet]) -> None:
+    """Each group's counts are those of its people alone, and the groups that cover the
+    fleet add up to the whole list (the loop's proof reports its policy arms this way)."""
+    db, sim = fleet
+    halves = {d: ("odd" if int(d.rsplit("-", 1)[1]) % 2 else "even") for d in sim.devices}
+    with db.connection() as store:
+        whole = bench_churn.score(store, sim, week=10, groups=halves)
+        bikes = bench_churn.score(store, sim, week=10,
+                                  groups={d: "bikes" for d in sim.devices if d.startswith("bike")})
+    for key in ("scored", "positives", "listed", "true_positives"):
+        assert sum(int(g[key]) for g in whole.groups.values()) == getattr(whole, key), key
+    assert set(whole.groups) == {"odd", "even"}
+    b = bikes.groups["bikes"]
+    assert 0 < b["scored"] < whole.scored and b["positives"] < whole.positives
+    assert b["precision"] == round(b["true_positives"] / b["listed"], 3)
+    assert b["recall"] == round(b["true_positives"] / b["positives"], 3)
+
+
 def test_every_entry_says_why(fleet: tuple[AnyDatabase, bench_churn.Fleet]) -> None:
     db, sim = fleet
     with db.connection() as store:
@@ -169,3 +188,80 @@ def test_the_slide_model_is_sound_on_any_series(values: list[float], scale: floa
     assert scaled is not None and scaled.llr == pytest.approx(fit.llr, abs=1e-6)
     rising = churn.slide(churn.Measures(starts, {"power": ("W", sorted(values))}))
     assert rising is not None and rising.llr == pytest.approx(0.0, abs=1e-9)
+
+
+def _rides_at(starts_ms: list[int]) -> History:
+    acts = [Activity(start_ms=t, end_ms=t + 40 * 60_000, minutes=40, mean=200.0, max=200.0,
+                     records=40) for t in sorted(starts_ms)]
+    return History(0, 84 * DAY_MS, acts, acts[0].start_ms)
+
+
+def test_a_second_ride_after_midnight_is_not_a_wandering_start_time() -> None:
+    """An evening rider who, once coached, often rides a second time six hours later (past
+    midnight, UTC): their habitual start has not moved. Read by UTC day, the second ride was
+    the next day's "first" and the start time seemed to spread ten-fold."""
+    rng = np.random.default_rng(3)
+    hour = 3_600_000
+    starts = []
+    for d in range(1, 84):
+        first = d * DAY_MS + 20 * hour + int(rng.normal(0, 15) * 60_000)
+        starts.append(first)
+        if d >= 42 and d % 2 == 0:  # a second ride from week 6, every other day
+            starts.append(first + 6 * hour)
+    w = churn.wander(_rides_at(starts))
+    assert w is not None
+    assert w.llr < churn.WANDER_SHOWN
+    assert w.now_min < 2 * w.before_min
+
+
+def test_a_start_time_near_midnight_is_read_around_the_clock() -> None:
+    """Someone who trains at 23:50 give or take a quarter of an hour starts on either side of
+    midnight: their spread is minutes, not the hours between 00:05 and 23:50."""
+    rng = np.random.default_rng(4)
+    starts = [d * DAY_MS + int((23 * 60 + 50 + rng.normal(0, 15)) * 60_000)
+              for d in range(1, 84)]
+    w = churn.wander(_rides_at(starts))
+    assert w is not None
+    assert w.before_min < 30 and w.now_min < 30
+    assert w.llr < churn.WANDER_SHOWN
+
+
+def test_power_a_pushed_target_set_is_not_read_as_the_rider_s_effort() -> None:
+    """A rider under a target power for two weeks (weeks 4 to 6, as in the loop's proof)
+    rides at their limit, half as hard again as by choice, then at their own effort once it
+    is reverted: read as their effort, that is a fall of a sixth.
+    With the period the target was in force (cloud.loop.forced) the effort signal leaves
+    those rides out and sees a steady rider."""
+    rng = np.random.default_rng(6)
+    days = list(range(1, 84, 2))
+    under = (28 * DAY_MS, 44 * DAY_MS)
+    power = [(300.0 if under[0] <= d * DAY_MS < under[1] else 200.0) * rng.uniform(0.97, 1.03)
+             for d in days]
+    h = _history(days, [45 * rng.uniform(0.9, 1.1) for _ in days], power)
+    as_effort = churn.evidence(h, "bike", personal=False)
+    assert as_effort is not None and as_effort.effort is not None
+    assert as_effort.effort.llr > 2 and as_effort.effort_drop > 0.1
+    apart = churn.evidence(h, "bike", personal=False, forced=[under])
+    assert apart is not None and apart.effort is not None
+    assert apart.effort.llr < 1 and apart.effort_drop < 0.05
+
+
+def test_the_periods_a_policy_set_the_effort_follow_its_arms_and_its_end() -> None:
+    from cloud.loop import forced
+    from cloud.policy_store import PolicyDeviceRow, PolicyRow
+
+    def policy(pid: int, change: dict[str, int], state: str) -> PolicyRow:
+        return PolicyRow(pid, f"p{pid}", "bike", {"change": change}, 1, state, "", 0, "ops",
+                         10 * DAY_MS, 24 * DAY_MS, 0, 0)
+
+    arms = [PolicyDeviceRow(0, "t", "treatment"), PolicyDeviceRow(0, "c", "control"),
+            PolicyDeviceRow(0, "x", "excluded")]
+    reverted = forced.periods([(policy(1, {"target_power_w": 900}, "reverted"), arms)])
+    assert reverted == {"t": [(10 * DAY_MS, 24 * DAY_MS + forced.MARGIN_MS)]}
+    kept = forced.periods([(policy(2, {"programme": 3}, "kept"), arms)])
+    assert kept == {"t": [(10 * DAY_MS, forced.FOREVER)], "c": [(24 * DAY_MS, forced.FOREVER)]}
+    running = forced.periods([(policy(3, {"target_power_w": 150}, "running"), arms)])
+    assert running == {"t": [(10 * DAY_MS, forced.FOREVER)]}
+    assert forced.periods([(policy(4, {"coach_mode": 1}, "kept"), arms)]) == {}
+    assert forced.within(12 * DAY_MS, reverted["t"]) and not forced.within(30 * DAY_MS,
+                                                                           reverted["t"])
