@@ -55,9 +55,10 @@ MIN_AFTER = 2  # ... and at least this many after it
 MIN_MINUTES = 3  # shorter runs of records are not a ride (a bike bumped, a test)
 SIGMA_FLOOR = 0.04  # the least ride-to-ride spread of a measure, in log units (4 %)
 WANDER_FLOOR_MIN = 10.0  # the least spread of a start time around its usual one, minutes
-# An activity this long after the one before begins the person's next day (the simulated
-# habits' second activity of a day starts at most about nine hours after the first; the next
-# day's, a day later give or take a few hours)
+# An activity this long after the one before begins the person's next day: a second session
+# of the same day (a morning ride, then an evening one) comes within a waking day, the next
+# day's first about a day later give or take a few hours (so in the simulated fleets too,
+# where a day's second activity starts at most about nine hours after the first)
 NEW_DAY_MS = 12 * 3_600_000
 DAY_MINUTES = 24 * 60
 # The evidence shown: the signals' log-likelihood ratios summed (the wander's at half weight:
