@@ -506,5 +506,6 @@ class Store(RolloutStore, AggregateStore, PolicyStore, Protocol):
 
     def insert_telemetry_values(self, rows: Sequence[TelemetryValues]) -> int:
         """insert_telemetry of plain tuples (device, incarnation, seq, t, m, gateway,
-        batch_seq, consent), one per record of a batch, without a row object each."""
+        batch_seq, consent), without a row object each (the simulator's and tools' bulk
+        loads; the ingest path uses insert_records)."""
         ...

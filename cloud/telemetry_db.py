@@ -198,9 +198,6 @@ class TelemetrySql:
             )
         ]
 
-    def _rows(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
-        return iter(self._conn.execute(sql, params))
-
     def telemetry(
         self, device_id: str, incarnation: int, after_seq: int, limit: int
     ) -> list[TelemetryRow]:
@@ -209,7 +206,7 @@ class TelemetrySql:
         out: list[TelemetryRow] = []
         # Chunks in seq_lo order; one that starts past the limit-th record found cannot hold
         # an earlier one, so the walk stops there.
-        for r in self._rows(
+        for r in self._conn.execute(
             f"SELECT {_COLS} FROM telemetry_chunks WHERE device = ? AND incarnation = ?"
             " AND seq_lo > ? AND seq_hi > ? ORDER BY seq_lo",
             (device_id, incarnation, after_seq - SPAN, after_seq),
@@ -226,7 +223,7 @@ class TelemetrySql:
     ) -> list[TelemetryRow]:
         out = [
             _row(r[0], r[1], r[7], r[8], e)
-            for r in self._rows(
+            for r in self._conn.execute(
                 f"SELECT {_COLS} FROM telemetry_chunks WHERE device = ? AND incarnation = ?"
                 f" AND {_HOLDING}",
                 (device_id, incarnation, low, high + SPAN - 1, high),
@@ -239,7 +236,7 @@ class TelemetrySql:
     def metric_rows(self, device_id: str) -> list[TelemetryRow]:
         return [
             _row(r[0], r[1], r[7], r[8], e)
-            for r in self._rows(
+            for r in self._conn.execute(
                 f"SELECT {_COLS} FROM telemetry_chunks WHERE device = ?"
                 " ORDER BY incarnation, seq_lo",
                 (device_id,),
@@ -257,7 +254,7 @@ class TelemetrySql:
         """The range's chunks (time index), their records' values of `metric` bucketed here:
         numbers as they are, booleans as 0/1, any other value or a missing one left out."""
         groups: dict[int, list[float]] = {}
-        for (body,) in self._rows(
+        for (body,) in self._conn.execute(
             "SELECT body FROM telemetry_chunks WHERE device = ? AND t_hi >= ? AND t_lo < ?",
             (device_id, from_ms, to_ms),
         ):
