@@ -30,9 +30,11 @@ Nothing is written unless the batch is accepted.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from operator import lt
+from itertools import repeat
+from operator import contains, itemgetter, lt
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -175,14 +177,14 @@ def _store_contents(
                                 screened=consent_service.screened(device))
         for item, reason in judged.conflicts:
             hold(item, reason)
-        new_objs = [i.obj for i in judged.new]
+        new_objs = list(map(_object_of, judged.new))
         order = _incarnations(store, device_id, new_objs, now_ms)
         reported = [i.obj for i in own_states]
         # The product may first be named by a state of this batch: consent needs it.
         device = _with_states(device, reported)
         # Consent first (in stream order), then the metric records, screened by the tier
         # it leaves in effect (cloud.services.consent).
-        consents = list(filter(is_consent, new_objs))
+        consents = list(filter(is_consent, new_objs)) if _any_consent(new_objs) else []
         metric_records = [r for r in new_objs if not is_consent(r)] if consents else new_objs
         device = consent_service.apply_records(store, device, consents, now_ms=now_ms,
                                                order=order)
@@ -220,7 +222,7 @@ def _incarnations(
     known = store.incarnations(device_id)
     seen = set(known)
     # protocol.record.incarnation of each; dict.fromkeys keeps the batch order, once each
-    for incarnation in dict.fromkeys([r.get("i", 0) for r in new]):
+    for incarnation in dict.fromkeys(map(dict.get, new, repeat("i"), repeat(0))):
         if incarnation not in seen:
             store.add_incarnation(device_id, incarnation, now_ms)
             known.append(incarnation)
@@ -247,8 +249,8 @@ def _with_records(
     metrics = dict(device.last_metrics)
     incarnation, last_seq = device.incarnation, device.last_seq
     top = (order.get(incarnation, -1), last_seq)
-    incarnations = {r.get("i", 0) for r in recs}
-    seqs = [r["s"] for r in recs]
+    incarnations = set(map(dict.get, recs, repeat("i"), repeat(0)))
+    seqs = list(map(_seq_of, recs))
     if len(incarnations) == 1 and all(map(lt, seqs, seqs[1:])):
         # The common case: one incarnation, seqs rising, so the records are in the order the
         # sort below would give, and those newer than the device's last are the ones after
@@ -259,8 +261,7 @@ def _with_records(
             newer = recs[bisect_right(seqs, last_seq):]
         else:
             newer = recs if place > top[0] else []
-        for rec in newer:
-            metrics.update(rec.get("m", {}))
+        deque(map(metrics.update, map(dict.get, newer, repeat("m"), repeat(_NO_METRICS))), 0)
         if newer:
             incarnation, last_seq = only, newer[-1]["s"]
     else:
@@ -277,8 +278,19 @@ def _with_records(
         incarnation=incarnation,
         last_seq=last_seq,
         last_metrics=metrics,
-        last_seen_ms=_newest(device.last_seen_ms, [max([r["t"] for r in recs])]),
+        last_seen_ms=_newest(device.last_seen_ms, [max(map(_time_of, recs))]),
     )
+
+
+# Per-record steps of the usual batch run as map() in C: no Python code per record.
+_object_of = itemgetter(1)  # of a quarantine.Item
+_seq_of, _time_of = itemgetter("s"), itemgetter("t")  # of a record
+_NO_METRICS: dict[str, Any] = {}  # read only
+
+
+def _any_consent(records: list[dict[str, Any]]) -> bool:
+    """Whether any record is a consent record (protocol.record.is_consent), in one pass."""
+    return any(map(contains, records, repeat("c")))
 
 
 def _with_states(device: DeviceRow, states: list[dict[str, Any]]) -> DeviceRow:

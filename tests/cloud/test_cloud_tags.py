@@ -197,3 +197,46 @@ def test_any_change_to_a_tagged_text_keeps_it_out_of_the_store(
     assert r.json()["stored"] == 1 and r.json()["quarantined"] == 1
     with app.state.db.connection() as store:
         assert store.telemetry_between("bike-1", INCARNATION, seq, seq) == []
+
+
+def _one_by_one(mac: tag.Hmac, items: list[tuple[str, dict[str, Any], bytes | None]]) -> list[int]:
+    """protocol.tag's verdict on each item: the reference the cloud's loop must give."""
+    return [at for at, (_, obj, wire) in enumerate(items)
+            if wire is None or obj.get("v") != 2 or not tag.verify(mac, wire)]
+
+
+_TAGGED = st.builds(
+    lambda seq, power: record_codec.encode("bike-1", INCARNATION, seq, seq, {"power": power},
+                                           tag.Hmac(KEY)),
+    st.integers(1, 10**9), st.integers(0, 2000))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_TAGGED, st.sampled_from(
+    ["keep", "flip", "upper", "short", "v1", "no wire", "head", "other key"])), min_size=1,
+    max_size=12))
+def test_the_batch_verdicts_are_the_one_by_one_verdicts(
+    drawn: list[tuple[bytes, str]]
+) -> None:
+    """Mac.failures checks a batch at once when every item has the tag's shape (its usual
+    batch) and item by item otherwise: either way each item gets protocol.tag's verdict."""
+    items: list[tuple[str, dict[str, Any], bytes | None]] = []
+    for wire, change in drawn:
+        obj: dict[str, Any] = {"v": 2}
+        if change == "flip":  # a value changed, the tag kept: the shape holds, the HMAC not
+            wire = wire.replace(b'"power":', b'"power":1', 1)
+        elif change == "upper":  # the same tag in capitals: no tag by protocol.tag's rule
+            wire = wire[:-34] + wire[-34:-2].upper() + wire[-2:]
+        elif change == "short":
+            wire = wire[-30:]
+        elif change == "v1":
+            obj = {"v": 1}
+        elif change == "head":  # the tag member's name changed
+            wire = wire.replace(b',"h":"', b',"g":"')
+        elif change == "other key":
+            wire = tag.append(tag.Hmac(OTHER), wire[:-40] + b"}")
+        items.append(("record", obj, None if change == "no wire" else wire))
+    mac = tag.Hmac(KEY)
+    assert tags.Mac(KEY).failures(items) == _one_by_one(mac, items)
+    if all(change in ("keep", "flip", "other key") for _, change in drawn):
+        assert tags._tagged_wires(items) is not None  # the at-once path was the one taken
