@@ -10,8 +10,13 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP) mosquitto postgresql chromium
 
-# Reinstall only when the dependency list changes.
-$(STAMP): pyproject.toml
+# Reinstall only when the dependency list or the compiled checks change. The compiled checks
+# (protocol/_fastpath.c) need OpenSSL's headers: Debian's libssl-dev, installed when missing.
+$(STAMP): pyproject.toml protocol/_fastpath.c
+	@if [ ! -f /usr/include/openssl/sha.h ]; then \
+		echo "installing libssl-dev with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q libssl-dev; \
+	fi
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -48,9 +53,11 @@ demo: setup
 # Lint and types first (seconds), then the whole suite, in TEST_WORKERS processes at once
 # (pytest-xdist): most tests wait on real processes (MicroPython, Mosquitto, uvicorn), so three
 # share two cores well. Every store test runs on SQLite and on
-# PostgreSQL; FLEETLOOP_REQUIRE_POSTGRES=1 makes "PostgreSQL unavailable" a failure, not a skip.
+# PostgreSQL; FLEETLOOP_REQUIRE_POSTGRES=1 makes "PostgreSQL unavailable" a failure, not a skip,
+# and FLEETLOOP_REQUIRE_COMPILED=1 makes a missing build of protocol/_fastpath.c one.
 test: setup lint typecheck
-	FLEETLOOP_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
+	FLEETLOOP_REQUIRE_POSTGRES=1 FLEETLOOP_REQUIRE_COMPILED=1 \
+		$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=25
 
 # Many faults in a row on a running fleet (about five minutes; CHAOS_FAULTS, CHAOS_SEED), then
 # 100 power cuts in the middle of updates (about fifteen; OTA_CHAOS_TRIALS, OTA_CHAOS_SEED).

@@ -62,6 +62,7 @@ from protocol import aggregate as aggregate_codec
 from protocol import record as record_codec
 from protocol import state as state_codec
 from protocol.bounds import MAX_COUNTER, MAX_SEQ, MAX_TIME_MS
+from protocol.compiled import checks as _native
 from protocol.topics import MAX_ID_LEN, valid_device_id
 
 VERSION = 2
@@ -332,14 +333,21 @@ def device_form_records(
         wires = list(map(str.encode, texts))
     except UnicodeEncodeError:  # a lone surrogate
         return None
-    if max(map(len, wires)) > record_codec.MAX_RECORD_BYTES \
-            or not all(map(_DEVICE_FORM.fullmatch, wires)):
+    if max(map(len, wires)) > record_codec.MAX_RECORD_BYTES or not _all_in_device_form(wires):
         return None
     try:
         records = list(map(_loads, texts))
     except _LoadError:  # a float past the float range: the full check refuses it
         return None
     return records, wires
+
+
+def _all_in_device_form(wires: list[bytes]) -> bool:
+    """_DEVICE_FORM.fullmatch of every wire: compiled where protocol/_fastpath.c was built."""
+    if _native is not None:
+        return bool(_native.device_form(wires, MAX_ID_LEN, record_codec.MAX_NAME_LEN,
+                                        record_codec.MAX_METRICS) < 0)
+    return all(map(_DEVICE_FORM.fullmatch, wires))
 
 
 def fast_records(items: Iterable[object]) -> list[tuple[dict[str, Any], bytes] | None]:

@@ -24,6 +24,7 @@ from operator import add, getitem, itemgetter, not_
 from typing import Any, cast
 
 from protocol import tag
+from protocol.compiled import checks as _native
 
 NO_KEY = "no record key registered for device {device}: a tagged item cannot be verified" \
     " (enrol the device's record key with POST /api/v1/devices)"
@@ -42,8 +43,9 @@ class Mac:
         if len(key) > _BLOCK:
             key = hashlib.sha256(key).digest()
         key = bytes(key).ljust(_BLOCK, b"\0")
-        self._inner = hashlib.sha256(key.translate(_IPAD))
-        self._outer = hashlib.sha256(key.translate(_OPAD))
+        self._inner_pad, self._outer_pad = key.translate(_IPAD), key.translate(_OPAD)
+        self._inner = hashlib.sha256(self._inner_pad)
+        self._outer = hashlib.sha256(self._outer_pad)
 
     def tag(self, message: bytes) -> bytes:
         """The 32 hex characters (bytes) of the truncated tag of `message` (protocol.tag)."""
@@ -63,9 +65,12 @@ class Mac:
         the ingest path the calls cost as much as the hashing. (A tag equal to the HMAC's hex
         is lowercase hex: protocol.tag.split's hex rule needs no check of its own here.)"""
         items = items if isinstance(items, list) else list(items)
-        tagged = _tagged_wires(items)
-        if tagged is not None:
-            return self._bulk_failures(tagged)
+        wires = _version_2_wires(items)
+        if wires is not None:
+            if _native is not None:  # the compiled loop (protocol/_fastpath.c)
+                return _native.tag_failures(self._inner_pad, self._outer_pad, wires)
+            if _tag_shaped(wires):
+                return self._bulk_failures(wires)
         out: list[int] = []
         inner_copy, outer_copy = self._inner.copy, self._outer.copy
         head, tail, cut = _HEAD, _TAIL, tag.TAG_BYTES
@@ -101,18 +106,23 @@ class Mac:
         return list(compress(range(n), map(not_, verdicts)))
 
 
-def _tagged_wires(items: list[Sequence[Any]]) -> list[bytes] | None:
-    """The items' wire texts when every item is version 2 with wire text that ends in a tag
-    member of the right shape, None otherwise: the per-item checks of failures() and
-    protocol.tag.split, for all items at once (their last 40 bytes, hex digits read as 0,
-    are the shape's repeated)."""
+def _version_2_wires(items: list[Sequence[Any]]) -> list[bytes] | None:
+    """The items' wire texts when every item is version 2 with wire text, None otherwise."""
     wires = list(map(_wire_of, items))
     if not wires or None in wires \
-            or set(map(dict.get, map(_object_of, items), repeat("v"))) != {2} \
-            or min(map(len, wires)) < tag.SUFFIX_BYTES + 2:
+            or set(map(dict.get, map(_object_of, items), repeat("v"))) != {2}:
         return None
+    return wires
+
+
+def _tag_shaped(wires: list[bytes]) -> bool:
+    """Every wire ends in a tag member of the right shape (the per-item checks of failures()
+    and protocol.tag.split, for all at once: their last 40 bytes, hex digits read as 0, are
+    the shape's repeated)."""
+    if min(map(len, wires)) < tag.SUFFIX_BYTES + 2:
+        return False
     members = b"".join(map(_part, wires, repeat(_MEMBER))).translate(_HEX_AS_ZERO)
-    return wires if members == _MEMBER_SHAPE * len(wires) else None
+    return members == _MEMBER_SHAPE * len(wires)
 
 
 _HASH = type(hashlib.sha256())

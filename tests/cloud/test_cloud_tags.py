@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
+from unittest import mock
 
 import pytest
 from cloudkit import (
@@ -25,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud.services import tags
+from protocol import compiled, tag
 from protocol import record as record_codec
-from protocol import tag
 
 KEY = record_key(1)
 OTHER = record_key(2)
@@ -213,7 +215,8 @@ _TAGGED = st.builds(
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(_TAGGED, st.sampled_from(
-    ["keep", "flip", "upper", "short", "v1", "no wire", "head", "other key"])), min_size=1,
+    ["keep", "flip", "upper", "short", "v1", "no wire", "head", "quote", "brace", "longer",
+     "other key"])), min_size=1,
     max_size=12))
 def test_the_batch_verdicts_are_the_one_by_one_verdicts(
     drawn: list[tuple[bytes, str]]
@@ -233,10 +236,31 @@ def test_the_batch_verdicts_are_the_one_by_one_verdicts(
             obj = {"v": 1}
         elif change == "head":  # the tag member's name changed
             wire = wire.replace(b',"h":"', b',"g":"')
+        elif change == "quote":  # the tag member's closing quote changed: no tag member
+            wire = wire[:-2] + b"'}"
+        elif change == "brace":
+            wire = wire[:-1] + b"]"
+        elif change == "longer":  # a 33rd hex digit: the member no longer starts 40 from the end
+            wire = wire[:-2] + b'0"}'
         elif change == "other key":
             wire = tag.append(tag.Hmac(OTHER), wire[:-40] + b"}")
         items.append(("record", obj, None if change == "no wire" else wire))
     mac = tag.Hmac(KEY)
-    assert tags.Mac(KEY).failures(items) == _one_by_one(mac, items)
+    expected = _one_by_one(mac, items)
+    assert tags.Mac(KEY).failures(items) == expected  # compiled, where it was built
+    with mock.patch.object(tags, "_native", None):  # and in Python
+        assert tags.Mac(KEY).failures(items) == expected
+    wires = tags._version_2_wires(items)
     if all(change in ("keep", "flip", "other key") for _, change in drawn):
-        assert tags._tagged_wires(items) is not None  # the at-once path was the one taken
+        assert wires is not None and tags._tag_shaped(wires)  # the at-once paths were taken
+    if wires is not None and compiled.checks is not None:
+        assert compiled.checks.tag_failures(mac._inner, mac._outer, wires) == expected
+
+
+def test_the_compiled_checks_are_built_where_the_tests_require_them() -> None:
+    """`make test` requires the compiled checks (FLEETLOOP_REQUIRE_COMPILED=1): a build that
+    silently fell back to Python would leave the tests above comparing Python with itself."""
+    if os.environ.get("FLEETLOOP_REQUIRE_COMPILED") != "1":
+        pytest.skip("FLEETLOOP_REQUIRE_COMPILED is not set")
+    assert compiled.checks is not None, "protocol/_fastpath.c was not built: see pyproject.toml"
+    assert tags._native is compiled.checks

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from cloud.services import quarantine
 from cloud.services.tags import Mac
-from protocol import record, tag
+from protocol import compiled, record, tag
 from protocol.batch import (
     _DEVICE_FORM,
     Batch,
@@ -29,6 +29,7 @@ from protocol.batch import (
     parse_record,
 )
 from protocol.bounds import MAX_COUNTER
+from protocol.topics import MAX_ID_LEN
 
 KEY = bytes(range(32))
 MAC = tag.Hmac(KEY)
@@ -184,6 +185,70 @@ def test_a_batch_groups_its_records_by_device_in_order() -> None:
     assert [i.raw for i in got.records["a"]] == [texts[0], texts[2], texts[3]]
     assert all(i.kind == "record" and i.wire == i.raw.encode() for i in got.records["b"])
     assert not got.held
+
+
+def _compiled_form(wires: list[bytes]) -> int:
+    assert compiled.checks is not None
+    return compiled.checks.device_form(wires, MAX_ID_LEN, record.MAX_NAME_LEN,
+                                       record.MAX_METRICS)
+
+
+def _pattern_form(wires: list[bytes]) -> int:
+    return next((at for at, wire in enumerate(wires) if not _DEVICE_FORM.fullmatch(wire)), -1)
+
+
+needs_compiled = pytest.mark.skipif(compiled.checks is None,
+                                    reason="protocol/_fastpath.c was not built")
+
+
+@needs_compiled
+@settings(max_examples=1000, deadline=None)
+@given(records, st.data())
+def test_the_compiled_form_is_the_pattern(text: str, data: st.DataObject) -> None:
+    """protocol/_fastpath.c's matcher of the device's form answers as _DEVICE_FORM does, on
+    the device's records and on every mutation of them (the first one off the form, too)."""
+    mutated = _mutations(text, data).encode("utf-8", "surrogatepass")
+    wires = [text.encode(), mutated, text.encode()]
+    assert _compiled_form(wires) == _pattern_form(wires)
+    assert _compiled_form([mutated]) == _pattern_form([mutated])
+
+
+# Each rule of the form at its edge: one side in, one side out.
+_EDGES = [
+    ("d", "a" * MAX_ID_LEN), ("d", "a" * (MAX_ID_LEN + 1)), ("d", "a-_9"), ("d", "-a"),
+    ("d", "_a"), ("d", ""), ("d", "a b"), ("d", "\u0061"), ("i", "999999999"),
+    ("i", "1000000000"), ("i", "0"), ("i", "01"), ("s", "9" * 15), ("s", "1" + "0" * 15),
+    ("t", "0"), ("t", "00"), ("t", "9" * 15), ("t", "9" * 16), ("t", "-1"),
+]
+_VALUES = ["0", "-0", "01", "1.", "1.5", ".5", "1e", "1e+", "1e-7", "1E9", "-1.5e+300", "true",
+           "tru", "false", "null", "9" * 15, "9" * 16, "-" + "9" * 15, "1.0e", "--1", "+1",
+           '"x"', "[]", "{}", "1 "]
+
+
+@needs_compiled
+@pytest.mark.parametrize("field,text", _EDGES)
+def test_the_compiled_form_at_each_field_edge(field: str, text: str) -> None:
+    wire = record.encode("bike-1", 7, 5, 5, {"power": 1}, MAC)
+    head, sep, tail = wire.partition(f'"{field}":'.encode())
+    if field == "d":
+        end = tail.index(b'"', 1)
+        changed = head + sep + b'"' + text.encode() + tail[end:]
+    else:
+        end = next(n for n, c in enumerate(tail) if c in b",}")
+        changed = head + sep + text.encode() + tail[end:]
+    assert _compiled_form([changed]) == _pattern_form([changed])
+
+
+@needs_compiled
+@pytest.mark.parametrize("value", _VALUES)
+@pytest.mark.parametrize("names", [1, record.MAX_METRICS, record.MAX_METRICS + 1])
+def test_the_compiled_form_of_metrics(value: str, names: int) -> None:
+    metrics = ",".join(f'"m{n}":{value}' for n in range(names))
+    for name in ("a" * record.MAX_NAME_LEN, "a" * (record.MAX_NAME_LEN + 1), "A", "a-b", ""):
+        for body in (metrics, f'"{name}":1', "", f'{metrics},'):
+            wire = (b'{"v":2,"d":"bike-1","i":7,"s":5,"t":5,"m":{' + body.encode()
+                    + b'},"h":"' + b"0" * 32 + b'"}')
+            assert _compiled_form([wire]) == _pattern_form([wire]), wire
 
 
 @pytest.mark.parametrize("number", ODD_NUMBERS)
