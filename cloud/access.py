@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from cloud.context import DbDep, NowDep, SettingsDep
+from cloud.context import DbDep, NowDep, SettingsDep, reads_inline
 from cloud.errors import Forbidden, Unauthorized
 from cloud.services import gateways as gateway_service
 from cloud.services import tokens as token_service
@@ -97,17 +98,15 @@ def allowed(roles: frozenset[Role], *, admin: bool = True) -> frozenset[Role]:
     return roles if roles == {Role.GATEWAY} or not admin else roles | {Role.ADMIN}
 
 
-def requires(*roles: Role, admin: bool = True) -> Callable[..., Principal]:
-    """A dependency that lets in the given roles (see `allowed`) and returns the caller."""
+def admission(*roles: Role, admin: bool = True) -> Callable[..., Principal]:
+    """The check `requires` makes, as a plain function of (request, credentials, store,
+    settings, now_ms): for a caller that lends its own connection (a held long-poll)."""
     accepted = allowed(frozenset(roles), admin=admin)
     names = ", ".join(sorted(accepted))
 
-    def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-        store: DbDep,
-        settings: SettingsDep,
-        now_ms: NowDep,
+    def admit(
+        request: Request, credentials: HTTPAuthorizationCredentials | None, store: Store,
+        settings: Settings, now_ms: int,
     ) -> Principal:
         if credentials is None or not credentials.credentials.strip():
             raise Unauthorized(f"token required (Authorization: Bearer <token>; roles: {names})")
@@ -119,5 +118,30 @@ def requires(*roles: Role, admin: bool = True) -> Callable[..., Principal]:
             raise Forbidden(f"role {principal.role} may not do this (roles: {names})")
         return principal
 
-    dependency.roles = accepted  # type: ignore[attr-defined]  # read by the OpenAPI and tests
+    admit.roles = accepted  # type: ignore[attr-defined]  # read by the OpenAPI and tests
+    return admit
+
+
+def requires(*roles: Role, admin: bool = True) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets in the given roles (see `allowed`) and returns the caller."""
+    admit = admission(*roles, admin=admin)
+
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+        store: DbDep,
+        settings: SettingsDep,
+        now_ms: NowDep,
+    ) -> Principal:
+        if credentials is None or (
+            reads_inline(request)
+            and not token_service.is_api_token(credentials.credentials.strip())
+        ):
+            # no token, or the bootstrap admin's or a gateway's: looked up, nothing written
+            # (so every batch a gateway sends skips a thread hop)
+            return admit(request, credentials, store, settings, now_ms)
+        # an API token's use is written down now and then: a write may wait, in a thread
+        return await run_in_threadpool(admit, request, credentials, store, settings, now_ms)
+
+    dependency.roles = admit.roles  # type: ignore[attr-defined]  # read by the OpenAPI and tests
     return dependency

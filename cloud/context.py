@@ -21,12 +21,20 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+def reads_inline(request: Request) -> bool:
+    """Whether the app's store answers reads without waiting, so they may run on the event
+    loop: SQLite (a connection lent at once, reads of microseconds that a writer never
+    blocks, in WAL mode). PostgreSQL's pool and queries wait on the network: worker thread.
+    Writes are never inline: one may wait for the writer, which must not hold up the loop."""
+    return isinstance(request.app.state.db, Database)
+
+
 async def get_store(request: Request) -> AsyncIterator[Store]:
     """SQLite lends a connection without waiting (an idle one, or a new one), so it is lent on
     the event loop: two thread hops fewer per request. PostgreSQL's pool may wait for a free
     connection, which must not hold up the loop: it is lent in a worker thread."""
     database = request.app.state.db
-    if isinstance(database, Database):
+    if reads_inline(request):
         with database.connection() as store:
             yield store
     else:

@@ -6,9 +6,10 @@ from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 
 from cloud.access import STAFF, Principal, Role, authenticate, requires
-from cloud.context import DbDep, NowDep, SettingsDep, SignerDep  # noqa: F401 (re-exported)
+from cloud.context import DbDep, NowDep, SettingsDep, SignerDep, reads_inline  # noqa: F401 (re-exported)
 from cloud.errors import Forbidden, LoginRequired, TooLarge, Unauthorized
 from cloud.services import gateways as gateway_service
 from cloud.services import sessions as session_service
@@ -25,11 +26,16 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def current_gateway(
-    caller: Annotated[Principal, Depends(requires(Role.GATEWAY))], store: DbDep
+async def current_gateway(
+    request: Request, caller: Annotated[Principal, Depends(requires(Role.GATEWAY))],
+    store: DbDep,
 ) -> GatewayRow:
-    """The gateway whose token made the request."""
-    gateway = store.get_gateway(caller.gateway or "")
+    """The gateway whose token made the request (a read: on the event loop where the store
+    answers reads without waiting, cloud.context.reads_inline)."""
+    if reads_inline(request):
+        gateway = store.get_gateway(caller.gateway or "")
+    else:
+        gateway = await run_in_threadpool(store.get_gateway, caller.gateway or "")
     if gateway is None:
         raise Unauthorized("invalid token")
     return gateway

@@ -11,14 +11,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from cloud.access import Role, bearer_scheme, requires
+from cloud.access import Role, admission, bearer_scheme
 from cloud.context import NowDep, SettingsDep
 from cloud.errors import Unauthorized
 from cloud.services import watch as service
 from cloud.store import GatewayRow
 
 router = APIRouter(tags=["configs"])
-_GATEWAY = requires(Role.GATEWAY)
+_GATEWAY = admission(Role.GATEWAY)
 
 
 class GatewayWatch(BaseModel):

@@ -100,10 +100,15 @@ def list_tokens(store: Store) -> list[TokenRow]:
     return store.list_tokens()
 
 
+def is_api_token(token: str) -> bool:
+    """Whether the text has an API token's form (issued by issue(), `flt_...`)."""
+    return token.startswith(PREFIX)
+
+
 def authenticate(store: Store, token: str, now_ms: int) -> TokenRow | None:
     """The live token row for `token`; None when nobody issued it. Unauthorized with "token
     expired" or "token revoked" for one that was issued but no longer counts."""
-    if not token.startswith(PREFIX):
+    if not is_api_token(token):
         return None
     row = store.token_by_hash(hash_token(token))
     if row is None:
