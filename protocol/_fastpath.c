@@ -15,6 +15,7 @@
 #include <Python.h>
 #define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co: deprecated, not going away in 3.x */
 #include <openssl/sha.h>
+#include <math.h>
 #include <string.h>
 
 /* -- the device's form --------------------------------------------------------------- */
@@ -171,6 +172,210 @@ static PyObject *device_form(PyObject *self, PyObject *args) {
     return PyLong_FromLong(-1);
 }
 
+/* -- the records of a batch in the device's form, read ---------------------------------- */
+
+/* The keys of a record, made once (interned, as CPython's JSON decoders make them). */
+static PyObject *field_v, *field_d, *field_i, *field_s, *field_t, *field_m, *field_h;
+
+static long long integer_at(Cursor *c) { /* -?[0-9]+, at most 15 digits (the form's bound) */
+    int negative = *c->p == '-';
+    if (negative)
+        c->p++;
+    long long value = 0;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9')
+        value = value * 10 + (*c->p++ - '0');
+    return negative ? -value : value;
+}
+
+/* A text already seen in this batch, kept so that runs of one device (and the same metric
+ * names record after record) share one str object, as a JSON decoder's own cache does. */
+typedef struct {
+    const unsigned char *text;
+    Py_ssize_t size;
+    PyObject *str; /* a reference of its own (released by forget()) */
+} Seen;
+
+static PyObject *text_at(Seen *seen, const unsigned char *text, Py_ssize_t size) {
+    if (seen->str != NULL && seen->size == size && memcmp(seen->text, text, (size_t)size) == 0)
+        return Py_NewRef(seen->str);
+    PyObject *str = PyUnicode_FromStringAndSize((const char *)text, size);
+    if (str != NULL) {
+        seen->text = text;
+        seen->size = size;
+        Py_XSETREF(seen->str, Py_NewRef(str));
+    }
+    return str;
+}
+
+static void forget(Seen *seen, long count) {
+    for (long k = 0; k < count; k++)
+        Py_CLEAR(seen[k].str);
+}
+
+/* a JSON number of the form as Python's JSON decoders read it: an int, or a float when it has
+ * a fraction or an exponent (NULL without an exception: a float past the float's range) */
+static PyObject *number_at(Cursor *c) {
+    const unsigned char *start = c->p;
+    int is_float = 0;
+    while (c->p < c->end && *c->p != ',' && *c->p != '}') {
+        if (*c->p == '.' || *c->p == 'e' || *c->p == 'E')
+            is_float = 1;
+        c->p++;
+    }
+    if (!is_float) {
+        Cursor digits_only = {start, c->p};
+        return PyLong_FromLongLong(integer_at(&digits_only));
+    }
+    char buffer[64];
+    size_t size = (size_t)(c->p - start);
+    if (size >= sizeof buffer) /* a float the form allows, written with 64 digits or more */
+        return NULL;
+    memcpy(buffer, start, size);
+    buffer[size] = '\0';
+    char *end = NULL;
+    double value = PyOS_string_to_double(buffer, &end, NULL);
+    if (value == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (end != buffer + size || !isfinite(value))
+        return NULL;
+    return PyFloat_FromDouble(value);
+}
+
+static int set_owned(PyObject *dict, PyObject *key, PyObject *value) { /* steals value */
+    if (value == NULL)
+        return -1;
+    int failed = PyDict_SetItem(dict, key, value);
+    Py_DECREF(value);
+    return failed;
+}
+
+/* The dict of one record already found in the device's form (in_device_form); NULL with an
+ * exception on a failed allocation, NULL without one for a float past the float's range. */
+static PyObject *record_of(const unsigned char *text, Py_ssize_t n, Seen *device, Seen *names,
+                          int max_metrics) {
+    Cursor c = {text, text + n};
+    PyObject *record = PyDict_New(), *metrics = NULL;
+    if (record == NULL)
+        return NULL;
+    c.p += sizeof("{\"v\":2,\"d\":\"") - 1;
+    const unsigned char *id = c.p;
+    while (*c.p != '"')
+        c.p++;
+    if (set_owned(record, field_v, PyLong_FromLong(2)) < 0
+        || set_owned(record, field_d, text_at(device, id, c.p - id)) < 0)
+        goto fail;
+    c.p += sizeof("\",\"i\":") - 1;
+    if (set_owned(record, field_i, PyLong_FromLongLong(integer_at(&c))) < 0)
+        goto fail;
+    c.p += sizeof(",\"s\":") - 1;
+    if (set_owned(record, field_s, PyLong_FromLongLong(integer_at(&c))) < 0)
+        goto fail;
+    c.p += sizeof(",\"t\":") - 1;
+    if (set_owned(record, field_t, PyLong_FromLongLong(integer_at(&c))) < 0)
+        goto fail;
+    c.p += sizeof(",\"m\":{") - 1;
+    metrics = PyDict_New();
+    if (metrics == NULL)
+        goto fail;
+    for (int k = 0; *c.p != '}'; k++) {
+        if (*c.p == ',')
+            c.p++;
+        const unsigned char *name = ++c.p; /* past the opening quote */
+        while (*c.p != '"')
+            c.p++;
+        PyObject *key = text_at(&names[k < max_metrics ? k : 0], name, c.p - name);
+        if (key == NULL)
+            goto fail;
+        c.p += 2; /* ": */
+        PyObject *value;
+        if (*c.p == 't') {
+            value = Py_NewRef(Py_True);
+            c.p += 4;
+        } else if (*c.p == 'f') {
+            value = Py_NewRef(Py_False);
+            c.p += 5;
+        } else {
+            value = number_at(&c);
+        }
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        int failed = PyDict_SetItem(metrics, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (failed < 0)
+            goto fail;
+    }
+    if (PyDict_SetItem(record, field_m, metrics) < 0)
+        goto fail;
+    Py_CLEAR(metrics);
+    c.p += sizeof("},\"h\":\"") - 1;
+    if (set_owned(record, field_h, PyUnicode_FromStringAndSize((const char *)c.p, 32)) < 0)
+        goto fail;
+    return record;
+fail:
+    Py_XDECREF(metrics);
+    Py_DECREF(record);
+    return NULL;
+}
+
+static PyObject *device_records(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *items;
+    long max_id, max_name, max_metrics, max_bytes;
+    if (!PyArg_ParseTuple(args, "O!llll", &PyList_Type, &items, &max_id, &max_name, &max_metrics,
+                          &max_bytes))
+        return NULL;
+    if (max_metrics < 1 || max_metrics > 1024) {
+        PyErr_SetString(PyExc_ValueError, "max_metrics must be 1..1024");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) { /* the form first: nothing is made for a batch off it */
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyUnicode_CheckExact(item) || !PyUnicode_IS_COMPACT_ASCII(item)
+            || PyUnicode_GET_LENGTH(item) > max_bytes
+            || !in_device_form(PyUnicode_DATA(item), PyUnicode_GET_LENGTH(item), max_id, max_name,
+                               max_metrics))
+            Py_RETURN_NONE;
+    }
+    Seen device = {NULL, 0, NULL};
+    Seen *names = PyMem_Calloc((size_t)max_metrics, sizeof *names);
+    PyObject *records = PyList_New(n), *wires = PyList_New(n), *out = NULL;
+    if (names == NULL || records == NULL || wires == NULL) {
+        if (names == NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        const unsigned char *text = PyUnicode_DATA(item);
+        Py_ssize_t size = PyUnicode_GET_LENGTH(item);
+        PyObject *record = record_of(text, size, &device, names, (int)max_metrics);
+        if (record == NULL) {
+            if (!PyErr_Occurred()) { /* a float past the float's range: the full check's */
+                out = Py_NewRef(Py_None);
+            }
+            goto done;
+        }
+        PyList_SET_ITEM(records, i, record);
+        PyObject *wire = PyBytes_FromStringAndSize((const char *)text, size);
+        if (wire == NULL)
+            goto done;
+        PyList_SET_ITEM(wires, i, wire);
+    }
+    out = PyTuple_Pack(2, records, wires);
+done:
+    forget(&device, 1);
+    if (names != NULL)
+        forget(names, max_metrics);
+    PyMem_Free(names);
+    Py_XDECREF(records);
+    Py_XDECREF(wires);
+    return out;
+}
+
 /* -- tags -------------------------------------------------------------------------------- */
 
 #define TAG_BYTES 16
@@ -261,6 +466,11 @@ done:
 }
 
 static PyMethodDef methods[] = {
+    {"device_records", device_records, METH_VARARGS,
+     "device_records(items, max_id, max_name, max_metrics, max_bytes) -> (records, wires) of a\n"
+     "batch's items (str) when every one is a metric record in the device's own form\n"
+     "(protocol.batch._DEVICE_FORM) of at most max_bytes, each read as Python's JSON decoders\n"
+     "read it; None otherwise."},
     {"device_form", device_form, METH_VARARGS,
      "device_form(wires, max_id, max_name, max_metrics) -> the index of the first wire (bytes)\n"
      "not in the device's own form of a metric record (protocol.batch._DEVICE_FORM), or -1."},
@@ -275,4 +485,12 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fastpath", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    PyObject **keys[] = {&field_v, &field_d, &field_i, &field_s, &field_t, &field_m, &field_h};
+    const char *names[] = {"v", "d", "i", "s", "t", "m", "h"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        if (*keys[k] == NULL && (*keys[k] = PyUnicode_InternFromString(names[k])) == NULL)
+            return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -1,5 +1,13 @@
 """protocol/_fastpath.c: the cloud's per-record checks of a batch, compiled."""
 
+from typing import Any
+
+def device_records(
+    items: list[object], max_id: int, max_name: int, max_metrics: int, max_bytes: int, /
+) -> tuple[list[dict[str, Any]], list[bytes]] | None:
+    """(records, wires) of a batch's items when every one is a metric record in the device's
+    own form of at most max_bytes, each read as Python's JSON decoders read it; else None."""
+
 def device_form(wires: list[bytes], max_id: int, max_name: int, max_metrics: int, /) -> int:
     """The index of the first wire not in the device's form (protocol.batch._DEVICE_FORM),
     or -1 when every one is."""

@@ -324,30 +324,30 @@ def device_form_records(
 ) -> tuple[list[dict[str, Any]], list[bytes]] | None:
     """(records, wire bytes) of a batch's items when every one is a record in the device's own
     form (_DEVICE_FORM), None otherwise (fast_records then answers item by item). The usual
-    batch: each step is one pass over all items run by map() and all() in C, with no Python
-    code per item (on the ingest path that code cost more than the checks themselves)."""
-    if not items or not set(map(type, items)) <= _TEXT:
+    batch: one compiled pass (protocol/_fastpath.c) where it was built; otherwise each step is
+    one pass over all items run by map() and all() in C, with no Python code per item (on the
+    ingest path that code cost more than the checks themselves)."""
+    if not items:
+        return None
+    if _native is not None:  # the form and the reading in one compiled pass
+        return _native.device_records(
+            items if isinstance(items, list) else list(items), MAX_ID_LEN,
+            record_codec.MAX_NAME_LEN, record_codec.MAX_METRICS, record_codec.MAX_RECORD_BYTES)
+    if not set(map(type, items)) <= _TEXT:
         return None
     texts = cast("Sequence[str]", items)
     try:
         wires = list(map(str.encode, texts))
     except UnicodeEncodeError:  # a lone surrogate
         return None
-    if max(map(len, wires)) > record_codec.MAX_RECORD_BYTES or not _all_in_device_form(wires):
+    if max(map(len, wires)) > record_codec.MAX_RECORD_BYTES \
+            or not all(map(_DEVICE_FORM.fullmatch, wires)):
         return None
     try:
         records = list(map(_loads, texts))
     except _LoadError:  # a float past the float range: the full check refuses it
         return None
     return records, wires
-
-
-def _all_in_device_form(wires: list[bytes]) -> bool:
-    """_DEVICE_FORM.fullmatch of every wire: compiled where protocol/_fastpath.c was built."""
-    if _native is not None:
-        return bool(_native.device_form(wires, MAX_ID_LEN, record_codec.MAX_NAME_LEN,
-                                        record_codec.MAX_METRICS) < 0)
-    return all(map(_DEVICE_FORM.fullmatch, wires))
 
 
 def fast_records(items: Iterable[object]) -> list[tuple[dict[str, Any], bytes] | None]:

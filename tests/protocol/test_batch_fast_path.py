@@ -8,7 +8,9 @@ HMAC (cloud.services.tags.Mac) gives protocol.tag's tags and verdicts."""
 from __future__ import annotations
 
 import json
+import math
 import secrets
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from cloud.services import quarantine
 from cloud.services.tags import Mac
+from protocol import batch as batch_module
 from protocol import compiled, record, tag
 from protocol.batch import (
     _DEVICE_FORM,
@@ -164,13 +167,20 @@ def test_a_batch_read_at_once_reads_as_each_record_alone(
         texts = [*texts[:at], _mutations(texts[at], data), *texts[at + 1:]]
     alone = [_fast_record(text) for text in texts]
     assert fast_records(texts) == alone
-    at_once = device_form_records(texts)
-    if at_once is not None:
-        assert all(_DEVICE_FORM.fullmatch(text.encode()) for text in texts)
-        assert list(zip(*at_once, strict=True)) == alone
-    elif all(_DEVICE_FORM.fullmatch(text.encode()) for text in texts):
-        # the form matched but orjson refused: only a float past the float range does that
-        assert any(a is None for a in alone)
+    with mock.patch.object(batch_module, "_native", None):
+        assert fast_records(texts) == alone
+        in_python = device_form_records(texts)
+    compiled_reading = device_form_records(texts)  # the same where the module was not built
+    for at_once in (in_python, compiled_reading):
+        if at_once is not None:
+            assert all(_DEVICE_FORM.fullmatch(text.encode()) for text in texts)
+            assert list(zip(*at_once, strict=True)) == alone
+            for text, obj in zip(texts, at_once[0], strict=True):  # the stdlib's, types too
+                assert json.dumps(obj) == json.dumps(json.loads(text))
+        elif all(_DEVICE_FORM.fullmatch(text.encode()) for text in texts):
+            # the form matched but a float was refused: one past the float range (or, for
+            # the compiled reading, one written with 64 characters or more)
+            assert any(a is None for a in alone) or in_python is not None
 
 
 def test_a_batch_groups_its_records_by_device_in_order() -> None:
@@ -249,6 +259,44 @@ def test_the_compiled_form_of_metrics(value: str, names: int) -> None:
             wire = (b'{"v":2,"d":"bike-1","i":7,"s":5,"t":5,"m":{' + body.encode()
                     + b'},"h":"' + b"0" * 32 + b'"}')
             assert _compiled_form([wire]) == _pattern_form([wire]), wire
+
+
+_NUMBER_TEXT = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).flatmap(
+        lambda x: st.sampled_from([repr(x), f"{x:.17g}", f"{x:e}", f"{x:E}", f"{x:.3e}"])),
+    st.integers(-(10**15) + 1, 10**15 - 1).map(str),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,4})?", fullmatch=True),
+)
+
+
+@needs_compiled
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_NUMBER_TEXT, min_size=1, max_size=4), st.booleans())
+def test_the_compiled_reading_of_numbers_is_the_stdlibs(numbers: list[str], run: bool) -> None:
+    """Each metric reads as the stdlib's JSON decoder reads it: an int without a fraction or an
+    exponent, else the correctly rounded float; a float past the float range leaves the batch
+    to the full check (which refuses that record alone)."""
+    metrics = ",".join(f'"m{n}":{text}' for n, text in enumerate(numbers))
+    wire = ('{"v":2,"d":"bike-1","i":7,"s":5,"t":5,"m":{' + metrics + '},"h":"' + "0" * 32
+            + '"}')
+    texts = [wire, wire] if run else [wire]
+    assert compiled.checks is not None
+    got = compiled.checks.device_records(texts, MAX_ID_LEN, record.MAX_NAME_LEN,
+                                         record.MAX_METRICS, record.MAX_RECORD_BYTES)
+    if not _DEVICE_FORM.fullmatch(wire.encode()):
+        assert got is None
+        return
+    expected = json.loads(wire)
+    if any(type(v) is float and not math.isfinite(v) for v in expected["m"].values()):
+        assert got is None
+        return
+    if got is None:  # the one other way out: a float written with 64 characters or more
+        assert any(len(text) >= 64 for text in numbers)
+        return
+    records, wires = got
+    assert wires == [text.encode() for text in texts]
+    assert [json.dumps(r) for r in records] == [json.dumps(expected)] * len(texts)
+    assert all(r == expected for r in records)
 
 
 @pytest.mark.parametrize("number", ODD_NUMBERS)
