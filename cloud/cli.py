@@ -16,6 +16,11 @@ from protocol.home import ENV_HOME
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+# uvicorn's compiled HTTP parser and uvloop's event loop (declared dependencies): the pure-Python
+# parser's reading of each batch's body cost about a tenth of the ingest (docs/benchmarks.md)
+HTTP = "httptools"
+LOOP = "uvloop"
+
 app = typer.Typer(
     help="The fleetloop cloud: ingest API, device config, dashboard.\n\n"
     "Example: fleetloop cloud serve --dev --port 8000",
@@ -105,10 +110,12 @@ def serve(
         if settings.dev:
             os.environ[ENV_DEV] = "1"
         uvicorn.run("cloud.cli:worker_app", factory=True, host=host, port=port,
-                    workers=workers, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+                    workers=workers, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                    http=HTTP, loop=LOOP)
         return
     server = uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_level="info",
-                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                                           http=HTTP, loop=LOOP))
     server.run()
 
 
