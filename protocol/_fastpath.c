@@ -331,14 +331,20 @@ static PyObject *device_records(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "max_metrics must be 1..1024");
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(items);
+    /* a snapshot: the allocations below may run a collection, and with it any finalizer */
+    PyObject *held = PySequence_Tuple(items);
+    if (held == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(held);
     for (Py_ssize_t i = 0; i < n; i++) { /* the form first: nothing is made for a batch off it */
-        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *item = PyTuple_GET_ITEM(held, i);
         if (!PyUnicode_CheckExact(item) || !PyUnicode_IS_COMPACT_ASCII(item)
             || PyUnicode_GET_LENGTH(item) > max_bytes
             || !in_device_form(PyUnicode_DATA(item), PyUnicode_GET_LENGTH(item), max_id, max_name,
-                               max_metrics))
+                               max_metrics)) {
+            Py_DECREF(held);
             Py_RETURN_NONE;
+        }
     }
     Seen device = {NULL, 0, NULL};
     Seen *names = PyMem_Calloc((size_t)max_metrics, sizeof *names);
@@ -349,7 +355,7 @@ static PyObject *device_records(PyObject *self, PyObject *args) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *item = PyTuple_GET_ITEM(held, i);
         const unsigned char *text = PyUnicode_DATA(item);
         Py_ssize_t size = PyUnicode_GET_LENGTH(item);
         PyObject *record = record_of(text, size, &device, names, (int)max_metrics);
@@ -373,6 +379,7 @@ done:
     PyMem_Free(names);
     Py_XDECREF(records);
     Py_XDECREF(wires);
+    Py_DECREF(held);
     return out;
 }
 

@@ -61,9 +61,11 @@ class Mac:
 
     def failures(self, items: Iterable[Sequence[Any]]) -> list[int]:
         """The places of the items (kind, object, wire, ...) that are no tagged version 2
-        text whose tag verifies: verify() of each in one loop, the HMAC written out, as on
-        the ingest path the calls cost as much as the hashing. (A tag equal to the HMAC's hex
-        is lowercase hex: protocol.tag.split's hex rule needs no check of its own here.)"""
+        text whose tag verifies. The usual batch (every item version 2 with wire text) in one
+        compiled loop (protocol/_fastpath.c), or in map() passes where it was not built;
+        anything else item by item, verify() of each with the HMAC written out. (A tag equal
+        to the HMAC's hex is lowercase hex: protocol.tag.split's hex rule needs no check of its
+        own here.)"""
         items = items if isinstance(items, list) else list(items)
         wires = _version_2_wires(items)
         if wires is not None:
@@ -94,8 +96,9 @@ class Mac:
         return out
 
     def _bulk_failures(self, wires: list[bytes]) -> list[int]:
-        """failures() of wires that all end in a tag member (_all_tagged_v2): each step of
-        the HMAC is one map() over all of them, so no Python code runs per item."""
+        """failures() of wires that all end in a tag member (_tag_shaped), where the compiled
+        loop was not built: each step of the HMAC is one map() over all of them, so no Python
+        code runs per item."""
         n = len(wires)
         inners = list(map(_copy, repeat(self._inner, n)))
         deque(map(_update, inners, map(add, map(_part, wires, repeat(_SIGNED)), repeat(b"}"))), 0)
