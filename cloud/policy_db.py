@@ -86,6 +86,15 @@ class PolicySql:
             " WHERE d.policy = ? AND d.arm IN ('treatment', 'control')", (policy_id,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
+    def policy_heard(self, policy_id: int, since_ms: int) -> dict[str, tuple[int, int]]:
+        # one indexed read of the policy's devices, however large the fleet
+        rows = self._conn.execute(
+            "SELECT d.arm, COUNT(*), SUM(CASE WHEN v.last_seen_ms >= ? THEN 1 ELSE 0 END)"
+            " FROM policy_devices d JOIN devices v ON v.id = d.device"
+            " WHERE d.policy = ? AND d.arm IN ('treatment', 'control') GROUP BY d.arm",
+            (since_ms, policy_id))
+        return {r[0]: (int(r[1]), int(r[2] or 0)) for r in rows}
+
     def running_policy_of(self, device_ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         ids = sorted(set(device_ids))

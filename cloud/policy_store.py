@@ -87,6 +87,11 @@ class PolicyStore(Protocol):
         control devices; None when none of them has sent anything."""
         ...
 
+    def policy_heard(self, policy_id: int, since_ms: int) -> dict[str, tuple[int, int]]:
+        """Per arm (treatment, control): (its devices, those whose newest time, record or
+        state, is at least since_ms)."""
+        ...
+
     def running_policy_of(self, device_ids: Sequence[str]) -> dict[str, int]:
         """device -> the running policy it takes part in (treatment or control), for those
         of `device_ids` that are in one."""

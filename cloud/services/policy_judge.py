@@ -3,6 +3,14 @@ when its record clock, the newest record time among its participants, passes its
 end. Record time, not the wall clock: a window of 14 days means 14 days of the devices' own
 data, however late or fast it reaches the cloud.
 
+Data arrives late: a gateway or a device buffers while its link is down, and a device that
+restarted for a pushed config is behind the others for a while. So the judge also waits until
+each arm has mostly been heard from past the window's end (HEARD_SHARE of its devices have
+sent a record or a state dated after it), or until the record clock is LATE_GRACE_MS past the
+end (devices switched off for good must not hold a policy forever). A device not heard from
+past the end when it is judged drops out of that evaluation (listed as missing): its window
+is not complete, and counting what has arrived would read a late device as an idle one.
+
 Judging: per participant, the outcome KPI over the window minus the same KPI over the same
 length just before it (cloud.loop.experiment_kpis.outcome; devices without a value drop out of
 that evaluation), the treatment's mean minus the control's with its 95% interval and the
@@ -35,6 +43,8 @@ from cloud.services.audit import Offline
 from cloud.services.config import ConfigSigner
 from cloud.store import Store
 
+HEARD_SHARE = 0.9  # of each arm, heard from past the window's end before it is judged
+LATE_GRACE_MS = 7 * 86_400_000  # record time past the end after which it is judged anyway
 SYSTEM = Offline(name="system", role="system")
 ACTION = {es.KEEP: "policy.keep", es.REVERT: "policy.revert", es.EXTEND: "policy.extend"}
 
@@ -57,8 +67,12 @@ def outcomes(store: Store, policy: PolicyRow, treatment: list[str], control: lis
             device = store.get_device(device_id)
             # a device whose consent narrowed since it joined is not read any more: its data
             # was deleted (cloud.services.consent) and would read as a drop in use
-            value = None if device is None or not ek.permits(device, info) else ek.outcome(
-                store, device, kpi, policy.window_start_ms, policy.window_end_ms)
+            if device is None or (device.last_seen_ms or 0) < policy.window_end_ms \
+                    or not ek.permits(device, info):
+                value = None  # gone, its window not complete yet, or no longer consenting
+            else:
+                value = ek.outcome(store, device, kpi, policy.window_start_ms,
+                                   policy.window_end_ms)
             if value is None:
                 missing.append(device_id)
             else:
@@ -89,7 +103,7 @@ def judge(store: Store, signer: ConfigSigner, policy: PolicyRow, now_ms: int) ->
     treatment and control devices) passed its window end; the decision stored, or None (not
     due, or judged meanwhile by another process)."""
     clock = store.policy_record_clock(policy.id)
-    if clock is None or clock < policy.window_end_ms:
+    if clock is None or clock < policy.window_end_ms or not _arms_heard(store, policy, clock):
         return None
     devices = store.policy_devices(policy.id)
     treatment = [d.device for d in devices if d.arm == ps.TREATMENT]
@@ -120,6 +134,15 @@ def judge(store: Store, signer: ConfigSigner, policy: PolicyRow, now_ms: int) ->
                      after={**proof, "state": new.state, "configs": len(configs)},
                      reason=new.reason)
     return decision
+
+
+def _arms_heard(store: Store, policy: PolicyRow, clock: int) -> bool:
+    """Whether enough of each arm has reported past the window's end to judge it, or the
+    record clock is so far past it that the rest are not coming (see the module's words)."""
+    if clock >= policy.window_end_ms + LATE_GRACE_MS:
+        return True
+    heard = store.policy_heard(policy.id, policy.window_end_ms)
+    return all(n == 0 or past >= HEARD_SHARE * n for n, past in heard.values())
 
 
 def _words(p: dict[str, Any]) -> str:

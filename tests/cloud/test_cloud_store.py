@@ -427,3 +427,8 @@ def test_a_policys_record_clock_is_its_arms_newest_record(db: AnyDatabase) -> No
         assert store.policy_record_clock(policy) == 900
         assert store.policy_record_clock(other) is None  # nothing heard from its devices
         assert store.policy_record_clock(12345) is None
+        # per arm: (devices, heard from at or after the time); the excluded one never counts
+        assert store.policy_heard(policy, 900) == {"treatment": (1, 0), "control": (1, 1)}
+        assert store.policy_heard(policy, 400) == {"treatment": (1, 1), "control": (1, 1)}
+        assert store.policy_heard(other, 0) == {"treatment": (1, 0)}  # never heard from
+        assert store.policy_heard(12345, 0) == {}

@@ -221,6 +221,7 @@ def test_policy_pages_show_the_evidence_and_the_trail(
     with app.state.db.connection() as store:
         fleet.store = store
         fleet.play_until(p["window_end_ms"] + DAY_MS)
+        fleet.advance_clock(p["window_end_ms"] + DAY_MS)  # heartbeats: every device heard
     job = next(j for j in app.state.ticker._jobs if j.name == "policies")
     app.state.ticker.run_once(job)
     got = client.get(f"/api/v1/policies/{p['id']}", headers=ADMIN).json()

@@ -62,6 +62,7 @@ def test_policy_page_in_chromium(stack: Stack, browser: Any, tmp_path: Path) -> 
             assert r.status_code == 201, r.text
             policy = r.json()
             player.play_until(policy["window_end_ms"] + DAY_MS)
+            player.advance_clock(policy["window_end_ms"] + DAY_MS)  # heartbeats: all heard
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:  # the server's ticker judges it by itself
                 got = admin.get(f"/api/v1/policies/{policy['id']}").json()

@@ -8,6 +8,7 @@ does nothing to anyone is extended and then reverted (inconclusive)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def run(store: Store, signer: ConfigSigner, player: Player, spec: ps.Spec
         ) -> tuple[ps.View, list[dict[str, Any]]]:
     """Create the policy and play on, a day past each window's end, until it is judged
-    for good; (its view, its evaluations' evidence)."""
+    for good; (its view, its evaluations' evidence). Every device is heard from up to then,
+    as a real one's heartbeats say (the judge waits for each arm's data)."""
     view = ps.create(store, signer, Offline(name="ops"), spec, NOW)
     pid = view.policy.id
     for _ in range(spec.max_extensions + 1):
         policy = ps.get(store, pid)
         player.play_until(policy.window_end_ms + DAY_MS)
+        player.advance_clock(policy.window_end_ms + DAY_MS)
         pj.run(store, signer, policy.window_end_ms)
         if ps.get(store, pid).state != ps.RUNNING:
             break
@@ -163,6 +166,7 @@ def test_a_window_is_judged_once_when_two_processes_race(store: Store, signer: C
     view = ps.create(store, signer, Offline(), spec({"coach_mode": 1}, window_days=7), NOW)
     stale = ps.get(store, view.policy.id)  # what a second process read before the first judged
     player.play_until(stale.window_end_ms + DAY_MS)
+    player.advance_clock(stale.window_end_ms + DAY_MS)
     first = pj.judge(store, signer, stale, 1)
     assert first in ("keep", "revert", "extend")
     assert pj.judge(store, signer, stale, 2) is None  # it finds the window judged
@@ -197,3 +201,38 @@ def test_window_kpis_agree_with_the_loops_own(store: Store) -> None:
     assert compared >= 10
     assert "time_of_day" not in ek.catalogue("mirror")
     assert "maintenance_alert" not in ek.catalogue("engine")
+
+
+def test_the_judge_waits_for_each_arms_data(store: Store, signer: ConfigSigner) -> None:
+    """Data arrives late (a buffering gateway, a device restarting for its config): a policy is
+    judged only when each arm has mostly been heard from past the window's end, or when the
+    record clock is LATE_GRACE_MS past it; a device not heard from past the end then drops out
+    of the evaluation instead of reading as idle."""
+    player = Player(store, 3, [("bike", 40)], START, END)
+    player.play_until(NOW)
+    view = ps.create(store, signer, Offline(), spec({"coach_mode": 1}, window_days=7), NOW)
+    policy = ps.get(store, view.policy.id)
+    end = policy.window_end_ms
+    player.play_until(end + DAY_MS)
+    late = view.treatment[: len(view.treatment) // 2]  # half the treatment arm is behind
+    with store.transaction():
+        for device_id in view.treatment + view.control:
+            row = store.get_device(device_id)
+            assert row is not None
+            seen = end - 3 * DAY_MS if device_id in late else end + DAY_MS
+            store.save_device(replace(row, last_seen_ms=seen))
+    assert store.policy_record_clock(policy.id) == end + DAY_MS
+    heard = store.policy_heard(policy.id, end)
+    assert heard == {"treatment": (len(view.treatment), len(view.treatment) - len(late)),
+                     "control": (len(view.control), len(view.control))}
+    assert pj.judge(store, signer, policy, 1) is None  # the treatment arm is not in yet
+    assert store.evaluations(policy.id) == []
+    # a week of record time later the late half has still not reported: judged without it
+    with store.transaction():
+        row = store.get_device(view.control[0])
+        assert row is not None
+        store.save_device(replace(row, last_seen_ms=end + pj.LATE_GRACE_MS))
+    assert pj.judge(store, signer, policy, 2) is not None
+    (evaluation,) = store.evaluations(policy.id)
+    assert set(late) <= set(evaluation.evidence["missing"])
+    assert evaluation.evidence["treatment_n"] <= len(view.treatment) - len(late)
