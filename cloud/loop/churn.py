@@ -69,6 +69,10 @@ MINUTES_SHOWN = 0.1
 EFFORT_SHOWN = 0.03
 WANDER_SHOWN = 2.0
 RATE_SHOWN = 0.9
+# Coaching (cloud.loop.forced): the rate since it reached a device is compared with the rate
+# in at most these many weeks before it
+COACH_BEFORE_WEEKS = 4
+RATE_CHANGE_MAX = 5.0
 
 DECLINING = "declining"
 LAPSED = "lapsed"
@@ -341,6 +345,8 @@ class Evidence:
     activities: int = 0  # in the history window
     mirror: bool = False
     personal: bool = False
+    coaching: Coaching | None = None  # coached by a policy's change (cloud.loop.forced)
+    forced_days: float = 0.0  # days a policy's change set the effort, in the history window
 
     @property
     def total(self) -> float:
@@ -357,15 +363,29 @@ class Evidence:
     def minutes_drop(self) -> float:
         return self.minutes.trends[0].drop if self.minutes and self.minutes.trends else 0.0
 
+    def named(self) -> dict[str, float]:
+        """Every number the churn model may read, by its name in churn_model.FEATURES."""
+        w, c = self.wander, self.coaching
+        return {
+            "decline_llr": self.decline.llr, "effort_llr": self.effort.llr if self.effort else 0.0,
+            "wander_llr": w.llr if w else 0.0, "minutes_llr": self.minutes.llr if self.minutes else 0.0,
+            "rate_factor": self.decline.factor, "effort_drop": self.effort_drop,
+            "minutes_drop": self.minutes_drop,
+            "wander_ratio": w.now_min / w.before_min if w and w.before_min > 0 else 1.0,
+            "idle_days": self.idle_days, "activities": float(self.activities),
+            "rate_before": self.decline.before_per_week, "mirror": float(self.mirror),
+            "personal": float(self.personal),
+            "coached_days": c.days if c else 0.0,
+            "coached_rate_change": c.rate_change if c else 1.0,
+            "before_coached_llr": c.before.llr if c else 0.0,
+            "before_coached_factor": c.before.factor if c else 1.0,
+            "forced_days": self.forced_days,
+        }
+
     def features(self) -> tuple[float, ...]:
         """What the churn model reads, in churn_model.FEATURES' order."""
-        w = self.wander
-        return (self.decline.llr, self.effort.llr if self.effort else 0.0,
-                w.llr if w else 0.0, self.minutes.llr if self.minutes else 0.0,
-                self.decline.factor, self.effort_drop, self.minutes_drop,
-                w.now_min / w.before_min if w and w.before_min > 0 else 1.0,
-                self.idle_days, float(self.activities), self.decline.before_per_week,
-                float(self.mirror), float(self.personal))
+        named = self.named()
+        return tuple(named[name] for name in churn_model.FEATURES)
 
     def risk(self, model: ChurnModel | None = None) -> float:
         """The chance that this person is disengaging (the shipped model by default)."""
@@ -377,13 +397,50 @@ class Evidence:
         return self.risk(m) >= m.threshold
 
 
+@dataclass(frozen=True)
+class Coaching:
+    """A device a policy's change coached (coach mode on), as of the list: coaching makes a
+    responder ride more and halts a decline where it was, so the riding since tells less and
+    the riding before it more."""
+
+    days: float  # since the coaching reached the device
+    rate_change: float  # activities a week since it over those in the weeks before it
+    before: Decline  # the decline model of the history before it
+
+
+def coaching(h: History, spans: Sequence[tuple[int, int]]) -> Coaching | None:
+    """The coaching of the device as of at_ms, from the periods coach mode was on (the first
+    that began by at_ms); None when it was not coached."""
+    began = min((a for a, _ in spans if a < h.at_ms), default=None)
+    if began is None or h.first_ms is None:
+        return None
+    after = sum(1 for a in h.acts if a.start_ms >= began)
+    before_from = max(h.first_ms, began - COACH_BEFORE_WEEKS * 7 * DAY_MS)
+    before = sum(1 for a in h.acts if before_from <= a.start_ms < began)
+    weeks_after = max((h.at_ms - began) / (7 * DAY_MS), 1 / 7)
+    weeks_before = max((began - before_from) / (7 * DAY_MS), 1 / 7)
+    change = ((after + 0.5) / weeks_after) / ((before + 0.5) / weeks_before)
+    earlier = History(h.from_ms, began, [a for a in h.acts if a.start_ms < began],
+                      h.first_ms if h.first_ms < began else None)
+    d = decline(earlier, streaks=True) if earlier.first_ms is not None else None
+    return Coaching((h.at_ms - began) / DAY_MS, min(change, RATE_CHANGE_MAX),
+                    d or Decline(0.0, None, 1.0, 0.0, 0.0))
+
+
+def overlap_days(spans: Sequence[tuple[int, int]], from_ms: int, to_ms: int) -> float:
+    """Days of [from_ms, to_ms) inside the spans (taken as not overlapping each other)."""
+    return sum(max(0, min(b, to_ms) - max(a, from_ms)) for a, b in spans) / DAY_MS
+
+
 def evidence(h: History, product: str, personal: bool,
              reps: dict[int, float] | None = None,
-             forced: Sequence[tuple[int, int]] = ()) -> Evidence | None:
+             forced: Sequence[tuple[int, int]] = (),
+             coached: Sequence[tuple[int, int]] = ()) -> Evidence | None:
     """Weigh a bike's or mirror's history. `personal`: the device shares personal data (the
     start times are read only then; `reps` is given only then). `forced`: periods when a
     pushed setting set the effort (cloud.loop.forced): the effort signal leaves out the
-    activities begun in them. None without activity."""
+    activities begun in them. `coached`: periods a pushed setting had coach mode on. None
+    without activity."""
     d = decline(h, streaks=True)
     if d is None:
         return None
@@ -399,7 +456,9 @@ def evidence(h: History, product: str, personal: bool,
     last = max(a.start_ms for a in h.acts)
     return Evidence(d, effort, minutes, wander(h) if personal else None,
                     idle_days=(h.at_ms - last) / DAY_MS, activities=len(h.acts),
-                    mirror=product == "mirror", personal=personal)
+                    mirror=product == "mirror", personal=personal,
+                    coaching=coaching(h, coached),
+                    forced_days=overlap_days(forced, h.from_ms, h.at_ms))
 
 
 def reason(word: str, e: Evidence, risk: float | None = None) -> tuple[str, int | None]:
@@ -441,7 +500,8 @@ def reason(word: str, e: Evidence, risk: float | None = None) -> tuple[str, int 
 def assess(device: str, customer: str | None, product: str | None, consent: str | None,
            h: History | None, reps: dict[int, float] | None = None,
            model: ChurnModel | None = None,
-           forced: Sequence[tuple[int, int]] = ()) -> Risk | None:
+           forced: Sequence[tuple[int, int]] = (),
+           coached: Sequence[tuple[int, int]] = ()) -> Risk | None:
     """The device's churn risk with its reason, or None (not at risk, or not a product people
     use by habit). `reps`: a mirror's reps per session by its start (personal data: pass it
     only for a device that shares it; it is ignored otherwise). `model`: the decision
@@ -459,7 +519,7 @@ def assess(device: str, customer: str | None, product: str | None, consent: str 
     if idle_days >= LAPSED_DAYS:
         return Risk(device, customer, product, LAPSED,
                     f"no {word} for {idle_days:.0f} days (last on {_day(last)})", last)
-    e = evidence(h, product, permits(consent, PERSONAL), reps, forced)
+    e = evidence(h, product, permits(consent, PERSONAL), reps, forced, coached)
     if e is None:
         return None
     m = model or churn_model.shipped()

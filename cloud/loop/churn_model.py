@@ -9,7 +9,7 @@ threshold chosen out of fold. Trees, not a weighted sum: a logistic regression o
 features scored within 0.01 of the trees out of fold but its precision on the scored fleets
 swung by 0.03 with its regularization (docs/benchmarks.md).
 
-The model ships as one small file, cloud/loop/models/churn-v1.npz (the engine model's layout,
+The model ships as one small file, cloud/loop/models/churn-v2.npz (the engine model's layout,
 cloud.loop.artefact: plain arrays and a JSON header, no pickle), with how it was made: the
 simulated fleets it learned from, their seeds and week, disjoint from the seeds `fleetloop
 bench churn` scores, and its out-of-fold figures. `fleetloop loop train-churn` rebuilds it; a
@@ -31,8 +31,8 @@ from .errors import ModelError
 from .model import Forest
 
 FORMAT = "fleetloop-churn"
-VERSION = 1
-SHIPPED = Path(__file__).with_name("models") / "churn-v1.npz"
+VERSION = 2
+SHIPPED = Path(__file__).with_name("models") / "churn-v2.npz"
 # What the model reads of a person's evidence (cloud.loop.churn.Evidence.features), in order.
 FEATURES = (
     "decline_llr",  # how often: a decline over steady use
@@ -48,6 +48,14 @@ FEATURES = (
     "rate_before",  # activities a week before the decline's onset
     "mirror",  # 1.0 for a mirror, 0.0 for a bike
     "personal",  # 1.0 when the device shares personal data
+    # What a policy's change did to the device (cloud.loop.forced: its arms and window).
+    # Coaching makes a responder ride more and halts a decline where it was: the riding
+    # since hides a decline that had begun, the riding before shows it.
+    "coached_days",  # days since coaching reached the device (0: not coached)
+    "coached_rate_change",  # activities a week since the coaching over before it (1.0: none)
+    "before_coached_llr",  # how often, before the coaching: a decline over steady
+    "before_coached_factor",  # ... and its rate then over before its onset (1.0: steady)
+    "forced_days",  # days a policy's change set the effort (target power, programme)
 )
 
 

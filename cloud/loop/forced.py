@@ -1,5 +1,6 @@
-"""When a pushed setting, not the person, set the effort: the periods a policy's change to
-a ride's target power or programme was in force on a device.
+"""When a pushed setting, not the person, set the effort or the habit: the periods a policy's
+change to a ride's target power or programme (effort), or to coach mode (coached), was in
+force on a device.
 
 A bike under a target power holds that power (as far as the rider can): a ride's mean power
 then tells the setting, not how hard the rider chooses to ride, and when the change is
@@ -18,7 +19,9 @@ effort signal rather than fewer).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from cloud.loop.activity import DAY_MS
 from cloud.policy_store import PolicyDeviceRow, PolicyRow
@@ -26,18 +29,41 @@ from cloud.store import Store
 
 # The settings that set a ride's effort (protocol.config: bike settings)
 EFFORT_SETTINGS = ("target_power_w", "programme")
+COACH_SETTING = "coach_mode"  # on (1): the coaching a responder rides more under
 MARGIN_MS = 2 * DAY_MS  # after a reverted window's end: the revert on its way to the device
 FOREVER = 2**62
 
-Periods = dict[str, list[tuple[int, int]]]  # device -> [(from_ms, to_ms)]
+Span = tuple[int, int]  # (from_ms, to_ms)
+Periods = dict[str, list[Span]]  # device -> [(from_ms, to_ms)]
+Policies = Iterable[tuple[PolicyRow, Sequence[PolicyDeviceRow]]]
 
 
-def periods(policies: Iterable[tuple[PolicyRow, Sequence[PolicyDeviceRow]]]) -> Periods:
+@dataclass(frozen=True)
+class Changes:
+    """One device's periods under a policy's change: to its effort settings, to coach mode on."""
+
+    effort: tuple[Span, ...] = ()
+    coached: tuple[Span, ...] = ()
+
+
+NONE = Changes()
+
+
+def periods(policies: Policies) -> Periods:
     """Each device's periods under a change to an effort setting, from policies and arms."""
+    return _periods(policies, lambda change: any(name in change for name in EFFORT_SETTINGS))
+
+
+def coaching(policies: Policies) -> Periods:
+    """Each device's periods under a change that turned coach mode on."""
+    return _periods(policies, lambda change: bool(change.get(COACH_SETTING)))
+
+
+def _periods(policies: Policies, applies: Callable[[dict[str, Any]], bool]) -> Periods:
     out: Periods = {}
     for row, devices in policies:
         change = row.spec.get("change") or {}
-        if not any(name in change for name in EFFORT_SETTINGS):
+        if not applies(change):
             continue
         treated = (row.window_start_ms, row.window_end_ms + MARGIN_MS
                    if row.state == "reverted" else FOREVER)
@@ -49,9 +75,12 @@ def periods(policies: Iterable[tuple[PolicyRow, Sequence[PolicyDeviceRow]]]) -> 
     return out
 
 
-def read(store: Store) -> Periods:
-    """Every device's periods, from the store's policies."""
-    return periods((p, store.policy_devices(p.id)) for p in store.list_policies())
+def read(store: Store) -> dict[str, Changes]:
+    """Every device's changes, from the store's policies."""
+    policies = [(p, store.policy_devices(p.id)) for p in store.list_policies()]
+    effort, coached = periods(policies), coaching(policies)
+    return {d: Changes(tuple(effort.get(d, ())), tuple(coached.get(d, ())))
+            for d in effort.keys() | coached.keys()}
 
 
 def within(t_ms: int, spans: Sequence[tuple[int, int]]) -> bool:

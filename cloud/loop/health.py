@@ -164,7 +164,7 @@ def consent_component(consent: str | None) -> Component:
 
 
 def device_health(store: Store, device: DeviceRow, customer: str | None, at_ms: int,
-                  periods: forced.Periods | None = None) -> DeviceHealth:
+                  periods: dict[str, forced.Changes] | None = None) -> DeviceHealth:
     """The device's health as of at_ms. `periods`: cloud.loop.forced's (read from the store
     when not given)."""
     k = kpis.device_kpis(store, device, at_ms)
@@ -174,8 +174,10 @@ def device_health(store: Store, device: DeviceRow, customer: str | None, at_ms: 
     score = weighted(comps)
     if periods is None:
         periods = forced.read(store)
+    changes = periods.get(device.id, forced.NONE)
     risk = churn.assess(device.id, customer, device.product, k.consent, k.history,
-                        reps=session_reps(store, device, k), forced=periods.get(device.id, ()))
+                        reps=session_reps(store, device, k), forced=changes.effort,
+                        coached=changes.coached)
     if risk is not None:
         risk = replace(risk, score=score)
     return DeviceHealth(device.id, device.product, customer, score, comps, k, risk)

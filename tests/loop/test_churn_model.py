@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cloud.loop import artefact, churn_model
 from cloud.loop.churn_model import FEATURES
 from cloud.loop.errors import ModelError
-from fleetloop.bench_churn import SCORED_SEEDS
+from fleetloop.bench_churn import PROOF_SEEDS, SCORED_SEEDS
 from fleetloop.cli import app
 
 runner = CliRunner()
@@ -24,7 +24,8 @@ runner = CliRunner()
 def test_the_shipped_model_learned_from_other_fleets_than_the_scored_ones() -> None:
     m = churn_model.shipped()
     seeds = set(m.header["trained_on"]["seeds"])
-    assert seeds and not seeds & set(SCORED_SEEDS)
+    assert seeds and not seeds & set(SCORED_SEEDS) and not seeds & set(PROOF_SEEDS)
+    assert m.header["trained_on"]["with_policies"]  # it learned what a policy's change does
     assert 0 < m.threshold < 1 and m.header["rows"] > 1000
     oof = m.header["out_of_fold"]
     assert oof["precision"] >= 0.8 and oof["recall"] >= 0.8  # on fleets the trees did not see
@@ -34,7 +35,8 @@ def _row(**values: float) -> list[float]:
     """A steady rider's features, with some changed."""
     row = dict.fromkeys(FEATURES, 0.0)
     row.update(rate_factor=1.0, wander_ratio=1.0, idle_days=1.0, activities=30.0,
-               rate_before=3.5, personal=1.0)
+               rate_before=3.5, personal=1.0, coached_rate_change=1.0,
+               before_coached_factor=1.0)
     row.update(values)
     return [row[f] for f in FEATURES]
 
@@ -55,7 +57,8 @@ def _saved(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda h: h.update(format="something-else"), "this code reads fleetloop-churn v1"),
+    (lambda h: h.update(format="something-else"), "this code reads fleetloop-churn v2"),
+    (lambda h: h.update(version=1), "v1, this code reads fleetloop-churn v2"),
     (lambda h: h.update(version=99), "v99"),
     (lambda h: h.update(features=["decline_llr"]), "other features"),
     (lambda h: h.update(threshold=1.5), "'threshold' must be a number between 0 and 1"),
@@ -115,7 +118,8 @@ def test_train_churn_rebuilds_a_model_from_small_fleets(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--seeds", "1,4"], "seed 1 is one the benchmark scores"),
+    (["--seeds", "1,4"], "seed 1 is one the benchmarks score"),
+    (["--seeds", "4,11"], "seed 11 is one the benchmarks score"),
     (["--seeds", "four"], "not a comma-separated list"),
     (["--at-weeks", "11"], "each week must be in 2..10"),
     (["--intervals", "0"], "each must be 1..3600 seconds"),
@@ -129,17 +133,23 @@ def test_train_churn_refuses_bad_input(args: list[str], words: str, tmp_path: Pa
 
 
 def test_the_training_policies_reach_some_riders_part_way_and_no_mirror() -> None:
-    """--with-policies: coaching from a drawn week for some riders, an over-hard target for
-    two weeks for others; mirrors and the rest keep their settings."""
-    from fleetloop.churn_train import POLICY_WEEKS, policies
+    """--with-policies: coaching for half the riders (half of them from a drawn week, the
+    others two weeks later), an over-hard target for two weeks for others; mirrors and the
+    rest keep their settings. What the cloud would know of it (known_changes) matches."""
+    from fleetloop.bench_churn import Fleet
+    from fleetloop.churn_train import POLICY_WEEKS, known_changes, policies
     from fleetloop.fleet.draws import WEEK_MS
+    from fleetloop.fleet.truth import Truth
 
     plain = {"coach_mode": 0, "target_power_w": 0, "interval_ms": 60_000}
     changes = policies(4)
+    ids = [f"bike-{i}" for i in range(1, 201)]
+    known = known_changes(4, Fleet(Truth(4, 0, 12 * WEEK_MS, 1.0), 0, (*ids, "mirror-1"), 0))
     coached = overreached = 0
-    for i in range(1, 201):
-        plan = changes(f"bike-{i}", 0, plain)
+    for device in ids:
+        plan = changes(device, 0, plain)
         if plan is plain:
+            assert device not in known
             continue
         assert callable(plan)
         assert plan(int(POLICY_WEEKS[0] * WEEK_MS) - 1) == plain  # nothing before the drawn week
@@ -147,8 +157,20 @@ def test_the_training_policies_reach_some_riders_part_way_and_no_mirror() -> Non
         if late[0]["coach_mode"] == 1:
             coached += 1
             assert all(s["coach_mode"] == 1 for s in late)  # kept on
+            (began, _), = known[device].coached
+            assert plan(began - 1) == plain and plan(began)["coach_mode"] == 1
         else:
             overreached += 1
             assert late[-1] == plain  # reverted after two weeks
-    assert 60 < coached < 120 and 10 < overreached < 50
-    assert changes("mirror-1", 0, plain) is plain
+            (began, until), = known[device].effort
+            assert plan(began)["target_power_w"] == 900 and plan(until) == plain
+    assert 75 < coached < 125 and 15 < overreached < 50
+    assert changes("mirror-1", 0, plain) is plain and "mirror-1" not in known
+
+
+def test_a_third_of_the_training_owners_share_usage_only() -> None:
+    from fleetloop.churn_train import usage_only
+
+    share = sum(usage_only(4, f"bike-{i}") for i in range(1, 601)) / 600
+    assert 0.28 < share < 0.39
+    assert usage_only(4, "bike-7") == usage_only(4, "bike-7")  # a draw, the same each time

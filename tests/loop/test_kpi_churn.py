@@ -265,3 +265,73 @@ def test_the_periods_a_policy_set_the_effort_follow_its_arms_and_its_end() -> No
     assert forced.periods([(policy(4, {"coach_mode": 1}, "kept"), arms)]) == {}
     assert forced.within(12 * DAY_MS, reverted["t"]) and not forced.within(30 * DAY_MS,
                                                                            reverted["t"])
+
+
+def test_the_periods_a_policy_coached_follow_its_arms() -> None:
+    """Coaching reaches the treatment at the window's start and, once the policy is kept, the
+    control at its end; a change to the effort is not coaching, nor is coach mode turned off."""
+    from cloud.loop import forced
+    from cloud.policy_store import PolicyDeviceRow, PolicyRow
+
+    def policy(pid: int, change: dict[str, int], state: str) -> PolicyRow:
+        return PolicyRow(pid, f"p{pid}", "bike", {"change": change}, 1, state, "", 0, "ops",
+                         10 * DAY_MS, 24 * DAY_MS, 0, 0)
+
+    arms = [PolicyDeviceRow(0, "t", "treatment"), PolicyDeviceRow(0, "c", "control")]
+    kept = forced.coaching([(policy(1, {"coach_mode": 1}, "kept"), arms)])
+    assert kept == {"t": [(10 * DAY_MS, forced.FOREVER)], "c": [(24 * DAY_MS, forced.FOREVER)]}
+    reverted = forced.coaching([(policy(2, {"coach_mode": 1}, "reverted"), arms)])
+    assert reverted == {"t": [(10 * DAY_MS, 24 * DAY_MS + forced.MARGIN_MS)]}
+    assert forced.coaching([(policy(3, {"target_power_w": 900}, "kept"), arms)]) == {}
+    assert forced.coaching([(policy(4, {"coach_mode": 0}, "kept"), arms)]) == {}
+
+
+def _coached_rider(decline_from: int | None) -> History:
+    """A rider on about four days a week, coached from day 42 (week 6): coaching makes them
+    ride 40 % more and halts a decline that had begun (decline_from: its day) where it was."""
+    days = []
+    due = 0.0  # rides owed: one is ridden each time it reaches one (evenly spread)
+    for d in range(1, 70):
+        rate = 4 / 7
+        if decline_from is not None and d >= decline_from:
+            rate *= 0.5 ** ((min(d, 42) - decline_from) / 17.5)
+        if d >= 42:
+            rate *= 1.4
+        due += rate
+        if due >= 1.0:
+            due -= 1.0
+            days.append(d)
+    h = _history(days, [45.0] * len(days), [200.0] * len(days))
+    return replace(h, at_ms=70 * DAY_MS)
+
+
+def test_the_coaching_features_read_the_riding_before_and_since_the_coaching() -> None:
+    """The churn model reads how long a device has been coached, how its rate changed since,
+    and whether its riding was declining before the coaching reached it (coaching halts a
+    decline where it was: the riding since hides it)."""
+    coached = [(42 * DAY_MS, 2**62)]
+    steady = churn.evidence(_coached_rider(None), "bike", personal=False, coached=coached)
+    fading = churn.evidence(_coached_rider(14), "bike", personal=False, coached=coached)
+    plain = churn.evidence(_coached_rider(None), "bike", personal=False)
+    assert steady is not None and fading is not None and plain is not None
+    assert steady.coaching is not None and fading.coaching is not None
+    assert steady.coaching.days == pytest.approx(28.0)
+    assert steady.coaching.rate_change > 1.1  # riding more since
+    assert fading.coaching.before.llr > steady.coaching.before.llr + 1
+    assert fading.coaching.before.factor < 0.7
+    assert plain.coaching is None
+    named = fading.named()
+    assert named["coached_days"] == pytest.approx(28.0)
+    assert named["before_coached_llr"] == fading.coaching.before.llr
+    assert plain.named()["coached_days"] == 0.0 and plain.named()["coached_rate_change"] == 1.0
+    # a coaching that reaches the device after the list is not read
+    later = churn.evidence(_coached_rider(None), "bike", personal=False,
+                           coached=[(80 * DAY_MS, 2**62)])
+    assert later is not None and later.coaching is None
+
+
+def test_the_days_a_policy_set_the_effort_are_counted_in_the_window() -> None:
+    h = _coached_rider(None)
+    e = churn.evidence(h, "bike", personal=False, forced=[(28 * DAY_MS, 44 * DAY_MS)])
+    assert e is not None and e.forced_days == pytest.approx(16.0)
+    assert e.named()["forced_days"] == pytest.approx(16.0)
