@@ -164,20 +164,20 @@ def consent_component(consent: str | None) -> Component:
 
 
 def device_health(store: Store, device: DeviceRow, customer: str | None, at_ms: int,
-                  periods: dict[str, forced.Changes] | None = None) -> DeviceHealth:
-    """The device's health as of at_ms. `periods`: cloud.loop.forced's (read from the store
-    when not given)."""
+                  changes: dict[str, forced.Changes] | None = None) -> DeviceHealth:
+    """The device's health as of at_ms. `changes`: every device's policy changes,
+    cloud.loop.forced.read's (read from the store when not given)."""
     k = kpis.device_kpis(store, device, at_ms)
     word = kpis.ACTIVITY_WORD.get(device.product or "", "records")
     comps = [recency(k.history, word), frequency(k.history, word), outcome(k),
              device_vitals(device), consent_component(k.consent)]
     score = weighted(comps)
-    if periods is None:
-        periods = forced.read(store)
-    changes = periods.get(device.id, forced.NONE)
+    if changes is None:
+        changes = forced.read(store)
+    own = changes.get(device.id, forced.NONE)
     risk = churn.assess(device.id, customer, device.product, k.consent, k.history,
-                        reps=session_reps(store, device, k), forced=changes.effort,
-                        coached=changes.coached)
+                        reps=session_reps(store, device, k), forced=own.effort,
+                        coached=own.coached)
     if risk is not None:
         risk = replace(risk, score=score)
     return DeviceHealth(device.id, device.product, customer, score, comps, k, risk)
@@ -237,13 +237,13 @@ def report(store: Store, at_ms: int, devices: Sequence[DeviceRow] | None = None)
     regs = {r.device: r for r in store.registries()}
     cancelled = {c.id for c in store.list_customers() if c.cancelled_ms is not None}
     out = FleetReport(at_ms)
-    periods = forced.read(store)
+    changes = forced.read(store)
     for device in (store.list_devices() if devices is None else devices):
         reg = regs.get(device.id)
         if reg is not None and reg.status != "active":
             continue
         customer = reg.customer if reg is not None else None
-        h = device_health(store, device, customer, at_ms, periods)
+        h = device_health(store, device, customer, at_ms, changes)
         if customer in cancelled and h.risk is not None:
             h = replace(h, risk=None)
         out.devices.append(h)
