@@ -75,7 +75,7 @@ bench: setup
 	$(BIN)/fleetloop bench ota
 	$(BIN)/fleetloop bench connections --devices 5000
 	$(BIN)/fleetloop bench fleet
-	$(BIN)/fleetloop loop train-churn --out cloud/loop/models/churn-v2.npz
+	$(BIN)/fleetloop loop train-churn --out cloud/loop/models/churn-v3.npz
 	$(BIN)/fleetloop bench churn --bikes 500 --mirrors 100
 	$(BIN)/fleetloop bench loop --bikes 500 --mirrors 100 --engines 50 --weeks 12
 	$(BIN)/fleetloop loop train-engines --out cloud/loop/models/engine-rul-v1.npz

@@ -1,11 +1,12 @@
-"""Rebuild the churn model (cloud/loop/models/churn-v2.npz) from simulated fleets.
+"""Rebuild the churn model (cloud/loop/models/churn-v3.npz) from simulated fleets.
 
 Each training fleet is the simulator's riders and mirror users of one seed, played over the
 span as `fleetloop bench churn` plays them (the seeds it and the loop's proof score are never
 learned from); the list is made at a few weeks of the span and every person not already
 lapsed is one row: their evidence (cloud.loop.churn.Evidence.features) and whether the truth
-has them disengaging within two weeks. Each fleet is played at each sampling interval, and
-once more with policies reaching some riders part-way, as the loop's proof runs them; a share
+has them disengaging within two weeks. Each fleet is played at each sampling interval, each
+once plain and once with policies reaching some riders part-way, as the loop's proof runs
+them; a share
 of the owners share usage only, as the simulator's consent mix has them. cloud.loop.churn_model
 fits the trees and picks the threshold out of fold, a seed (all its playings) at a time.
 """
@@ -39,7 +40,7 @@ SPAN_WEEKS = 12
 # proof's one every five minutes (coarser rides: shorter runs of records, rounder minutes).
 INTERVALS_S = (60, 300)
 # Policies part-way through the span, as the loop's proof runs them (with_policies): each
-# fleet is played once more (at the last interval) with half the riders coached, half of them
+# fleet is played once more at each interval with half the riders coached, half of them
 # from a drawn week (the treatment) and the other half two weeks later (the control, once the
 # policy is kept), and another share set an over-hard target power from the drawn week for
 # two weeks, then reverted (coaching makes a responder ride more and halts their decline; an
@@ -186,7 +187,7 @@ def train(seeds: Sequence[int] = SEEDS, at_weeks: Sequence[int] = AT_WEEKS, bike
         playings: list[tuple[int, bench_churn.Changes | None]] = [
             (interval, None) for interval in intervals_s]
         if with_policies:
-            playings.append((intervals_s[-1], policies(seed)))
+            playings += [(interval, policies(seed)) for interval in intervals_s]
         for interval, changes in playings:
             with bench_churn.simulated(seed, [("bike", bikes), ("mirror", mirrors)], SPAN_WEEKS,
                                        interval * 1000, changes) as (store, fleet):

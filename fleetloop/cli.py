@@ -479,7 +479,7 @@ def bench_loop_cmd(
                                              help="The policies' evaluation window.")] = 14,
     churn_week: Annotated[int, typer.Option(min=2, help="Week of the churn-risk list.")] = 10,
     interval_s: Annotated[int, typer.Option(min=1, max=3600,
-                                            help="Sampling period while in use.")] = 300,
+                                            help="Sampling period while in use.")] = 60,
     json_out: JsonOpt = False,
     results: ResultsOpt = RESULTS,
     docs: DocsOpt = DOCS,

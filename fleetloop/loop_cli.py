@@ -180,7 +180,7 @@ def train_churn_cmd(
     trees on the churn signals, and the threshold chosen out of fold (a fleet at a time).
     About half a minute a fleet, its playings together.
 
-    Example: fleetloop loop train-churn --out cloud/loop/models/churn-v2.npz
+    Example: fleetloop loop train-churn --out cloud/loop/models/churn-v3.npz
     """
     from cloud.loop.churn_model import save
     from fleetloop.churn_train import train

@@ -9,7 +9,7 @@ threshold chosen out of fold. Trees, not a weighted sum: a logistic regression o
 features scored within 0.01 of the trees out of fold but its precision on the scored fleets
 swung by 0.03 with its regularization (docs/benchmarks.md).
 
-The model ships as one small file, cloud/loop/models/churn-v2.npz (the engine model's layout,
+The model ships as one small file, cloud/loop/models/churn-v3.npz (the engine model's layout,
 cloud.loop.artefact: plain arrays and a JSON header, no pickle), with how it was made: the
 simulated fleets it learned from, their seeds and week, disjoint from the seeds `fleetloop
 bench churn` scores, and its out-of-fold figures. `fleetloop loop train-churn` rebuilds it; a
@@ -31,8 +31,8 @@ from .errors import ModelError
 from .model import Forest
 
 FORMAT = "fleetloop-churn"
-VERSION = 2
-SHIPPED = Path(__file__).with_name("models") / "churn-v2.npz"
+VERSION = 3
+SHIPPED = Path(__file__).with_name("models") / "churn-v3.npz"
 # What the model reads of a person's evidence (cloud.loop.churn.Evidence.features), in order.
 FEATURES = (
     "decline_llr",  # how often: a decline over steady use
@@ -56,6 +56,14 @@ FEATURES = (
     "before_coached_llr",  # how often, before the coaching: a decline over steady
     "before_coached_factor",  # ... and its rate then over before its onset (1.0: steady)
     "forced_days",  # days a policy's change set the effort (target power, programme)
+    # The last weeks against the usual (cloud.loop.churn.Recent), and how long ago each
+    # signal's onset was: a fade is a slope that goes on, a busy spell a step that passes.
+    "decline_age", "effort_age", "minutes_age", "wander_age",  # days since each onset
+    "minutes_7d", "minutes_14d", "minutes_21d", "minutes_last",  # log shift of the length
+    "effort_7d", "effort_14d", "effort_21d", "effort_last",  # ... of the effort
+    "rate_change_14d",  # activities a week in the last two weeks over before
+    "measured_14d",  # activities with a length in the last two weeks
+    "longest_gap",  # the longest pause of the last four weeks over the usual one
 )
 
 

@@ -36,7 +36,9 @@ def _row(**values: float) -> list[float]:
     row = dict.fromkeys(FEATURES, 0.0)
     row.update(rate_factor=1.0, wander_ratio=1.0, idle_days=1.0, activities=30.0,
                rate_before=3.5, personal=1.0, coached_rate_change=1.0,
-               before_coached_factor=1.0)
+               before_coached_factor=1.0, decline_age=99.0, effort_age=99.0,
+               minutes_age=99.0, wander_age=99.0, rate_change_14d=1.0, measured_14d=7.0,
+               longest_gap=1.5)
     row.update(values)
     return [row[f] for f in FEATURES]
 
@@ -45,7 +47,11 @@ def test_a_fading_rider_is_at_risk_and_a_steady_one_is_not() -> None:
     m = churn_model.shipped()
     steady = m.risk(_row())
     fading = m.risk(_row(decline_llr=8.0, effort_llr=10.0, rate_factor=0.4, effort_drop=0.2,
-                         minutes_llr=6.0, minutes_drop=0.3, idle_days=6.0, activities=18.0))
+                         minutes_llr=6.0, minutes_drop=0.3, idle_days=6.0, activities=18.0,
+                         decline_age=20.0, effort_age=35.0, minutes_age=35.0,
+                         minutes_14d=-0.3, minutes_last=-0.35, effort_14d=-0.15,
+                         effort_last=-0.2, rate_change_14d=0.5, measured_14d=3.0,
+                         longest_gap=3.0))
     assert 0 <= steady < m.threshold <= fading <= 1
     assert list(m.risks(np.asarray([_row(), _row()]))) == [steady, steady]
 
@@ -57,8 +63,8 @@ def _saved(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda h: h.update(format="something-else"), "this code reads fleetloop-churn v2"),
-    (lambda h: h.update(version=1), "v1, this code reads fleetloop-churn v2"),
+    (lambda h: h.update(format="something-else"), "this code reads fleetloop-churn v3"),
+    (lambda h: h.update(version=2), "v2, this code reads fleetloop-churn v3"),
     (lambda h: h.update(version=99), "v99"),
     (lambda h: h.update(features=["decline_llr"]), "other features"),
     (lambda h: h.update(threshold=1.5), "'threshold' must be a number between 0 and 1"),

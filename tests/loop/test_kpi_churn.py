@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud.db import AnyDatabase, open_database
-from cloud.loop import activity, churn, health, kpis
+from cloud.loop import activity, churn, churn_model, health, kpis
 from cloud.loop.activity import DAY_MS, Activity
 from cloud.loop.kpis import History
 from fleetloop import bench_churn
@@ -335,3 +335,67 @@ def test_the_days_a_policy_set_the_effort_are_counted_in_the_window() -> None:
     e = churn.evidence(h, "bike", personal=False, forced=[(28 * DAY_MS, 44 * DAY_MS)])
     assert e is not None and e.forced_days == pytest.approx(16.0)
     assert e.named()["forced_days"] == pytest.approx(16.0)
+
+
+def test_the_last_weeks_are_read_against_the_usual_ones() -> None:
+    """Rides every other day for 12 weeks; in the last two weeks shorter by 40 % and with
+    10 % less power, and fewer: each shift reads what changed, and a busy spell that
+    shortened rides in weeks 6 to 8 and passed reads as no shift now."""
+    days = list(range(1, 70, 2)) + list(range(71, 84, 4))  # half the rate from day 70
+    late = [d >= 70 for d in days]
+    minutes = [27.0 if x else 45.0 for x in late]
+    power = [180.0 if x else 200.0 for x in late]
+    e = churn.evidence(_history(days, minutes, power), "bike", personal=False)
+    assert e is not None and e.recent is not None
+    named = e.named()
+    assert named["minutes_14d"] == pytest.approx(np.log(0.6))
+    assert named["effort_14d"] == pytest.approx(np.log(0.9))
+    assert named["minutes_last"] == pytest.approx(np.log(0.6))
+    # 3.5 rides a week before, 2 now, each with 0.25 added
+    assert named["rate_change_14d"] == pytest.approx(2.25 / 3.75)
+    assert named["measured_14d"] == 4
+    assert named["longest_gap"] == pytest.approx(4 / 2)  # a pause of 4 days, usually 2
+    spell = [30.0 if 42 <= d < 60 else 45.0 for d in range(1, 84, 2)]
+    passed = churn.evidence(_history(list(range(1, 84, 2)), spell, [200.0] * 42), "bike",
+                            personal=False)
+    assert passed is not None
+    assert passed.named()["minutes_14d"] == pytest.approx(0.0)
+    assert passed.named()["rate_change_14d"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_the_effort_s_recent_shift_leaves_out_what_a_policy_set() -> None:
+    """Power held low by a pushed target in the last two weeks is not the rider's effort."""
+    days = list(range(1, 84, 2))
+    power = [120.0 if d >= 70 else 200.0 for d in days]
+    h = _history(days, [45.0] * len(days), power)
+    free = churn.evidence(h, "bike", personal=False)
+    held = churn.evidence(h, "bike", personal=False, forced=[(70 * DAY_MS, 84 * DAY_MS)])
+    assert free is not None and held is not None
+    assert free.named()["effort_14d"] == pytest.approx(np.log(0.6))
+    assert held.named()["effort_14d"] == 0.0 and held.named()["effort_7d"] == 0.0
+
+
+def test_each_signal_s_onset_is_read_as_days_before_the_list() -> None:
+    fading = churn.evidence(_coached_rider(14), "bike", personal=False)
+    steady = churn.evidence(_history(list(range(1, 84, 2)), [45.0] * 42, [200.0] * 42),
+                            "bike", personal=False)
+    assert fading is not None and steady is not None
+    assert fading.decline.onset_ms is not None
+    assert fading.named()["decline_age"] == pytest.approx(
+        (70 * DAY_MS - fading.decline.onset_ms) / DAY_MS)
+    assert steady.named()["decline_age"] == churn.NO_ONSET_DAYS
+    assert steady.named()["wander_age"] == churn.NO_ONSET_DAYS  # usage only: not read
+
+
+@settings(max_examples=80, deadline=None)
+@given(days=st.lists(st.integers(0, 83), min_size=1, max_size=60, unique=True),
+       minutes=st.floats(3.0, 180.0), power=st.floats(1.0, 600.0), mirror=st.booleans())
+def test_every_number_the_model_reads_is_finite_for_any_history(
+        days: list[int], minutes: float, power: float, mirror: bool) -> None:
+    days = sorted(days)
+    h = _history(days, [minutes * (1 + (d % 5) / 10) for d in days],
+                 [power * (1 - (d % 3) / 10) for d in days])
+    e = churn.evidence(h, "mirror" if mirror else "bike", personal=True)
+    assert e is not None
+    x = np.asarray(e.features())
+    assert x.shape == (len(churn_model.FEATURES),) and np.isfinite(x).all()
