@@ -77,6 +77,7 @@ RECENT_DAYS = (7, 14, 21)
 USUAL_DAYS = 56
 LAST_ACTIVITIES = 3
 GAP_WINDOW_DAYS = 28
+USUAL_GAP_DAYS = 2.0  # the usual pause of a device with no activities before that window
 NO_ONSET_DAYS = 99.0  # a signal with no onset reads as one this long ago
 # Coaching (cloud.loop.forced): the rate since it reached a device is compared with the rate
 # in at most these many weeks before it
@@ -377,15 +378,17 @@ def recent(h: History, m: Measures, effort_name: str,
         values = np.asarray(m.values[effort_name][1], dtype=float)
         effort = _shift(starts[own], np.log(values[own]), at)
     acts = np.asarray([a.start_ms for a in h.acts], dtype=float)
-    fortnight = at - 14 * DAY_MS
-    weeks_before = min(6.0, max(0.5, (fortnight - (h.first_ms or at)) / (7 * DAY_MS)))
-    now = (acts >= fortnight).sum() / 2.0
+    fortnight = at - RECENT_DAYS[1] * DAY_MS
+    # the weeks the device was seen in before the last two (at least half a week)
+    weeks_before = min((USUAL_DAYS - RECENT_DAYS[1]) / 7,
+                       max(0.5, (fortnight - (h.first_ms or at)) / (7 * DAY_MS)))
+    now = (acts >= fortnight).sum() / (RECENT_DAYS[1] / 7)
     before = ((acts < fortnight) & (acts >= at - USUAL_DAYS * DAY_MS)).sum() / weeks_before
     window = at - GAP_WINDOW_DAYS * DAY_MS
     ends = np.concatenate((acts[acts >= window], [at]))
     gap = float(np.diff(ends).max()) / DAY_MS if len(ends) > 1 else float(GAP_WINDOW_DAYS)
     earlier = np.diff(acts[acts < window]) / DAY_MS
-    usual_gap = float(np.median(earlier)) if len(earlier) else 2.0
+    usual_gap = float(np.median(earlier)) if len(earlier) else USUAL_GAP_DAYS
     return Recent(minutes, effort, (now + 0.25) / (before + 0.25),
                   int((starts >= fortnight).sum()), gap / usual_gap)
 
