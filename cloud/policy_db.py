@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cloud.policy_store import EvaluationRow, PolicyDeviceRow, PolicyLayer, PolicyRow
+from cloud.store import DeviceRow
 
 if TYPE_CHECKING:
     from cloud.db import Connection
@@ -87,13 +88,19 @@ class PolicySql:
         return None if row is None or row[0] is None else int(row[0])
 
     def policy_heard(self, policy_id: int, since_ms: int) -> dict[str, tuple[int, int]]:
-        # one indexed read of the policy's devices, however large the fleet
+        # one indexed read of the policy's devices; each judged by DeviceRow.heard_past
         rows = self._conn.execute(
-            "SELECT d.arm, COUNT(*), SUM(CASE WHEN v.last_seen_ms >= ? THEN 1 ELSE 0 END)"
+            "SELECT d.arm, v.id, v.last_seen_ms, v.last_seq, v.incarnation, v.reported"
             " FROM policy_devices d JOIN devices v ON v.id = d.device"
-            " WHERE d.policy = ? AND d.arm IN ('treatment', 'control') GROUP BY d.arm",
-            (since_ms, policy_id))
-        return {r[0]: (int(r[1]), int(r[2] or 0)) for r in rows}
+            " WHERE d.policy = ? AND d.arm IN ('treatment', 'control')", (policy_id,))
+        out: dict[str, tuple[int, int]] = {}
+        for arm, device, seen, last_seq, incarnation, reported in rows:
+            row = DeviceRow(id=device, product=None, created_ms=0, last_seen_ms=seen,
+                            last_seq=int(last_seq), incarnation=int(incarnation),
+                            reported=None if reported is None else json.loads(reported))
+            n, past = out.get(arm, (0, 0))
+            out[arm] = (n + 1, past + row.heard_past(since_ms))
+        return out
 
     def running_policy_of(self, device_ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}

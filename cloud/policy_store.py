@@ -88,8 +88,8 @@ class PolicyStore(Protocol):
         ...
 
     def policy_heard(self, policy_id: int, since_ms: int) -> dict[str, tuple[int, int]]:
-        """Per arm (treatment, control): (its devices, those whose newest time, record or
-        state, is at least since_ms)."""
+        """Per arm (treatment, control): (its devices, those the cloud has heard from past
+        since_ms with their records in: DeviceRow.heard_past)."""
         ...
 
     def running_policy_of(self, device_ids: Sequence[str]) -> dict[str, int]:

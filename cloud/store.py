@@ -99,6 +99,21 @@ class DeviceRow:
     consent_cap: str | None = None
     consent_cap_version: int | None = None
 
+    def heard_past(self, since_ms: int) -> bool:
+        """Whether the cloud holds what the device made up to a moment at or after since_ms:
+        its newest record is dated there, or its newest state is and every record the device
+        had made by then (the state's seq, in the same incarnation) is stored. A state alone
+        is not enough: a device with a backlog reports its clock before its buffered records
+        arrive (at the end of a loaded proof, 79 of 107 devices had, with 27 % of their
+        window's records in)."""
+        if self.last_seen_ms is None or self.last_seen_ms < since_ms:
+            return False
+        state = self.reported
+        if state is None or self.last_seen_ms > state.get("t", 0):
+            return True  # the newest time is a stored record's
+        made = state.get("seq", 0)
+        return made == 0 or (self.incarnation == state.get("i", 0) and self.last_seq >= made)
+
 
 # (device, incarnation, seq, t, m, gateway, batch_seq, consent): a TelemetryRow's columns
 TelemetryValues = tuple[str, int, int, int, dict[str, Any], str, int, dict[str, Any] | None]

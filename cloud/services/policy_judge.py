@@ -5,11 +5,14 @@ data, however late or fast it reaches the cloud.
 
 Data arrives late: a gateway or a device buffers while its link is down, and a device that
 restarted for a pushed config is behind the others for a while. So the judge also waits until
-each arm has mostly been heard from past the window's end (HEARD_SHARE of its devices have
-sent a record or a state dated after it), or until the record clock is LATE_GRACE_MS past the
-end (devices switched off for good must not hold a policy forever). A device not heard from
-past the end when it is judged drops out of that evaluation (listed as missing): its window
-is not complete, and counting what has arrived would read a late device as an idle one.
+each arm has mostly been heard from past the window's end with its data in (HEARD_SHARE of
+its devices: a record dated after the end is stored, or a state dated after it and every
+record the device had made by then; DeviceRow.heard_past), or until the record clock is
+LATE_GRACE_MS past the end (devices switched off for good must not hold a policy forever). A
+state alone does not do: a device with a backlog reports its clock before its buffered records
+arrive. A device not heard from past the end when it is judged drops out of that evaluation
+(listed as missing): its window is not complete, and counting what has arrived would read a
+late device as an idle one.
 
 Judging: per participant, the outcome KPI over the window minus the same KPI over the same
 length just before it (cloud.loop.experiment_kpis.outcome; devices without a value drop out of
@@ -67,7 +70,7 @@ def outcomes(store: Store, policy: PolicyRow, treatment: list[str], control: lis
             device = store.get_device(device_id)
             # a device whose consent narrowed since it joined is not read any more: its data
             # was deleted (cloud.services.consent) and would read as a drop in use
-            if device is None or (device.last_seen_ms or 0) < policy.window_end_ms \
+            if device is None or not device.heard_past(policy.window_end_ms) \
                     or not ek.permits(device, info):
                 value = None  # gone, its window not complete yet, or no longer consenting
             else:

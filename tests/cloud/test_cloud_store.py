@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import stat
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -432,3 +433,36 @@ def test_a_policys_record_clock_is_its_arms_newest_record(db: AnyDatabase) -> No
         assert store.policy_heard(policy, 400) == {"treatment": (1, 1), "control": (1, 1)}
         assert store.policy_heard(other, 0) == {"treatment": (1, 0)}  # never heard from
         assert store.policy_heard(12345, 0) == {}
+    # a state past the time whose records are not all in does not count until they are
+    with db.connection() as store, store.transaction():
+        b2 = store.get_device("b2")
+        assert b2 is not None
+        store.save_device(replace(b2, last_seq=30, incarnation=7,
+                                  reported={"t": 950, "i": 7, "seq": 40}, last_seen_ms=950))
+    with db.connection() as store:
+        assert store.policy_heard(policy, 900) == {"treatment": (1, 0), "control": (1, 0)}
+    with db.connection() as store, store.transaction():
+        b2 = store.get_device("b2")
+        assert b2 is not None
+        store.save_device(replace(b2, last_seq=40))
+    with db.connection() as store:
+        assert store.policy_heard(policy, 900) == {"treatment": (1, 0), "control": (1, 1)}
+
+
+@pytest.mark.parametrize("seen, seq, incarnation, state, heard", [
+    (950, 30, 7, None, True),  # records only: the newest is dated past the time
+    (850, 30, 7, None, False),
+    (950, 30, 7, {"t": 950, "i": 7, "seq": 40}, False),  # ten records made by then not in
+    (950, 40, 7, {"t": 950, "i": 7, "seq": 40}, True),
+    (950, 45, 7, {"t": 950, "i": 7, "seq": 40}, True),
+    (950, 40, 6, {"t": 950, "i": 7, "seq": 40}, False),  # restarted: its new records not in
+    (950, 0, 0, {"t": 950, "i": 7, "seq": 0}, True),  # it has made no record: none to wait for
+    (990, 30, 7, {"t": 950, "i": 7, "seq": 40}, True),  # a record dated after the state is in
+    (890, 40, 7, {"t": 890, "i": 7, "seq": 40}, False),  # caught up, but not past the time
+])
+def test_a_device_is_heard_past_a_time_when_its_records_of_then_are_in(
+        seen: int, seq: int, incarnation: int, state: dict[str, int] | None,
+        heard: bool) -> None:
+    row = DeviceRow(id="b", product="bike", created_ms=0, last_seen_ms=seen, last_seq=seq,
+                    incarnation=incarnation, reported=state)
+    assert row.heard_past(900) is heard

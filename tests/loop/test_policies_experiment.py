@@ -236,3 +236,38 @@ def test_the_judge_waits_for_each_arms_data(store: Store, signer: ConfigSigner) 
     (evaluation,) = store.evaluations(policy.id)
     assert set(late) <= set(evaluation.evidence["missing"])
     assert evaluation.evidence["treatment_n"] <= len(view.treatment) - len(late)
+
+
+def test_a_state_past_the_window_does_not_stand_for_records_not_yet_in(
+        store: Store, signer: ConfigSigner) -> None:
+    """A device with a backlog reports its clock (a state dated past the window's end) while
+    its buffered records are still on their way: it is not heard from until the records it
+    had made by then are stored (at the end of a loaded proof 79 of 107 coached bikes were in
+    that state, with 27 % of their window's records in, and the helpful policy was reverted)."""
+    player = Player(store, 3, [("bike", 20)], START, END)
+    player.play_until(NOW)
+    view = ps.create(store, signer, Offline(), spec({"coach_mode": 1}, window_days=7), NOW)
+    policy = ps.get(store, view.policy.id)
+    end = policy.window_end_ms
+    player.play_until(end + DAY_MS)
+    player.advance_clock(end + DAY_MS)  # every device's heartbeat past the end
+    behind: dict[str, int] = {}
+    with store.transaction():
+        for device_id in view.treatment:
+            row = store.get_device(device_id)
+            assert row is not None
+            behind[device_id] = row.last_seq  # what is stored; the state says 25 more made
+            store.save_device(replace(row, last_seq=row.last_seq - 25, last_seen_ms=end + DAY_MS,
+                                      reported={"t": end + DAY_MS, "i": row.incarnation,
+                                                "seq": row.last_seq}))
+    assert store.policy_heard(policy.id, end)["treatment"] == (len(view.treatment), 0)
+    assert pj.judge(store, signer, policy, 1) is None
+    with store.transaction():  # the backlog arrives
+        for device_id, seq in behind.items():
+            row = store.get_device(device_id)
+            assert row is not None
+            store.save_device(replace(row, last_seq=seq))
+    assert store.policy_heard(policy.id, end)["treatment"] == (len(view.treatment),) * 2
+    assert pj.judge(store, signer, policy, 2) is not None
+    (evaluation,) = store.evaluations(policy.id)
+    assert not set(view.treatment) & set(evaluation.evidence["missing"])
