@@ -6,9 +6,9 @@ learned from); the list is made at a few weeks of the span and every person not 
 lapsed is one row: their evidence (cloud.loop.churn.Evidence.features) and whether the truth
 has them disengaging within two weeks. Each fleet is played at each sampling interval, each
 once plain and once with policies reaching some riders part-way, as the loop's proof runs
-them; a share
-of the owners share usage only, as the simulator's consent mix has them. cloud.loop.churn_model
-fits the trees and picks the threshold out of fold, a seed (all its playings) at a time.
+them; a share of the owners share usage only, as the simulator's consent mix has them.
+cloud.loop.churn_model fits the trees and picks the threshold out of fold, a seed (all its
+playings) at a time.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ SEEDS = (4, 5, 6, 7, 8, 9, *range(12, 26))
 # with it gave a threshold that scored worse at week 10 and no better at week 8.
 AT_WEEKS = (10,)
 SPAN_WEEKS = 12
-# The sampling of the fleets it learns from: the benchmark's one a minute, and the loop's
-# proof's one every five minutes (coarser rides: shorter runs of records, rounder minutes).
+# The sampling of the fleets it learns from: one a minute, as the benchmark and the loop's
+# proof sample, and one every five minutes (coarser rides: shorter runs of records, rounder
+# minutes), as a deployment that samples sparingly would.
 INTERVALS_S = (60, 300)
 # Policies part-way through the span, as the loop's proof runs them (with_policies): each
 # fleet is played once more at each interval with half the riders coached, half of them
