@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cloud.db import open_database
 from cloud.loop.activity import DAY_MS, WEEK_MS
 from cloud.loop.experiment_kpis import Clause
+from cloud.policy_store import PolicyRow
 from cloud.services import policies as ps
 from cloud.services import policy_judge as pj
 from cloud.services.audit import Offline
@@ -203,17 +204,25 @@ def test_window_kpis_agree_with_the_loops_own(store: Store) -> None:
     assert "maintenance_alert" not in ek.catalogue("engine")
 
 
+def _played_a_day_past_the_window(store: Store, signer: ConfigSigner, bikes: int
+                                  ) -> tuple[Player, ps.View, PolicyRow]:
+    """A week's coaching policy on `bikes` offline riders, their records played to a day
+    past its window's end."""
+    player = Player(store, 3, [("bike", bikes)], START, END)
+    player.play_until(NOW)
+    view = ps.create(store, signer, Offline(), spec({"coach_mode": 1}, window_days=7), NOW)
+    policy = ps.get(store, view.policy.id)
+    player.play_until(policy.window_end_ms + DAY_MS)
+    return player, view, policy
+
+
 def test_the_judge_waits_for_each_arms_data(store: Store, signer: ConfigSigner) -> None:
     """Data arrives late (a buffering gateway, a device restarting for its config): a policy is
     judged only when each arm has mostly been heard from past the window's end, or when the
     record clock is LATE_GRACE_MS past it; a device not heard from past the end then drops out
     of the evaluation instead of reading as idle."""
-    player = Player(store, 3, [("bike", 40)], START, END)
-    player.play_until(NOW)
-    view = ps.create(store, signer, Offline(), spec({"coach_mode": 1}, window_days=7), NOW)
-    policy = ps.get(store, view.policy.id)
+    player, view, policy = _played_a_day_past_the_window(store, signer, 40)
     end = policy.window_end_ms
-    player.play_until(end + DAY_MS)
     late = view.treatment[: len(view.treatment) // 2]  # half the treatment arm is behind
     with store.transaction():
         for device_id in view.treatment + view.control:
@@ -244,12 +253,8 @@ def test_a_state_past_the_window_does_not_stand_for_records_not_yet_in(
     its buffered records are still on their way: it is not heard from until the records it
     had made by then are stored (at the end of a loaded proof 79 of 107 coached bikes were in
     that state, with 27 % of their window's records in, and the helpful policy was reverted)."""
-    player = Player(store, 3, [("bike", 20)], START, END)
-    player.play_until(NOW)
-    view = ps.create(store, signer, Offline(), spec({"coach_mode": 1}, window_days=7), NOW)
-    policy = ps.get(store, view.policy.id)
+    player, view, policy = _played_a_day_past_the_window(store, signer, 20)
     end = policy.window_end_ms
-    player.play_until(end + DAY_MS)
     player.advance_clock(end + DAY_MS)  # every device's heartbeat past the end
     behind: dict[str, int] = {}
     with store.transaction():
