@@ -365,18 +365,27 @@ def _shift(starts: np.ndarray, logs: np.ndarray, at_ms: int) -> Shift:
                  rel(starts >= three, starts < three), last)
 
 
-def recent(h: History, m: Measures, effort_name: str,
-           forced: Sequence[tuple[int, int]] = ()) -> Recent:
-    """The device's Recent from its measures (m); effort leaves out the activities a
-    policy's change set (`forced`), as the slide does."""
+def own_effort(m: Measures, name: str, forced: Sequence[tuple[int, int]] = ()
+               ) -> Measures | None:
+    """The effort measure `name` of the activities a policy's change did not set (`forced`:
+    a pushed target power is not the rider's effort); None where it is not read."""
+    if name not in m.values:
+        return None
+    unit, values = m.values[name]
+    own = [i for i, t in enumerate(m.starts_ms) if not within(t, forced)]
+    return Measures([m.starts_ms[i] for i in own], {name: (unit, [values[i] for i in own])})
+
+
+def recent(h: History, m: Measures, effort: Measures | None) -> Recent:
+    """The device's Recent from its measures (m) and its own effort (own_effort)."""
     at = h.at_ms
     starts = np.asarray(m.starts_ms, dtype=float)
     minutes = _shift(starts, np.log(np.asarray(m.values["minutes"][1], dtype=float)), at)
-    effort = Shift()
-    if effort_name in m.values:
-        own = [i for i, t in enumerate(m.starts_ms) if not within(t, forced)]
-        values = np.asarray(m.values[effort_name][1], dtype=float)
-        effort = _shift(starts[own], np.log(values[own]), at)
+    effort_shift = Shift()
+    if effort is not None:
+        ((_, values),) = effort.values.values()
+        effort_shift = _shift(np.asarray(effort.starts_ms, dtype=float),
+                              np.log(np.asarray(values, dtype=float)), at)
     acts = np.asarray([a.start_ms for a in h.acts], dtype=float)
     fortnight = at - RECENT_DAYS[1] * DAY_MS
     # the weeks the device was seen in before the last two (at least half a week)
@@ -389,7 +398,7 @@ def recent(h: History, m: Measures, effort_name: str,
     gap = float(np.diff(ends).max()) / DAY_MS if len(ends) > 1 else float(GAP_WINDOW_DAYS)
     earlier = np.diff(acts[acts < window]) / DAY_MS
     usual_gap = float(np.median(earlier)) if len(earlier) else USUAL_GAP_DAYS
-    return Recent(minutes, effort, (now + 0.25) / (before + 0.25),
+    return Recent(minutes, effort_shift, (now + 0.25) / (before + 0.25),
                   int((starts >= fortnight).sum()), gap / usual_gap)
 
 
@@ -543,13 +552,8 @@ def evidence(h: History, product: str, personal: bool,
     if d is None:
         return None
     m = measures(h, product, reps if personal else None)
-    effort_name = "power" if product == "bike" else "reps a minute"
-    effort = None
-    if effort_name in m.values:
-        unit, values = m.values[effort_name]
-        own = [i for i, t in enumerate(m.starts_ms) if not within(t, forced)]
-        effort = slide(Measures([m.starts_ms[i] for i in own],
-                                {effort_name: (unit, [values[i] for i in own])}))
+    own = own_effort(m, "power" if product == "bike" else "reps a minute", forced)
+    effort = slide(own) if own is not None else None
     minutes = slide(Measures(m.starts_ms, {"minutes": m.values["minutes"]}))
     last = max(a.start_ms for a in h.acts)
     return Evidence(d, effort, minutes, wander(h) if personal else None,
@@ -557,7 +561,7 @@ def evidence(h: History, product: str, personal: bool,
                     mirror=product == "mirror", personal=personal,
                     coaching=coaching(h, coached),
                     forced_days=overlap_days(forced, h.from_ms, h.at_ms),
-                    recent=recent(h, m, effort_name, forced), at_ms=h.at_ms)
+                    recent=recent(h, m, own), at_ms=h.at_ms)
 
 
 def reason(word: str, e: Evidence, risk: float | None = None) -> tuple[str, int | None]:
